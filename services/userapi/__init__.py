@@ -1,0 +1,1 @@
+"""userapi: one scale-to-zero Knative Service per user-API endpoint."""
