@@ -1,2 +1,116 @@
-def main() -> None:
-    print("hi")
+"""`userapi` command line: serve one endpoint, run everything locally, migrate, run the emulator.
+
+Each command imports only what it uses: `serve get-user` must not pay for the emulator, the
+other endpoints or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _default_port() -> int:
+    # Knative sets PORT for the serving container.
+    return int(os.environ.get("PORT", "8080"))
+
+
+def serve(endpoint: str, host: str, port: int) -> None:
+    from userapi import endpoints
+    from userapi.runtime import logs
+    from userapi.runtime.app import create_app
+    from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
+
+    settings = load_settings()
+    require_auth0(settings)
+    logs.configure(settings.log_level)
+    try:
+        module = endpoints.load(endpoint)
+    except ValueError as exc:
+        raise SystemExit(f"userapi: {exc}") from None
+    app = create_app(endpoint, [module.router], settings)
+    run_uvicorn(app, host, port, settings)
+
+
+def migrate() -> None:
+    import asyncio
+
+    from userapi.runtime import logs
+    from userapi.runtime.db import create_database
+    from userapi.runtime.migrate import apply_migrations
+    from userapi.runtime.process import load_settings
+
+    settings = load_settings()
+    logs.configure(settings.log_level)
+
+    async def run() -> list[str]:
+        database = create_database(settings)
+        try:
+            return await apply_migrations(database)
+        finally:
+            await database.close()
+
+    applied = asyncio.run(run())
+    target = "PostgreSQL" if settings.database_url else f"SQLite {settings.sqlite_path}"
+    print(f"userapi: {target}: applied {', '.join(applied) if applied else 'nothing (up to date)'}")
+
+
+def emulator(
+    host: str, port: int, seed: str | None, latency_ms: float, base_url: str | None
+) -> None:
+    from userapi.emulator import run
+
+    run(host, port, seed_path=seed, latency_ms=latency_ms, base_url=base_url)
+
+
+def dev(host: str, port: int) -> None:
+    from userapi.dev import run
+
+    run(host, port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="userapi", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="serve one endpoint (the container entrypoint)")
+    p.add_argument("endpoint", help="get-user, list-users, …")
+    p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container must listen on all
+    p.add_argument("--port", type=int, default=None, help="default: $PORT, else 8080")
+
+    p = commands.add_parser("dev", help="every endpoint and the Auth0 emulator on one local port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("USERAPI_DEV_PORT", "8000")))
+
+    commands.add_parser("migrate", help="create or upgrade the schema at DATABASE_URL")
+
+    p = commands.add_parser("emulator", help="run the Auth0 emulator (development and tests)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "8765")))
+    p.add_argument("--seed", default=os.environ.get("EMULATOR_SEED"), help="users JSON file")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=float(os.environ.get("EMULATOR_LATENCY_MS", "0")),
+        help="added to every Management API call",
+    )
+    p.add_argument("--base-url", default=os.environ.get("EMULATOR_BASE_URL"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        serve(args.endpoint, args.host, args.port if args.port is not None else _default_port())
+    elif args.command == "dev":
+        dev(args.host, args.port)
+    elif args.command == "migrate":
+        migrate()
+    elif args.command == "emulator":
+        emulator(args.host, args.port, args.seed, args.latency_ms, args.base_url)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,100 @@
+"""`userapi dev`: every endpoint on one local port, with the same paths as production.
+
+With nothing configured it is self-contained: the Auth0 emulator is served on the same port,
+profiles are cached in process, and accounts live in an SQLite file. Set AUTH0_DOMAIN (and the
+other AUTH0_* settings), REDIS_URL or DATABASE_URL to use the real thing instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from importlib import resources
+from typing import Any
+
+from userapi import endpoints
+from userapi.runtime import logs
+from userapi.runtime.app import create_app
+from userapi.runtime.db import create_database
+from userapi.runtime.migrate import apply_migrations
+from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
+from userapi.runtime.settings import Settings
+
+DEV_AUDIENCE = "https://userapi.local/api"
+DEV_CLIENT_ID = "userapi-m2m"
+DEV_CLIENT_SECRET = "userapi-dev-secret"  # noqa: S105 - the emulator's own client
+
+
+async def _migrate(settings: Settings) -> None:
+    database = create_database(settings)
+    try:
+        await apply_migrations(database)
+    finally:
+        await database.close()
+
+
+def run(host: str, port: int) -> None:
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    base_url = f"http://{url_host}:{port}"
+    mounts: list[tuple[str, Any]] = []
+    overrides: dict[str, object] = {}
+    emulator = None
+    if not os.environ.get("AUTH0_DOMAIN"):
+        from userapi.emulator import Emulator, EmulatorConfig, load_seed
+
+        seed = load_seed(str(resources.files("userapi.emulator") / "seed_users.json"))
+        emulator = Emulator(
+            EmulatorConfig(
+                base_url=base_url,
+                clients={DEV_CLIENT_ID: DEV_CLIENT_SECRET},
+                api_audiences=[DEV_AUDIENCE],
+                seed_users=seed,
+                latency_ms=float(os.environ.get("EMULATOR_LATENCY_MS", "0")),
+            )
+        )
+        # Mounted last: the endpoints' routes match first, the emulator takes the rest.
+        mounts.append(("/", emulator.app))
+        overrides = {
+            "auth0_domain": base_url,
+            "auth0_audience": DEV_AUDIENCE,
+            "auth0_client_id": DEV_CLIENT_ID,
+            "auth0_client_secret": DEV_CLIENT_SECRET,
+        }
+    settings = load_settings(**overrides)
+    require_auth0(settings)
+    logs.configure(settings.log_level)
+    asyncio.run(_migrate(settings))
+
+    routers = [endpoints.load(name).router for name in endpoints.ENDPOINTS]
+    app = create_app("dev", routers, settings, mounts=mounts)
+    _print_banner(base_url, settings, emulator)
+    run_uvicorn(app, host, port, settings)
+
+
+def _print_banner(base_url: str, settings: Settings, emulator: Any) -> None:
+    database = "PostgreSQL" if settings.database_url else f"SQLite {settings.sqlite_path}"
+    lines = [
+        "",
+        f"userapi dev: {', '.join(endpoints.ENDPOINTS)} on {base_url}",
+        f"  Auth0:    {'emulator on the same port' if emulator else settings.auth0_base_url}",
+        f"  cache:    {'Redis' if settings.redis_url else 'in-process'}",
+        f"  database: {database}",
+        f"  API docs: {base_url}/docs",
+    ]
+    if emulator is not None:
+        user = next(iter(emulator.users.values()))
+        token = emulator.mint_access_token(
+            user["user_id"], audience=DEV_AUDIENCE, permissions=["read:users"], expires_in=86400
+        )
+        user_path = "/users/" + user["user_id"].replace("|", "%7C")
+        lines += [
+            f"  sample user: {user['user_id']} ({user.get('email')})",
+            f"  token (24 h, read:users, sub={user['user_id']}):",
+            f"    {token}",
+            "",
+            "Try:",
+            f"  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} {base_url}{user_path}",
+            "",
+        ]
+    print("\n".join(lines), flush=True)

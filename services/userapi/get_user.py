@@ -1,0 +1,49 @@
+"""get-user: `GET /users/{user_id}`: a profile from Auth0 (cached) plus the app's account row."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.errors import ERROR_RESPONSES, bad_request, not_found
+from userapi.runtime.users import User, validate_user_id
+
+ENDPOINT = "get-user"
+READ_USERS = "read:users"
+
+router = APIRouter(tags=["users"])
+
+
+@router.get(
+    "/users/{user_id}",
+    response_model=User,
+    responses=ERROR_RESPONSES,
+    summary="Get a user",
+    description=(
+        "An Auth0 user's profile and the app's account row. `me` is the caller. Reading another "
+        f"user needs the `{READ_USERS}` permission."
+    ),
+)
+async def get_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> User:
+    if user_id == "me":
+        target = principal.subject
+        if target.endswith("@clients"):
+            raise bad_request("'me' needs a user's token; this one belongs to an application.")
+    else:
+        target = validate_user_id(user_id)
+    if target != principal.subject:
+        principal.require(READ_USERS)
+
+    # The account row and the profile are independent: read both at once.
+    account_read = asyncio.create_task(resources.accounts.get(target))
+    try:
+        lookup = await resources.profiles.get(target)
+    except BaseException:
+        account_read.cancel()
+        raise
+    account = await account_read
+    if lookup.profile is None:
+        raise not_found("The user does not exist.")
+    return User.model_validate({**lookup.profile, "account": account})

@@ -1,0 +1,130 @@
+"""The app factory every endpoint is built with, and the per-process resources it owns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp
+
+from userapi import __version__
+from userapi.runtime.auth import KeySet, TokenVerifier
+from userapi.runtime.auth0 import ManagementClient
+from userapi.runtime.db import Database, create_database
+from userapi.runtime.errors import install_error_handlers
+from userapi.runtime.middleware import RequestMiddleware
+from userapi.runtime.profiles import ProfileCache, create_profile_cache
+from userapi.runtime.settings import Settings
+from userapi.runtime.store import SharedStore, create_store
+from userapi.runtime.users import Accounts
+
+log = logging.getLogger("userapi.app")
+
+
+@dataclass
+class Resources:
+    """Clients shared by every request of one process. Creating them does no I/O: Redis, the
+    database and Auth0 are contacted by the first request that needs them."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    store: SharedStore
+    verifier: TokenVerifier
+    auth0: ManagementClient
+    profiles: ProfileCache
+    database: Database
+    accounts: Accounts
+
+    @classmethod
+    def create(cls, settings: Settings) -> Resources:
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.auth0_read_timeout_seconds, connect=settings.auth0_connect_timeout_seconds
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.auth0_max_connections,
+                max_keepalive_connections=settings.auth0_max_connections,
+                keepalive_expiry=60.0,
+            ),
+            headers={"User-Agent": f"userapi/{__version__}"},
+        )
+        store = create_store(settings)
+        keys = KeySet(
+            http,
+            f"{settings.auth0_base_url}/.well-known/jwks.json",
+            cache_seconds=settings.jwks_cache_seconds,
+            refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+        )
+        verifier = TokenVerifier(
+            keys,
+            issuer=settings.issuer,
+            audience=settings.auth0_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+        auth0 = ManagementClient(settings, http, store)
+        database = create_database(settings)
+        return cls(
+            settings=settings,
+            http=http,
+            store=store,
+            verifier=verifier,
+            auth0=auth0,
+            profiles=create_profile_cache(settings, store, auth0),
+            database=database,
+            accounts=Accounts(database),
+        )
+
+    async def close(self) -> None:
+        # Each close is attempted even if another fails: a pod must not leak connections.
+        for name, close in (
+            ("database", self.database.close),
+            ("store", self.store.close),
+            ("http", self.http.aclose),
+        ):
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("closing %s failed", name, extra={"error": repr(exc)})
+
+
+def create_app(
+    name: str,
+    routers: Sequence[APIRouter],
+    settings: Settings,
+    *,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.resources = Resources.create(settings)
+        log.info("ready", extra={"endpoint": name, "version": __version__})
+        try:
+            yield
+        finally:
+            await app.state.resources.close()
+            log.info("stopped", extra={"endpoint": name})
+
+    app = FastAPI(
+        title=f"userapi: {name}",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, endpoint=name)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        # Readiness only: the process serves. Auth0, Redis and the database are deliberately
+        # not checked, or a dependency outage would take every pod out of the load balancer.
+        return {"status": "ok"}
+
+    for router in routers:
+        app.include_router(router)
+    for path, sub_app in mounts:
+        app.mount(path, sub_app)
+    return app

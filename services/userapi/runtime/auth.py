@@ -1,0 +1,173 @@
+"""Access-token verification: RS256 only, exact issuer, audience and expiry; non-blocking JWKS.
+
+PyJWT's PyJWKClient fetches with blocking urllib and refetches on every unknown kid, so the key
+set is kept here: fetched once per process however many requests arrive together, cached, and
+refetched on an unknown kid at most once per cooldown (Auth0 rotates keys; a flood of forged
+kids must not turn into a flood of JWKS requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt.algorithms import RSAAlgorithm
+
+from userapi.runtime.errors import APIError, UpstreamError, forbidden, unauthorized
+
+log = logging.getLogger("userapi.auth")
+
+ALGORITHMS = ["RS256"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    permissions: frozenset[str]
+    claims: dict[str, Any]
+
+    def has(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    def require(self, permission: str) -> None:
+        if permission not in self.permissions:
+            raise forbidden(permission)
+
+
+class InvalidToken(Exception):
+    pass
+
+
+class JWKSUnavailable(UpstreamError):
+    def to_api_error(self) -> APIError:
+        return APIError(502, "auth0_unavailable", "Auth0's signing keys could not be fetched.")
+
+
+class KeySet:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        jwks_url: str,
+        cache_seconds: float,
+        refetch_cooldown_seconds: float,
+    ) -> None:
+        self._http = http
+        self._url = jwks_url
+        self._cache_seconds = cache_seconds
+        self._cooldown = refetch_cooldown_seconds
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str) -> Any:
+        now = time.monotonic()
+        if kid in self._keys and now - self._fetched_at < self._cache_seconds:
+            return self._keys[kid]
+        stale = now - self._fetched_at >= self._cache_seconds
+        await self._refresh(force=stale)
+        key = self._keys.get(kid)
+        if key is None:
+            raise InvalidToken("The token was signed by an unknown key.")
+        return key
+
+    async def _refresh(self, *, force: bool) -> None:
+        fetched_before = self._fetched_at
+        async with self._lock:
+            if self._fetched_at != fetched_before:
+                return  # another request refreshed while we waited: one fetch serves all
+            if not force and time.monotonic() - self._fetched_at < self._cooldown:
+                return
+            try:
+                response = await self._http.get(self._url)
+                response.raise_for_status()
+                document = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                if self._keys:
+                    log.warning(
+                        "JWKS refresh failed, keeping cached keys", extra={"error": repr(exc)}
+                    )
+                    self._fetched_at = time.monotonic() - self._cache_seconds + self._cooldown
+                    return
+                raise JWKSUnavailable(str(exc)) from exc
+            self._keys = _parse_jwks(document)
+            self._fetched_at = time.monotonic()
+
+
+def _parse_jwks(document: Any) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for jwk in document.get("keys", []) if isinstance(document, dict) else []:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or "kid" not in jwk:
+            continue
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", "RS256") != "RS256":
+            continue
+        keys[str(jwk["kid"])] = RSAAlgorithm.from_jwk(jwk)
+    return keys
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway_seconds: int) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The token is malformed.") from exc
+        # Checked before any key lookup: alg "none" or HS256 signed with the public key must
+        # never reach a verifier that might accept them.
+        if header.get("alg") not in ALGORITHMS:
+            raise InvalidToken("The token's algorithm is not allowed.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("The token has no key id.")
+        key = await self._keys.key_for(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("The token has expired.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise InvalidToken("The token is not meant for this API.") from exc
+        except jwt.InvalidIssuerError as exc:
+            raise InvalidToken("The token was issued by another tenant.") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The token is invalid.") from exc
+        return Principal(str(claims["sub"]), _permissions(claims), claims)
+
+
+def _permissions(claims: dict[str, Any]) -> frozenset[str]:
+    granted: set[str] = set()
+    permissions = claims.get("permissions")
+    if isinstance(permissions, list):
+        granted.update(p for p in permissions if isinstance(p, str))
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        granted.update(scope.split())
+    return frozenset(granted)
+
+
+async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:
+    if not authorization:
+        raise unauthorized("An access token is required (Authorization: Bearer <token>).")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <token>'.")
+    try:
+        return await verifier.verify(token.strip())
+    except InvalidToken as exc:
+        raise unauthorized(str(exc)) from exc

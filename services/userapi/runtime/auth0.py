@@ -1,0 +1,328 @@
+"""Auth0 Management API v2 client: one httpx client per process, a shared token, bounded retries.
+
+Auth0's SDKs cache the management token in process memory only, so every new pod fetches one
+(node-auth0 #792). Here the token lives in the shared store too: N cold pods cost one fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from userapi.runtime import context
+from userapi.runtime.errors import APIError, UpstreamError
+from userapi.runtime.settings import Settings
+from userapi.runtime.store import SharedStore
+
+log = logging.getLogger("userapi.auth0")
+
+_BACKOFF_BASE_SECONDS = 0.2
+_BACKOFF_CAP_SECONDS = 4.0
+_TOKEN_REFRESH_MARGIN_SECONDS = 300.0  # refresh this long before expiry
+_TOKEN_WAIT_SECONDS = 1.0  # how long a pod waits for another pod's token fetch
+
+
+class Auth0Error(UpstreamError):
+    """Auth0 could not answer; the caller decides whether a stale answer can stand in."""
+
+    def to_api_error(self) -> APIError:
+        return APIError(502, "auth0_unavailable", "Auth0 failed to answer; try again later.")
+
+
+class Auth0Timeout(Auth0Error):
+    def to_api_error(self) -> APIError:
+        return APIError(504, "auth0_timeout", "Auth0 did not answer in time; try again later.")
+
+
+class Auth0RateLimited(Auth0Error):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"rate limited, retry after {retry_after_seconds}s")
+        self.retry_after_seconds = retry_after_seconds
+
+    def to_api_error(self) -> APIError:
+        return APIError(
+            503,
+            "rate_limited",
+            "Auth0's rate limit was reached; retry later.",
+            {"Retry-After": str(self.retry_after_seconds)},
+        )
+
+
+class Auth0Rejected(Exception):
+    """Auth0 answered with a 4xx that the caller should map (e.g. 400, 409)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"Auth0 answered {status}")
+        self.status = status
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message") or self.body.get("error") or "Auth0 rejected it.")
+
+
+@dataclass
+class _Deadline:
+    expires_at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> _Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return self.expires_at - time.monotonic()
+
+
+def _backoff(attempt: int) -> float:
+    # "Full jitter" (AWS architecture blog): spreads retries of many pods over the window.
+    return random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt))
+
+
+def _reset_wait(response: httpx.Response) -> float | None:
+    reset = response.headers.get("x-ratelimit-reset")
+    try:
+        return max(0.0, float(reset) - time.time()) if reset is not None else None
+    except ValueError:
+        return None
+
+
+class ManagementToken:
+    """The client-credentials token, cached in this process and in the shared store."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, store: SharedStore) -> None:
+        self._settings = settings
+        self._http = http
+        self._store = store
+        self._token: str | None = None
+        self._expires_at = 0.0  # wall clock: the shared copy is read by other processes
+        self._lock = asyncio.Lock()
+        self._key = f"{settings.redis_key_prefix}auth0:mgmt-token:{settings.auth0_client_id}"
+
+    def _usable(self, expires_at: float) -> bool:
+        return expires_at - _TOKEN_REFRESH_MARGIN_SECONDS > time.time()
+
+    async def get(self, deadline: _Deadline) -> str:
+        if self._token is not None and self._usable(self._expires_at):
+            return self._token
+        async with self._lock:  # concurrent requests in this process share one fetch
+            if self._token is not None and self._usable(self._expires_at):
+                return self._token
+            token, expires_at = await self._shared_or_fetch(deadline)
+            self._token, self._expires_at = token, expires_at
+            return token
+
+    async def invalidate(self, token: str) -> None:
+        """Auth0 rejected `token` (revoked or rotated credentials): drop it everywhere."""
+        if self._token == token:
+            self._token, self._expires_at = None, 0.0
+        shared = await self._load_shared()
+        if shared is not None and shared[0] == token:
+            await self._store.delete(self._key)
+
+    async def _load_shared(self) -> tuple[str, float] | None:
+        raw = await self._store.get(self._key)
+        if raw is None:
+            return None
+        try:
+            entry = json.loads(raw)
+            return str(entry["token"]), float(entry["expires_at"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def _shared_or_fetch(self, deadline: _Deadline) -> tuple[str, float]:
+        shared = await self._load_shared()
+        if shared is not None and self._usable(shared[1]):
+            return shared
+        lock_key = self._key + ":lock"
+        lock = await self._store.try_lock(lock_key, ttl_seconds=5.0)
+        if lock is None:
+            # Another pod is fetching: wait briefly for its token rather than fetch a second.
+            waited_until = time.monotonic() + min(_TOKEN_WAIT_SECONDS, deadline.remaining() / 2)
+            while time.monotonic() < waited_until:
+                await asyncio.sleep(0.05)
+                shared = await self._load_shared()
+                if shared is not None and self._usable(shared[1]):
+                    return shared
+        try:
+            token, expires_in = await self._fetch(deadline)
+            expires_at = time.time() + expires_in
+            entry = json.dumps({"token": token, "expires_at": expires_at}).encode()
+            await self._store.set(self._key, entry, ttl_seconds=expires_in)
+            return token, expires_at
+        finally:
+            if lock is not None:
+                await self._store.unlock(lock_key, lock)
+
+    async def _fetch(self, deadline: _Deadline) -> tuple[str, float]:
+        settings = self._settings
+        payload = {
+            "grant_type": "client_credentials",
+            "client_id": settings.auth0_client_id,
+            "client_secret": settings.client_secret(),
+            "audience": settings.management_audience,
+        }
+        for attempt in range(settings.auth0_max_retries + 1):
+            started = time.perf_counter()
+            try:
+                response = await self._http.post(
+                    f"{settings.auth0_base_url}/oauth/token",
+                    json=payload,
+                    timeout=_timeout(settings, deadline),
+                )
+            except httpx.TimeoutException as exc:
+                raise Auth0Timeout("token request timed out") from exc
+            except httpx.HTTPError as exc:
+                error: Auth0Error = Auth0Error(f"token request failed: {exc!r}")
+            else:
+                _account(started)
+                if response.status_code == 200:
+                    body = response.json()
+                    return str(body["access_token"]), float(body.get("expires_in", 86400))
+                if response.status_code == 429:
+                    error = Auth0RateLimited(max(1, round(_reset_wait(response) or 1)))
+                elif response.status_code >= 500:
+                    error = Auth0Error(f"token endpoint answered {response.status_code}")
+                else:
+                    # Wrong credentials or grant: retrying cannot help, and the operator must know.
+                    log.error(
+                        "Auth0 refused the management token request",
+                        extra={"status": response.status_code, "body": response.text[:300]},
+                    )
+                    raise Auth0Error(f"token endpoint answered {response.status_code}")
+            wait = _backoff(attempt)
+            if attempt == settings.auth0_max_retries or wait >= deadline.remaining():
+                raise error
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def _timeout(settings: Settings, deadline: _Deadline) -> httpx.Timeout:
+    remaining = max(0.05, deadline.remaining())
+    return httpx.Timeout(
+        min(settings.auth0_read_timeout_seconds, remaining),
+        connect=min(settings.auth0_connect_timeout_seconds, remaining),
+    )
+
+
+def _account(started: float) -> None:
+    ctx = context.current()
+    if ctx is not None:
+        ctx.add_auth0_time(time.perf_counter() - started)
+
+
+class ManagementClient:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, store: SharedStore) -> None:
+        self._settings = settings
+        self._http = http
+        self._base = f"{settings.auth0_base_url}/api/v2"
+        self.token = ManagementToken(settings, http, store)
+
+    async def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """The full Auth0 profile, or None when Auth0 says the user does not exist."""
+        response = await self.request("GET", f"/users/{quote(user_id, safe='')}", idempotent=True)
+        if response.status_code == 404:
+            return None
+        return _json_object(response)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> httpx.Response:
+        """One Management API call within the request budget; 2xx and 404 are returned.
+
+        429s are retried for every method (Auth0 did nothing); 5xx and network errors only when
+        the call is idempotent, since a lost answer to a POST may hide a user created anyway.
+        """
+        settings = self._settings
+        deadline = _Deadline.after(settings.auth0_request_budget_seconds)
+        reauthenticated = False
+        attempt = 0
+        while True:
+            token = await self.token.get(deadline)
+            started = time.perf_counter()
+            try:
+                response = await self._http.request(
+                    method,
+                    self._base + path,
+                    params=params,
+                    json=json_body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=_timeout(settings, deadline),
+                )
+            except httpx.TimeoutException as exc:
+                _account(started)
+                error: Auth0Error = Auth0Timeout(f"{method} {path} timed out")
+                cause: Exception = exc
+                wait = _backoff(attempt) if idempotent else None
+            except httpx.HTTPError as exc:
+                _account(started)
+                error, cause = Auth0Error(f"{method} {path} failed: {exc!r}"), exc
+                wait = _backoff(attempt) if idempotent else None
+            else:
+                _account(started)
+                status = response.status_code
+                if status < 300 or status == 404:
+                    return response
+                if status == 401 and not reauthenticated:
+                    reauthenticated = True
+                    await self.token.invalidate(token)
+                    continue
+                cause = Exception(f"HTTP {status}")
+                if status == 429:
+                    reset_wait = _reset_wait(response)
+                    error = Auth0RateLimited(max(1, round(reset_wait or 1)))
+                    # Waiting for the bucket to refill beats guessing, when it fits the budget.
+                    if reset_wait is not None and reset_wait < deadline.remaining():
+                        wait = reset_wait + random.uniform(0, 0.1)
+                    else:
+                        wait = _backoff(attempt)
+                elif status >= 500:
+                    error = Auth0Error(f"{method} {path} answered {status}")
+                    wait = _backoff(attempt) if idempotent else None
+                else:
+                    raise Auth0Rejected(status, _error_body(response))
+            if wait is None or attempt >= settings.auth0_max_retries:
+                raise error from cause
+            if wait >= deadline.remaining():
+                raise error from cause
+            log.info(
+                "retrying Auth0 call",
+                extra={
+                    "call": f"{method} {path}",
+                    "attempt": attempt + 1,
+                    "wait_s": round(wait, 3),
+                },
+            )
+            await asyncio.sleep(wait)
+            attempt += 1
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise Auth0Error("Auth0 answered with a body that is not JSON") from exc
+    if not isinstance(body, dict):
+        raise Auth0Error("Auth0 answered with an unexpected body")
+    return body
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"message": response.text[:200]}
+    return body if isinstance(body, dict) else {"message": str(body)[:200]}

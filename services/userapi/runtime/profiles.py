@@ -1,0 +1,206 @@
+"""Auth0 profiles behind the shared cache: the memoization that makes a ~500 ms call ~1 ms.
+
+An entry holds the allowlisted profile, when it was fetched and Auth0's updated_at. It is fresh
+for PROFILE_FRESH_TTL_SECONDS (with jitter so that entries filled together do not expire
+together), then kept for PROFILE_STALE_TTL_SECONDS more to stand in when Auth0 fails
+(RFC 5861 stale-if-error). A 404 is remembered for PROFILE_NEGATIVE_TTL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from userapi.runtime import context
+from userapi.runtime.auth0 import Auth0Error, ManagementClient
+from userapi.runtime.settings import Settings
+from userapi.runtime.store import SharedStore
+
+log = logging.getLogger("userapi.profiles")
+
+# The only Auth0 fields an endpoint ever returns: identities, tokens of social providers,
+# logins count and the like stay inside Auth0.
+PROFILE_FIELDS = (
+    "user_id",
+    "email",
+    "email_verified",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "created_at",
+    "updated_at",
+    "last_login",
+    "user_metadata",
+)
+
+_LOCK_POLL_SECONDS = 0.02
+
+
+def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> dict[str, Any]:
+    kept = {name: profile[name] for name in PROFILE_FIELDS if name in profile}
+    if include_app_metadata and "app_metadata" in profile:
+        kept["app_metadata"] = profile["app_metadata"]
+    return kept
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    profile: dict[str, Any] | None  # None: Auth0 said the user does not exist
+    fetched_at: float
+    fresh_until: float
+    updated_at: str | None
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "profile": self.profile,
+                "fetched_at": self.fetched_at,
+                "fresh_until": self.fresh_until,
+                "updated_at": self.updated_at,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CacheEntry | None:
+        try:
+            data = json.loads(raw)
+            return cls(
+                profile=data["profile"],
+                fetched_at=float(data["fetched_at"]),
+                fresh_until=float(data["fresh_until"]),
+                updated_at=data.get("updated_at"),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry from an incompatible version is just a miss
+
+
+@dataclass(frozen=True)
+class Lookup:
+    profile: dict[str, Any] | None
+    outcome: str  # hit | miss | stale | coalesced
+    fetched_at: float
+
+
+class ProfileCache:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SharedStore,
+        fetch: Callable[[str], Awaitable[dict[str, Any] | None]],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._fetch = fetch
+        self._prefix = f"{settings.redis_key_prefix}profile:v1:"
+        self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+
+    def key(self, user_id: str) -> str:
+        return self._prefix + user_id
+
+    async def get(self, user_id: str) -> Lookup:
+        """The profile (None when the user does not exist); raises Auth0Error with nothing stale."""
+        lookup = await self._lookup(user_id)
+        ctx = context.current()
+        if ctx is not None:
+            ctx.cache = lookup.outcome
+        return lookup
+
+    async def _lookup(self, user_id: str) -> Lookup:
+        cached = await self._read(user_id)
+        if cached is not None and cached.is_fresh(time.time()):
+            return Lookup(cached.profile, "hit", cached.fetched_at)
+        # Single-flight: concurrent misses for one user in this process share one Auth0 call. The
+        # fill runs as its own task so that a caller hanging up does not cancel the others.
+        task = self._inflight.get(user_id)
+        if task is None:
+            task = asyncio.create_task(self._fill(user_id, cached))
+            self._inflight[user_id] = task
+            task.add_done_callback(lambda done: self._settle(user_id, done))
+            return await asyncio.shield(task)
+        shared = await asyncio.shield(task)
+        return Lookup(shared.profile, "coalesced", shared.fetched_at)
+
+    def _settle(self, user_id: str, task: asyncio.Task[Lookup]) -> None:
+        self._inflight.pop(user_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have hung up
+
+    async def _fill(self, user_id: str, stale: CacheEntry | None) -> Lookup:
+        lock_key = self.key(user_id) + ":lock"
+        lock = await self._store.try_lock(lock_key, self._settings.profile_lock_seconds)
+        if lock is None:
+            # Another pod is fetching this user: its result lands in the store shortly.
+            deadline = time.monotonic() + self._settings.profile_lock_seconds
+            while time.monotonic() < deadline:
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
+                entry = await self._read(user_id)
+                if entry is not None and entry.is_fresh(time.time()):
+                    return Lookup(entry.profile, "coalesced", entry.fetched_at)
+        try:
+            try:
+                profile = await self._fetch(user_id)
+            except Auth0Error as exc:
+                if stale is not None and stale.profile is not None:
+                    log.warning(
+                        "Auth0 failed; serving a stale profile",
+                        extra={
+                            "user_id": user_id,
+                            "age_s": round(time.time() - stale.fetched_at, 1),
+                            "error": repr(exc),
+                        },
+                    )
+                    return Lookup(stale.profile, "stale", stale.fetched_at)
+                raise
+            entry = self._entry(profile)
+            await self._write(user_id, entry)
+            return Lookup(entry.profile, "miss", entry.fetched_at)
+        finally:
+            if lock is not None:
+                await self._store.unlock(lock_key, lock)
+
+    def _entry(self, profile: dict[str, Any] | None) -> CacheEntry:
+        now = time.time()
+        settings = self._settings
+        if profile is None:
+            return CacheEntry(None, now, now + settings.profile_negative_ttl_seconds, None)
+        jitter = 1 + random.uniform(-settings.profile_ttl_jitter, settings.profile_ttl_jitter)
+        kept = allowlisted(profile, settings.profile_include_app_metadata)
+        return CacheEntry(
+            kept, now, now + settings.profile_fresh_ttl_seconds * jitter, kept.get("updated_at")
+        )
+
+    async def _read(self, user_id: str) -> CacheEntry | None:
+        raw = await self._store.get(self.key(user_id))
+        return CacheEntry.decode(raw) if raw is not None else None
+
+    async def _write(self, user_id: str, entry: CacheEntry) -> None:
+        ttl = entry.fresh_until - entry.fetched_at
+        if entry.profile is not None:
+            ttl += self._settings.profile_stale_ttl_seconds
+        if ttl > 0:
+            await self._store.set(self.key(user_id), entry.encode(), ttl)
+
+    async def put(self, profile: dict[str, Any]) -> None:
+        """Store a profile fetched by other means (e.g. a list or an update)."""
+        await self._write(str(profile["user_id"]), self._entry(profile))
+
+    async def invalidate(self, user_id: str) -> None:
+        await self._store.delete(self.key(user_id))
+
+
+def create_profile_cache(
+    settings: Settings, store: SharedStore, auth0: ManagementClient
+) -> ProfileCache:
+    return ProfileCache(settings, store, auth0.get_user)

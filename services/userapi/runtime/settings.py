@@ -1,0 +1,130 @@
+"""Every setting of every endpoint, read from the environment (one class, UPPERCASE names).
+
+docs/configuration.md lists each one with its Helm value; keep the three in step.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Auth0 -----------------------------------------------------------------------------------
+    # Required to serve (see require_auth0); `userapi migrate` runs without them.
+    auth0_domain: str = Field(
+        default="",
+        description="Tenant domain (example.us.auth0.com) or a full http(s)://host:port base URL.",
+    )
+    auth0_audience: str = Field(
+        default="", description="API identifier that access tokens must carry in aud."
+    )
+    auth0_client_id: str = Field(
+        default="", description="Management API client (machine-to-machine app)."
+    )
+    auth0_client_secret: SecretStr | None = None
+    auth0_client_secret_file: Path | None = Field(
+        default=None, description="File holding the client secret (a mounted Kubernetes Secret)."
+    )
+    auth0_management_audience: str | None = Field(
+        default=None, description="Defaults to <base URL>/api/v2/."
+    )
+    auth0_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    auth0_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    auth0_request_budget_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        description="Total time one Management API call may take, retries included.",
+    )
+    auth0_max_retries: int = Field(default=3, ge=0, le=10)
+    auth0_max_connections: int = Field(default=20, ge=1)
+
+    # Access-token verification ----------------------------------------------------------------
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=600, ge=10)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+
+    # Profile cache -----------------------------------------------------------------------------
+    redis_url: str | None = Field(default=None, description="Unset: an in-process LRU cache.")
+    redis_timeout_seconds: float = Field(default=0.05, gt=0, le=5)
+    redis_connect_timeout_seconds: float = Field(default=0.1, gt=0, le=5)
+    redis_retry_after_error_seconds: float = Field(
+        default=1.0, ge=0, description="After a Redis error, skip Redis for this long."
+    )
+    redis_key_prefix: str = "userapi:"
+    profile_fresh_ttl_seconds: float = Field(default=300.0, gt=0)
+    profile_ttl_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    profile_stale_ttl_seconds: float = Field(default=3600.0, ge=0)
+    profile_negative_ttl_seconds: float = Field(default=30.0, ge=0)
+    profile_lock_seconds: float = Field(default=2.0, gt=0)
+    profile_include_app_metadata: bool = False
+    memory_cache_max_entries: int = Field(default=10_000, ge=1)
+
+    # Database ----------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL (the PgBouncer sidecar). Unset: SQLite."
+    )
+    sqlite_path: Path = Path(".dev/userapi.sqlite3")
+    db_pool_max_size: int = Field(default=4, ge=1, le=100)
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_startup_grace_seconds: float = Field(
+        default=5.0, ge=0, description="How long to retry while the PgBouncer sidecar starts."
+    )
+    db_command_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Process -----------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_seconds: int = Field(default=10, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _database_url_scheme(self) -> Settings:
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        return self
+
+    def require_auth0(self) -> None:
+        """Raise ConfigurationError naming every Auth0 setting an endpoint needs and lacks."""
+        missing = [
+            name.upper()
+            for name in ("auth0_domain", "auth0_audience", "auth0_client_id")
+            if not getattr(self, name)
+        ]
+        if self.auth0_client_secret is None and self.auth0_client_secret_file is None:
+            missing.append("AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE)")
+        if missing:
+            raise ConfigurationError("missing settings: " + ", ".join(missing))
+
+    @cached_property
+    def auth0_base_url(self) -> str:
+        domain = self.auth0_domain.strip().rstrip("/")
+        if domain.startswith(("http://", "https://")):
+            return domain
+        return f"https://{domain}"
+
+    @cached_property
+    def issuer(self) -> str:
+        # Auth0 issues tokens with the trailing slash; comparison is exact.
+        return self.auth0_base_url + "/"
+
+    @cached_property
+    def management_audience(self) -> str:
+        return self.auth0_management_audience or f"{self.auth0_base_url}/api/v2/"
+
+    def client_secret(self) -> str:
+        """Read on demand so that a rotated mounted secret is picked up at the next token fetch."""
+        if self.auth0_client_secret_file is not None:
+            return self.auth0_client_secret_file.read_text(encoding="utf-8").strip()
+        assert self.auth0_client_secret is not None
+        return self.auth0_client_secret.get_secret_value()

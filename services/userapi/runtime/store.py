@@ -1,0 +1,183 @@
+"""The store every pod shares: Redis when REDIS_URL is set, else an in-process LRU.
+
+Both back the profile cache and the Management API token. It is a cache, so it never fails a
+request: every Redis error reads as a miss, a write that did not happen, or a lock not taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from userapi.runtime.settings import Settings
+
+log = logging.getLogger("userapi.store")
+
+
+class SharedStore(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        """A token when this caller now holds the lock, None when someone else does."""
+        ...
+
+    async def unlock(self, key: str, token: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes see the same entries."""
+        ...
+
+
+class MemoryStore:
+    """Redis semantics within one process; locks always succeed (single-flight covers them)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_entries = max_entries
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._entries[key] = (time.monotonic() + ttl_seconds, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        return "local"
+
+    async def unlock(self, key: str, token: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+# Delete the lock only if we still own it: it may have expired and been taken by another pod.
+_UNLOCK = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+class RedisStore:
+    def __init__(self, client: Redis, retry_after_error_seconds: float) -> None:
+        self._client = client
+        self._retry_after_error = retry_after_error_seconds
+        # A dead or black-holed Redis would cost a timeout per call; after one error we skip
+        # Redis for a moment so requests stay fast instead of each paying the timeout.
+        self._skip_until = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisStore:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        assert settings.redis_url is not None
+        client = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_connect_timeout_seconds,
+            # redis-py's defaults (5 s timeouts, retries with backoff) would stall a request for
+            # a minute on a black-holed Redis: a cache must fail fast instead.
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            max_connections=64,
+        )
+        return cls(client, settings.redis_retry_after_error_seconds)
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        self._skip_until = time.monotonic() + self._retry_after_error
+        log.warning("redis %s failed, treating as a miss", operation, extra={"error": repr(exc)})
+
+    async def get(self, key: str) -> bytes | None:
+        if not self._available():
+            return None
+        try:
+            value = await self._client.get(key)
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        if not self._available():
+            return
+        try:
+            await self._client.set(key, value, px=max(1, int(ttl_seconds * 1000)))
+        except Exception as exc:
+            self._failed("set", exc)
+
+    async def delete(self, key: str) -> None:
+        # Invalidation is the one write worth trying even right after an error.
+        try:
+            await self._client.delete(key)
+        except Exception as exc:
+            self._failed("delete", exc)
+
+    async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        token = secrets.token_hex(8)
+        if not self._available():
+            return token  # nobody can coordinate through a dead Redis: proceed alone
+        try:
+            acquired = await self._client.set(key, token, nx=True, px=int(ttl_seconds * 1000))
+        except Exception as exc:
+            self._failed("lock", exc)
+            return token
+        return token if acquired else None
+
+    async def unlock(self, key: str, token: str) -> None:
+        if not self._available():
+            return
+        try:
+            await self._client.eval(_UNLOCK, 1, key, token)
+        except Exception as exc:
+            self._failed("unlock", exc)
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except Exception as exc:
+            log.warning("redis close failed", extra={"error": repr(exc)})
+
+
+def create_store(settings: Settings) -> SharedStore:
+    if settings.redis_url:
+        return RedisStore.from_settings(settings)
+    return MemoryStore(settings.memory_cache_max_entries)

@@ -1,0 +1,94 @@
+"""What every endpoint says about a user: the response models, id validation, the account row."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from userapi.runtime.db import Database
+from userapi.runtime.errors import bad_request
+
+# Auth0 ids are "<provider>|<id>" (auth0|64f…, google-oauth2|1234, samlp|conn|jane@x.com).
+_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[A-Za-z0-9_.@+:=|-]{1,190}$")
+
+
+def validate_user_id(user_id: str) -> str:
+    if not _USER_ID.fullmatch(user_id):
+        raise bad_request(
+            "user_id must be an Auth0 user id such as 'auth0|64f1c2…' "
+            "(provider|id; letters, digits and _ . - @ + : = |; at most 255 characters).",
+            error="invalid_user_id",
+        )
+    return user_id
+
+
+class Account(BaseModel):
+    """The app's own data for a user, kept in PostgreSQL."""
+
+    plan: str
+    preferences: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserProfile(BaseModel):
+    """The allowlisted subset of an Auth0 profile."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str
+    email: str | None = None
+    email_verified: bool | None = None
+    name: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    nickname: str | None = None
+    picture: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    last_login: str | None = None
+    user_metadata: dict[str, Any] = Field(default_factory=dict)
+    app_metadata: dict[str, Any] | None = Field(
+        default=None, description="Present only when PROFILE_INCLUDE_APP_METADATA is true."
+    )
+
+
+class User(UserProfile):
+    account: Account | None = Field(description="The app's row for this user, or null if none.")
+
+
+class Accounts:
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def get(self, user_id: str) -> Account | None:
+        row = await self._database.fetchrow(
+            "SELECT plan, preferences, created_at, updated_at FROM accounts WHERE user_id = $1",
+            user_id,
+        )
+        return Account.model_validate(row) if row is not None else None
+
+    async def upsert(
+        self, user_id: str, *, plan: str | None = None, preferences: dict[str, Any] | None = None
+    ) -> Account:
+        now = datetime.now(UTC)
+        row = await self._database.fetchrow(
+            """
+            INSERT INTO accounts (user_id, created_at, updated_at, plan, preferences)
+            VALUES ($1, $2, $2, COALESCE($3, 'free'), COALESCE($4, '{}'))
+            ON CONFLICT (user_id) DO UPDATE SET
+                updated_at = excluded.updated_at,
+                plan = COALESCE($3, accounts.plan),
+                preferences = COALESCE($4, accounts.preferences)
+            RETURNING plan, preferences, created_at, updated_at
+            """,
+            user_id,
+            now,
+            plan,
+            preferences,
+        )
+        assert row is not None
+        return Account.model_validate(row)
