@@ -1,0 +1,5 @@
+import pytest
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

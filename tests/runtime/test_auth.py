@@ -1,0 +1,151 @@
+"""Access-token verification against the emulator's real keys, in process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
+
+from tests import tokens
+from userapi.emulator import Emulator, EmulatorConfig
+from userapi.runtime.auth import InvalidToken, KeySet, TokenVerifier, authenticate
+from userapi.runtime.errors import APIError
+
+BASE = "http://auth0.test"
+AUDIENCE = "https://userapi.local/api"
+USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"
+JWKS_ROUTE = "GET /.well-known/jwks.json"
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator(EmulatorConfig(base_url=BASE, api_audiences=[AUDIENCE]))
+
+
+@pytest.fixture
+async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
+
+
+def make_verifier(http: httpx.AsyncClient, cooldown: float = 30.0) -> TokenVerifier:
+    keys = KeySet(http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=cooldown)
+    return TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+
+
+async def test_a_valid_token_yields_subject_and_permissions(emulator, http) -> None:
+    token = emulator.mint_access_token(
+        USER, audience=AUDIENCE, permissions=["read:users"], scope="openid update:users"
+    )
+    principal = await make_verifier(http).verify(token)
+    assert principal.subject == USER
+    assert principal.permissions == {"read:users", "openid", "update:users"}
+    assert principal.has("read:users")
+    assert not principal.has("delete:users")
+
+
+async def test_audience_may_be_a_plain_string(emulator, http) -> None:
+    token = emulator.sign(tokens.claims(emulator, AUDIENCE, USER, aud=AUDIENCE))
+    assert (await make_verifier(http).verify(token)).subject == USER
+
+
+def _public_pem(emulator: Emulator) -> tuple[bytes, str]:
+    jwk = emulator_jwks(emulator)[0]
+    key = RSAAlgorithm.from_jwk(jwk)
+    pem = key.public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, jwk["kid"]
+
+
+def emulator_jwks(emulator: Emulator) -> list[dict[str, str]]:
+    import json
+
+    from starlette.testclient import TestClient
+
+    with TestClient(emulator.app) as client:
+        return json.loads(client.get("/.well-known/jwks.json").text)["keys"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "alg_none",
+        "hs256_public_key",
+        "expired",
+        "wrong_audience",
+        "wrong_issuer",
+        "issuer_without_slash",
+        "unknown_kid",
+        "bad_signature",
+        "tampered_claims",
+        "no_exp",
+        "garbage",
+    ],
+)
+async def test_bad_tokens_are_rejected(emulator, http, case: str) -> None:
+    good = tokens.claims(emulator, AUDIENCE, USER, permissions=["read:users"])
+    token = {
+        "alg_none": lambda: tokens.alg_none(good),
+        "hs256_public_key": lambda: tokens.hs256_with_public_key(good, *_public_pem(emulator)),
+        "expired": lambda: emulator.sign({**good, "exp": int(time.time()) - 5}),
+        "wrong_audience": lambda: emulator.sign({**good, "aud": "https://other.api"}),
+        "wrong_issuer": lambda: emulator.sign({**good, "iss": "https://evil.example/"}),
+        "issuer_without_slash": lambda: emulator.sign({**good, "iss": BASE}),
+        "unknown_kid": lambda: emulator.sign(good, headers={"kid": "not-a-key"}),
+        "bad_signature": lambda: tokens.tamper_signature(emulator.sign(good)),
+        "tampered_claims": lambda: tokens.tamper_payload(emulator.sign(good), sub="auth0|admin"),
+        "no_exp": lambda: emulator.sign({k: v for k, v in good.items() if k != "exp"}),
+        "garbage": lambda: "not.a.jwt",
+    }[case]()
+    with pytest.raises(InvalidToken):
+        await make_verifier(http).verify(token)
+
+
+async def test_many_requests_on_a_cold_process_fetch_the_jwks_once(emulator, http) -> None:
+    verifier = make_verifier(http)
+    token = emulator.mint_access_token(USER, audience=AUDIENCE)
+    emulator.reset_stats()
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(verifier.verify, token)
+    assert emulator.stats().get(JWKS_ROUTE) == 1
+
+
+async def test_unknown_kids_refetch_at_most_once_per_cooldown(emulator, http) -> None:
+    verifier = make_verifier(http, cooldown=30.0)
+    await verifier.verify(emulator.mint_access_token(USER, audience=AUDIENCE))
+    good = tokens.claims(emulator, AUDIENCE, USER)
+    emulator.reset_stats()
+    for i in range(5):
+        with pytest.raises(InvalidToken):
+            await verifier.verify(emulator.sign(good, headers={"kid": f"forged-{i}"}))
+    assert emulator.stats().get(JWKS_ROUTE) == 1
+
+
+async def test_a_rotated_key_is_picked_up_by_refetching(emulator, http) -> None:
+    verifier = make_verifier(http, cooldown=0.0)
+    await verifier.verify(emulator.mint_access_token(USER, audience=AUDIENCE))
+    emulator.rotate_keys()
+    rotated = emulator.mint_access_token(USER, audience=AUDIENCE)
+    assert (await verifier.verify(rotated)).subject == USER
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [(None, "required"), ("Basic dXNlcjpwdw==", "Bearer"), ("Bearer ", "Bearer")],
+)
+async def test_authenticate_answers_401_with_www_authenticate(http, header, message) -> None:
+    with pytest.raises(APIError) as raised:
+        await authenticate(make_verifier(http), header)
+    assert raised.value.status == 401
+    assert raised.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert message in raised.value.message

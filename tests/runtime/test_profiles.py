@@ -1,0 +1,180 @@
+"""Profile cache semantics, on the in-process store (Redis gets the same tests in integration)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from userapi.runtime.auth0 import Auth0Error, Auth0Timeout
+from userapi.runtime.profiles import ProfileCache
+from userapi.runtime.settings import Settings
+from userapi.runtime.store import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"
+PROFILE = {
+    "user_id": USER,
+    "email": "ada@example.com",
+    "name": "Ada",
+    "updated_at": "2026-01-01T00:00:00.000Z",
+    "identities": [{"provider": "auth0", "access_token": "secret"}],
+    "app_metadata": {"role": "admin"},
+    "logins_count": 3,
+}
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "auth0_domain": "example.us.auth0.com",
+        "auth0_audience": "https://api",
+        "auth0_client_id": "id",
+        "auth0_client_secret": "secret",
+        "redis_url": None,
+        "profile_ttl_jitter": 0.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Origin:
+    """Stands in for Auth0 as the cache sees it: a fetch function that counts calls."""
+
+    def __init__(self, profile: dict[str, Any] | None = PROFILE, delay: float = 0.0) -> None:
+        self.profile = profile
+        self.delay = delay
+        self.calls = 0
+        self.error: Auth0Error | None = None
+
+    async def fetch(self, user_id: str) -> dict[str, Any] | None:
+        self.calls += 1
+        await anyio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return dict(self.profile) if self.profile is not None else None
+
+
+def make_cache(origin: Origin, **overrides: Any) -> ProfileCache:
+    return ProfileCache(settings(**overrides), MemoryStore(100), origin.fetch)
+
+
+async def test_second_read_is_a_hit_without_calling_auth0() -> None:
+    origin = Origin()
+    cache = make_cache(origin)
+    first = await cache.get(USER)
+    second = await cache.get(USER)
+    assert (first.outcome, second.outcome) == ("miss", "hit")
+    assert origin.calls == 1
+    assert second.profile == first.profile
+
+
+async def test_only_allowlisted_fields_are_kept() -> None:
+    lookup = await make_cache(Origin()).get(USER)
+    assert lookup.profile == {
+        "user_id": USER,
+        "email": "ada@example.com",
+        "name": "Ada",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+    }
+
+
+async def test_app_metadata_is_kept_only_when_configured() -> None:
+    lookup = await make_cache(Origin(), profile_include_app_metadata=True).get(USER)
+    assert lookup.profile is not None
+    assert lookup.profile["app_metadata"] == {"role": "admin"}
+    assert "identities" not in lookup.profile
+
+
+async def test_concurrent_misses_make_one_auth0_call() -> None:
+    origin = Origin(delay=0.05)
+    cache = make_cache(origin)
+    outcomes: list[str] = []
+
+    async def read() -> None:
+        outcomes.append((await cache.get(USER)).outcome)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(100):
+            group.start_soon(read)
+    assert origin.calls == 1
+    assert sorted(set(outcomes)) == ["coalesced", "miss"]
+    assert outcomes.count("miss") == 1
+
+
+async def test_unknown_users_are_remembered_briefly() -> None:
+    origin = Origin(profile=None)
+    cache = make_cache(origin, profile_negative_ttl_seconds=0.2)
+    assert (await cache.get(USER)).profile is None
+    assert (await cache.get(USER)).outcome == "hit"
+    assert origin.calls == 1
+    await anyio.sleep(0.25)
+    await cache.get(USER)
+    assert origin.calls == 2
+
+
+async def test_expired_entries_are_refetched() -> None:
+    origin = Origin()
+    cache = make_cache(origin, profile_fresh_ttl_seconds=0.1)
+    await cache.get(USER)
+    await anyio.sleep(0.15)
+    assert (await cache.get(USER)).outcome == "miss"
+    assert origin.calls == 2
+
+
+async def test_a_stale_profile_stands_in_when_auth0_fails() -> None:
+    origin = Origin()
+    cache = make_cache(origin, profile_fresh_ttl_seconds=0.05, profile_stale_ttl_seconds=60)
+    fetched = await cache.get(USER)
+    await anyio.sleep(0.1)
+    origin.error = Auth0Timeout("down")
+    lookup = await cache.get(USER)
+    assert lookup.outcome == "stale"
+    assert lookup.profile == fetched.profile
+    assert lookup.fetched_at == fetched.fetched_at
+    assert lookup.fetched_at < time.time() - 0.05
+
+
+async def test_without_a_stale_profile_the_auth0_error_propagates() -> None:
+    origin = Origin()
+    origin.error = Auth0Timeout("down")
+    with pytest.raises(Auth0Timeout):
+        await make_cache(origin).get(USER)
+
+
+async def test_a_stale_negative_entry_does_not_stand_in() -> None:
+    origin = Origin(profile=None)
+    cache = make_cache(origin, profile_negative_ttl_seconds=0.05)
+    await cache.get(USER)
+    await anyio.sleep(0.1)
+    origin.error = Auth0Error("down")
+    with pytest.raises(Auth0Error):
+        await cache.get(USER)
+
+
+async def test_invalidate_forces_the_next_read_to_auth0() -> None:
+    origin = Origin()
+    cache = make_cache(origin)
+    await cache.get(USER)
+    await cache.invalidate(USER)
+    assert (await cache.get(USER)).outcome == "miss"
+    assert origin.calls == 2
+
+
+async def test_a_cancelled_leader_does_not_fail_its_followers() -> None:
+    origin = Origin(delay=0.1)
+    cache = make_cache(origin)
+    results: list[str] = []
+
+    async def follower() -> None:
+        await anyio.sleep(0.01)
+        results.append((await cache.get(USER)).outcome)
+
+    async with anyio.create_task_group() as group:
+        with anyio.move_on_after(0.02):
+            group.start_soon(follower)
+            await cache.get(USER)  # the leader; its caller gives up after 20 ms
+    assert results == ["coalesced"]
+    assert origin.calls == 1
