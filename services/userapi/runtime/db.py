@@ -246,9 +246,11 @@ def _statements(script: str) -> list[str]:
             statements.append(pending.strip())
             pending = ""
     if pending.strip() and not all(
-        part.strip().startswith("--") or not part.strip() for part in pending.splitlines()
+        line.strip().startswith("--") or not line.strip() for line in pending.splitlines()
     ):
-        raise ValueError(f"incomplete SQL statement: {pending.strip()[:80]}")
+        if not sqlite3.complete_statement(pending + ";"):
+            raise ValueError(f"incomplete SQL statement: {pending.strip()[:80]}")
+        statements.append(pending.strip())  # the last statement may omit its semicolon
     return statements
 
 

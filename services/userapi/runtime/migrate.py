@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     version    TEXT PRIMARY KEY,
     name       TEXT NOT NULL,
     applied_at TIMESTAMPTZ NOT NULL
-)
+);
 """
 
 

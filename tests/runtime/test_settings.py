@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from userapi.runtime.settings import ConfigurationError, Settings
+
+REQUIRED = {
+    "auth0_domain": "example.us.auth0.com",
+    "auth0_audience": "https://api.example.com",
+    "auth0_client_id": "client",
+}
+
+
+def test_a_tenant_domain_gives_https_issuer_and_management_audience() -> None:
+    settings = Settings(**REQUIRED, auth0_client_secret="s")
+    assert settings.auth0_base_url == "https://example.us.auth0.com"
+    assert settings.issuer == "https://example.us.auth0.com/"
+    assert settings.management_audience == "https://example.us.auth0.com/api/v2/"
+
+
+def test_a_base_url_is_used_as_is() -> None:
+    settings = Settings(**{**REQUIRED, "auth0_domain": "http://127.0.0.1:8765/"}, auth0_client_secret="s")
+    assert settings.issuer == "http://127.0.0.1:8765/"
+
+
+def test_the_secret_is_read_from_a_file_at_each_use(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("first\n")
+    settings = Settings(**REQUIRED, auth0_client_secret_file=secret)
+    settings.require_auth0()
+    assert settings.client_secret() == "first"
+    secret.write_text("rotated")
+    assert settings.client_secret() == "rotated"
+
+
+def test_serving_without_auth0_settings_names_every_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AUTH0_DOMAIN", "AUTH0_AUDIENCE", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError) as raised:
+        Settings().require_auth0()
+    for name in ("AUTH0_DOMAIN", "AUTH0_AUDIENCE", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET"):
+        assert name in str(raised.value)
+
+
+def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROFILE_FRESH_TTL_SECONDS", "42")
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    settings = Settings()
+    assert settings.profile_fresh_ttl_seconds == 42
+    assert settings.redis_url == "redis://cache:6379/0"
+
+
+def test_a_database_url_must_be_postgresql() -> None:
+    with pytest.raises(ValueError, match="postgresql://"):
+        Settings(database_url="mysql://db/x")
