@@ -10,11 +10,11 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
-
-from tests import tokens
 from userapi.emulator import Emulator, EmulatorConfig
 from userapi.runtime.auth import InvalidToken, KeySet, TokenVerifier, authenticate
 from userapi.runtime.errors import APIError
+
+from tests import tokens
 
 BASE = "http://auth0.test"
 AUDIENCE = "https://userapi.local/api"
@@ -88,7 +88,7 @@ def emulator_jwks(emulator: Emulator) -> list[dict[str, str]]:
 )
 async def test_bad_tokens_are_rejected(emulator, http, case: str) -> None:
     good = tokens.claims(emulator, AUDIENCE, USER, permissions=["read:users"])
-    token = {
+    token = {  # type: ignore[no-untyped-call]
         "alg_none": lambda: tokens.alg_none(good),
         "hs256_public_key": lambda: tokens.hs256_with_public_key(good, *_public_pem(emulator)),
         "expired": lambda: emulator.sign({**good, "exp": int(time.time()) - 5}),

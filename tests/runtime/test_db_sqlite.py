@@ -6,7 +6,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-
 from userapi.runtime.db import SqliteDatabase
 from userapi.runtime.migrate import apply_migrations, load_migrations
 from userapi.runtime.users import Accounts
@@ -54,7 +53,8 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
     database = SqliteDatabase(tmp_path / "db.sqlite3")
     try:
         await apply_migrations(database)
-        with pytest.raises(RuntimeError):
+
+        async def insert_then_fail() -> None:
             async with database.transaction() as session:
                 await session.execute(
                     "INSERT INTO accounts (user_id, created_at, updated_at) VALUES ($1, $2, $2)",
@@ -62,6 +62,9 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
                     "2026-01-01T00:00:00+00:00",
                 )
                 raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await insert_then_fail()
         assert await Accounts(database).get(USER) is None
     finally:
         await database.close()

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-
 from userapi.runtime.settings import ConfigurationError, Settings
 
-REQUIRED = {
+REQUIRED: dict[str, Any] = {
     "auth0_domain": "example.us.auth0.com",
     "auth0_audience": "https://api.example.com",
     "auth0_client_id": "client",
@@ -21,7 +21,9 @@ def test_a_tenant_domain_gives_https_issuer_and_management_audience() -> None:
 
 
 def test_a_base_url_is_used_as_is() -> None:
-    settings = Settings(**{**REQUIRED, "auth0_domain": "http://127.0.0.1:8765/"}, auth0_client_secret="s")
+    settings = Settings(
+        **{**REQUIRED, "auth0_domain": "http://127.0.0.1:8765/"}, auth0_client_secret="s"
+    )
     assert settings.issuer == "http://127.0.0.1:8765/"
 
 
@@ -35,7 +37,9 @@ def test_the_secret_is_read_from_a_file_at_each_use(tmp_path: Path) -> None:
     assert settings.client_secret() == "rotated"
 
 
-def test_serving_without_auth0_settings_names_every_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serving_without_auth0_settings_names_every_missing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("AUTH0_DOMAIN", "AUTH0_AUDIENCE", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError) as raised:

@@ -64,7 +64,8 @@ async def apply_migrations(database: Database) -> list[str]:
             if migration.version in done:
                 continue
             log.info(
-                "applying migration", extra={"version": migration.version, "name": migration.name}
+                "applying migration",
+                extra={"version": migration.version, "migration": migration.name},
             )
             await session.execute_script(migration.sql)
             await session.execute(

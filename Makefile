@@ -1,0 +1,38 @@
+# The entry points a newcomer needs. `make` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev emulator lint test test-fast clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with userapi and its test tools
+
+dev: install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
+	$(VENV)/bin/userapi dev
+
+emulator: install ## the Auth0 emulator alone on :8765
+	$(VENV)/bin/userapi emulator
+
+lint: install ## ruff and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
+	$(PY) -m pytest
+
+test-fast: install ## tests that need no servers
+	$(PY) -m pytest -m 'not integration'
+
+clean: ## remove the venv, caches and the dev database
+	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache
