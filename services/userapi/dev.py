@@ -20,16 +20,21 @@ from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
 from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
 from userapi.runtime.settings import Settings
+from userapi.runtime.users import Accounts
 
 DEV_AUDIENCE = "https://userapi.local/api"
 DEV_CLIENT_ID = "userapi-m2m"
 DEV_CLIENT_SECRET = "userapi-dev-secret"  # noqa: S105 - the emulator's own client
 
 
-async def _migrate(settings: Settings) -> None:
+async def _prepare_database(settings: Settings, sample_user: str | None) -> None:
     database = create_database(settings)
     try:
         await apply_migrations(database)
+        accounts = Accounts(database)
+        if sample_user is not None and await accounts.get(sample_user) is None:
+            # So the first curl shows both halves of a user: Auth0's profile and our row.
+            await accounts.upsert(sample_user, plan="pro", preferences={"newsletter": True})
     finally:
         await database.close()
 
@@ -64,7 +69,8 @@ def run(host: str, port: int) -> None:
     settings = load_settings(**overrides)
     require_auth0(settings)
     logs.configure(settings.log_level)
-    asyncio.run(_migrate(settings))
+    sample_user = next(iter(emulator.users)) if emulator is not None else None
+    asyncio.run(_prepare_database(settings, sample_user))
 
     routers = [endpoints.load(name).router for name in endpoints.ENDPOINTS]
     app = create_app("dev", routers, settings, mounts=mounts)

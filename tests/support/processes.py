@@ -249,10 +249,16 @@ class PgBouncer:
     """PgBouncer in transaction mode in front of `postgres`, as the sidecar runs in each pod."""
 
     def __init__(
-        self, postgres: PostgresServer, *, pool_size: int = 5, max_db_connections: int = 10
+        self,
+        postgres: PostgresServer,
+        *,
+        pool_size: int = 5,
+        max_db_connections: int = 10,
+        port: int | None = None,
+        start: bool = True,
     ) -> None:
         self.postgres = postgres
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = _workdir("pgbouncer")
         _own_dir(self.dir)
         (self.dir / "userlist.txt").write_text(f'"userapi" "{PASSWORD}"\n')
@@ -281,7 +287,8 @@ class PgBouncer:
             _own_dir(self.dir / name)
         self._log = self.dir / "stdout.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:
+            self.start()
 
     def start(self) -> None:
         self.process = _spawn(

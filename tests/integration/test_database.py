@@ -1,0 +1,99 @@
+"""PostgreSQL through PgBouncer as a pod sees it: migrations run as Jobs, a sidecar that starts late."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import (
+    USERAPI,
+    EmulatorHandle,
+    migrate,
+    service_env,
+    start_service,
+    user_path,
+)
+from tests.support import PgBouncer, PostgresServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_concurrent_migrations_apply_each_version_once(
+    postgres_server: PostgresServer, pgbouncer: PgBouncer
+) -> None:
+    url = pgbouncer.dsn(postgres_server.create_database())
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    runs = [
+        subprocess.Popen(
+            [USERAPI, "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    applied = [out for out, _ in outputs if "applied 0001" in out]
+    assert len(applied) == 1, outputs  # the others waited on the lock and found nothing to do
+    rows = postgres_server.psql("SELECT version FROM schema_migrations", database=url.rsplit("/", 1)[1])
+    assert rows.stdout.split() == ["0001"]
+    assert "up to date" in migrate(url)
+
+
+def test_a_late_pgbouncer_sidecar_is_waited_for(
+    emulator: EmulatorHandle,
+    clean_emulator: EmulatorHandle,
+    postgres_server: PostgresServer,
+    redis_server: Any,
+) -> None:
+    database = postgres_server.create_database()
+    migrate(postgres_server.dsn(database))
+    # The sidecar's port is known but nothing listens yet, as in a pod's first moments.
+    late = PgBouncer(postgres_server, port=free_port(), start=False)
+    svc = start_service("get-user", service_env(emulator, redis_server.url, late.dsn(database)))
+    try:
+        user = clean_emulator.create_user("late-sidecar@example.com")
+        token = clean_emulator.token(user["user_id"], [])
+        result: dict[str, Any] = {}
+        request = threading.Thread(target=lambda: result.update(r=svc.get("/users/me", token)))
+        started = time.monotonic()
+        request.start()
+        time.sleep(0.8)
+        late.start()
+        request.join(timeout=15)
+        assert result["r"].status_code == 200, result["r"].text
+        assert time.monotonic() - started >= 0.8
+        assert svc.get(user_path(user["user_id"]), token).status_code == 200
+    finally:
+        svc.close()
+        late.stop()
+
+
+def test_a_database_outage_is_a_503_json_error(
+    emulator: EmulatorHandle,
+    clean_emulator: EmulatorHandle,
+    postgres_server: PostgresServer,
+    redis_server: Any,
+) -> None:
+    database = postgres_server.create_database()
+    migrate(postgres_server.dsn(database))
+    bouncer = PgBouncer(postgres_server)
+    svc = start_service("get-user", service_env(emulator, redis_server.url, bouncer.dsn(database)))
+    try:
+        user = clean_emulator.create_user("db-outage@example.com")
+        token = clean_emulator.token(user["user_id"], [])
+        assert svc.get("/users/me", token).status_code == 200
+        bouncer.kill()
+        response = svc.get("/users/me", token)
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"
+        bouncer.start()
+        deadline = time.monotonic() + 10
+        while svc.get("/users/me", token).status_code != 200:
+            assert time.monotonic() < deadline, "did not recover after PgBouncer came back"
+            time.sleep(0.2)
+    finally:
+        svc.close()
+        bouncer.stop()

@@ -1,0 +1,45 @@
+"""`userapi dev` (what `make dev` runs): the printed curl line must work as printed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+
+import httpx
+import pytest
+
+from tests.integration.conftest import USERAPI
+from tests.support import ServiceProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_printed_curl_returns_the_sample_profile(tmp_path) -> None:
+    port = free_port()
+    process = ServiceProcess(
+        [USERAPI, "dev", "--port", str(port)], env={"SQLITE_PATH": str(tmp_path / "dev.sqlite3")}
+    )
+    try:
+        process.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        deadline = time.monotonic() + 10
+        while "curl -s" not in process.log_text():
+            assert time.monotonic() < deadline, process.log_text()
+            time.sleep(0.1)
+        curl = next(line for line in process.log_text().splitlines() if "curl -s" in line)
+        args = shlex.split(curl)
+        assert args[:3] == ["curl", "-s", "-H"]
+        header, url = args[3], args[4]
+        name, _, value = header.partition(": ")
+        response = httpx.get(url, headers={name: value}, timeout=10)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert re.fullmatch(r"auth0\|[0-9a-f]{24}", body["user_id"])
+        assert body["email"] == "ada@example.com"
+        assert body["account"]["plan"] == "pro"
+        # The printed token carries read:users, so other users are readable too.
+        other = httpx.get(url.rsplit("/", 1)[0] + "/google-oauth2%7C103547991597142817347",
+                          headers={name: value}, timeout=10)
+        assert other.status_code == 200
+    finally:
+        process.terminate()
