@@ -10,6 +10,11 @@ from types import ModuleType
 
 ENDPOINTS: dict[str, str] = {
     "get-user": "userapi.get_user",
+    "list-users": "userapi.list_users",
+    "create-user": "userapi.create_user",
+    "update-user": "userapi.update_user",
+    "delete-user": "userapi.delete_user",
+    "auth0-events": "userapi.auth0_events",
 }
 
 

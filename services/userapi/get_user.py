@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
 from userapi.runtime.errors import ERROR_RESPONSES, bad_request, not_found
-from userapi.runtime.users import User, validate_user_id
+from userapi.runtime.users import User, etag, etag_matches, validate_user_id
 
 ENDPOINT = "get-user"
 READ_USERS = "read:users"
@@ -23,10 +24,17 @@ router = APIRouter(tags=["users"])
     summary="Get a user",
     description=(
         "An Auth0 user's profile and the app's account row. `me` is the caller. Reading another "
-        f"user needs the `{READ_USERS}` permission."
+        f"user needs the `{READ_USERS}` permission. The ETag changes with the profile or the "
+        "account; send it back in If-None-Match for a 304, or in If-Match to update-user."
     ),
 )
-async def get_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> User:
+async def get_user(
+    user_id: str,
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    response: Response,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> User | Response:
     if user_id == "me":
         target = principal.subject
         if target.endswith("@clients"):
@@ -46,4 +54,8 @@ async def get_user(user_id: str, principal: PrincipalDep, resources: ResourcesDe
     account = await account_read
     if lookup.profile is None:
         raise not_found("The user does not exist.")
+    tag = etag(lookup.profile, account)
+    if etag_matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
     return User.model_validate({**lookup.profile, "account": account})

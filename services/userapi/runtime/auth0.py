@@ -33,6 +33,10 @@ _TOKEN_WAIT_SECONDS = 1.0  # how long a pod waits for another pod's token fetch
 class Auth0Error(UpstreamError):
     """Auth0 could not answer; the caller decides whether a stale answer can stand in."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # Auth0's HTTP status, when it answered at all
+
     def to_api_error(self) -> APIError:
         return APIError(502, "auth0_unavailable", "Auth0 failed to answer; try again later.")
 
@@ -56,8 +60,8 @@ class Auth0RateLimited(Auth0Error):
         )
 
 
-class Auth0Rejected(Exception):
-    """Auth0 answered with a 4xx that the caller should map (e.g. 400, 409)."""
+class Auth0Rejected(UpstreamError):
+    """Auth0 refused the request (4xx other than 401, 404 and 429)."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(f"Auth0 answered {status}")
@@ -67,6 +71,14 @@ class Auth0Rejected(Exception):
     @property
     def message(self) -> str:
         return str(self.body.get("message") or self.body.get("error") or "Auth0 rejected it.")
+
+    def to_api_error(self) -> APIError:
+        if self.status == 409:
+            return APIError(409, "conflict", self.message)
+        if self.status in (400, 413):
+            return APIError(400, "invalid_request", f"Auth0 rejected the request: {self.message}")
+        # 403 and others mean our own Management API client is misconfigured, not the caller.
+        return APIError(502, "auth0_rejected", "Auth0 refused this operation; see the logs.")
 
 
 @dataclass
@@ -232,6 +244,44 @@ class ManagementClient:
             return None
         return _json_object(response)
 
+    async def list_users(
+        self, *, q: str | None, page: int, per_page: int, sort: str | None, fields: str
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "page": page,
+            "per_page": per_page,
+            "include_totals": "true",
+            "search_engine": "v3",
+            "fields": fields,
+            "include_fields": "true",
+        }
+        if q:
+            params["q"] = q
+        if sort:
+            params["sort"] = sort
+        return _json_object(await self.request("GET", "/users", idempotent=True, params=params))
+
+    async def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Not idempotent: a lost answer may hide a created user, so no retry on 5xx/timeouts.
+        return _json_object(await self.request("POST", "/users", idempotent=False, json_body=body))
+
+    async def users_by_email(self, email: str) -> list[dict[str, Any]]:
+        response = await self.request(
+            "GET", "/users-by-email", idempotent=True, params={"email": email}
+        )
+        body = response.json()
+        return [u for u in body if isinstance(u, dict)] if isinstance(body, list) else []
+
+    async def update_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        # PATCH sets fields to given values: repeating it is harmless, so it may be retried.
+        response = await self.request(
+            "PATCH", f"/users/{quote(user_id, safe='')}", idempotent=True, json_body=body
+        )
+        return None if response.status_code == 404 else _json_object(response)
+
+    async def delete_user(self, user_id: str) -> None:
+        await self.request("DELETE", f"/users/{quote(user_id, safe='')}", idempotent=True)
+
     async def request(
         self,
         method: str,
@@ -290,7 +340,7 @@ class ManagementClient:
                     else:
                         wait = _backoff(attempt)
                 elif status >= 500:
-                    error = Auth0Error(f"{method} {path} answered {status}")
+                    error = Auth0Error(f"{method} {path} answered {status}", status)
                     wait = _backoff(attempt) if idempotent else None
                 else:
                     raise Auth0Rejected(status, _error_body(response))

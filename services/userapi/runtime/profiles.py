@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from userapi.runtime import context
@@ -193,11 +194,36 @@ class ProfileCache:
             await self._store.set(self.key(user_id), entry.encode(), ttl)
 
     async def put(self, profile: dict[str, Any]) -> None:
-        """Store a profile fetched by other means (e.g. a list or an update)."""
+        """Store a profile fetched by other means (a list, an update, a change event)."""
         await self._write(str(profile["user_id"]), self._entry(profile))
+
+    async def put_if_newer(self, profile: dict[str, Any]) -> bool:
+        """Store it unless the cache already holds a newer version (events arrive out of order).
+
+        Read-then-write is not atomic; a race can keep the older of two versions for at most
+        one fresh TTL, which the next change event or expiry repairs.
+        """
+        user_id = str(profile["user_id"])
+        cached = await self._read(user_id)
+        incoming = _timestamp(profile.get("updated_at"))
+        if cached is not None and cached.profile is not None and incoming is not None:
+            current = _timestamp(cached.updated_at)
+            if current is not None and current > incoming:
+                return False
+        await self._write(user_id, self._entry(profile))
+        return True
 
     async def invalidate(self, user_id: str) -> None:
         await self._store.delete(self.key(user_id))
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def create_profile_cache(

@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     auth0_management_audience: str | None = Field(
         default=None, description="Defaults to <base URL>/api/v2/."
     )
+    auth0_connection: str = Field(
+        default="Username-Password-Authentication",
+        description="Database connection that create-user creates users in.",
+    )
+    auth0_events_secret: SecretStr | None = Field(
+        default=None, description="Bearer secret Auth0 Event/Log Streams send to auth0-events."
+    )
+    auth0_events_secret_file: Path | None = None
+    event_dedupe_seconds: float = Field(default=86400.0, gt=0)
+    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     auth0_connect_timeout_seconds: float = Field(default=2.0, gt=0)
     auth0_read_timeout_seconds: float = Field(default=5.0, gt=0)
     auth0_request_budget_seconds: float = Field(
@@ -121,6 +131,13 @@ class Settings(BaseSettings):
     @cached_property
     def management_audience(self) -> str:
         return self.auth0_management_audience or f"{self.auth0_base_url}/api/v2/"
+
+    def events_secret(self) -> str | None:
+        if self.auth0_events_secret_file is not None:
+            return self.auth0_events_secret_file.read_text(encoding="utf-8").strip() or None
+        if self.auth0_events_secret is not None:
+            return self.auth0_events_secret.get_secret_value() or None
+        return None
 
     def client_secret(self) -> str:
         """Read on demand so that a rotated mounted secret is picked up at the next token fetch."""

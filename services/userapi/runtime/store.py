@@ -42,7 +42,7 @@ class SharedStore(Protocol):
 
 
 class MemoryStore:
-    """Redis semantics within one process; locks always succeed (single-flight covers them)."""
+    """Redis semantics within one process, locks included (SET NX PX)."""
 
     def __init__(self, max_entries: int) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
@@ -73,10 +73,15 @@ class MemoryStore:
         self._entries.pop(key, None)
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
-        return "local"
+        if await self.get(key) is not None:
+            return None
+        token = secrets.token_hex(8)
+        await self.set(key, token.encode(), ttl_seconds)
+        return token
 
     async def unlock(self, key: str, token: str) -> None:
-        return None
+        if await self.get(key) == token.encode():
+            await self.delete(key)
 
     async def close(self) -> None:
         self._entries.clear()

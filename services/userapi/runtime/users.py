@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from userapi.runtime.db import Database
+from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import bad_request
 
 # Auth0 ids are "<provider>|<id>" (auth0|64f…, google-oauth2|1234, samlp|conn|jane@x.com).
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[A-Za-z0-9_.@+:=|-]{1,190}$")
+
+
+# A sanity check only; Auth0 validates the address itself.
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 def validate_user_id(user_id: str) -> str:
@@ -23,6 +28,21 @@ def validate_user_id(user_id: str) -> str:
             error="invalid_user_id",
         )
     return user_id
+
+
+def etag(profile: dict[str, Any], account: Account | None) -> str:
+    """Changes whenever Auth0's profile or the account row changes (both carry updated_at)."""
+    stamp = f"{profile.get('user_id')}|{profile.get('updated_at')}|"
+    stamp += account.updated_at.isoformat() if account is not None else "-"
+    return '"' + hashlib.sha256(stamp.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(header: str | None, current: str) -> bool:
+    """RFC 9110 If-Match / If-None-Match: a list of tags or *, weak tags compared weakly."""
+    if header is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or current in tags
 
 
 class Account(BaseModel):
@@ -64,18 +84,26 @@ class Accounts:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    async def get(self, user_id: str) -> Account | None:
-        row = await self._database.fetchrow(
+    async def delete(self, session: Session, user_id: str) -> None:
+        await session.execute("DELETE FROM accounts WHERE user_id = $1", user_id)
+
+    async def get(self, user_id: str, session: Session | None = None) -> Account | None:
+        row = await (session or self._database).fetchrow(
             "SELECT plan, preferences, created_at, updated_at FROM accounts WHERE user_id = $1",
             user_id,
         )
         return Account.model_validate(row) if row is not None else None
 
     async def upsert(
-        self, user_id: str, *, plan: str | None = None, preferences: dict[str, Any] | None = None
+        self,
+        user_id: str,
+        *,
+        plan: str | None = None,
+        preferences: dict[str, Any] | None = None,
+        session: Session | None = None,
     ) -> Account:
         now = datetime.now(UTC)
-        row = await self._database.fetchrow(
+        row = await (session or self._database).fetchrow(
             """
             INSERT INTO accounts (user_id, created_at, updated_at, plan, preferences)
             VALUES ($1, $2, $2, COALESCE($3, 'free'), COALESCE($4, '{}'))

@@ -1,0 +1,174 @@
+"""auth0-events: `POST /events/auth0`, Auth0's change notifications, so that edits made outside
+this API (dashboard, Actions, other apps) reach readers within seconds instead of a cache TTL.
+
+Accepts Event Streams (CloudEvents user.created / user.updated / user.deleted, one or a batch)
+and Log Streams (JSON lines or an array; `sapi` writes to /api/v2/users/{id}, `sdu` deletions).
+Delivery is at-least-once and unordered: events are deduplicated by id, and a profile is never
+replaced by an older one. One bad item never costs the good ones of its batch.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from userapi.runtime.app import Resources
+from userapi.runtime.deps import ResourcesDep
+from userapi.runtime.errors import APIError, ErrorBody, bad_request
+from userapi.runtime.users import validate_user_id
+
+ENDPOINT = "auth0-events"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+_USER_PATH = re.compile(r"^/api/v2/users/([^/?#]+)")
+_WRITES = {"patch", "put", "delete", "post"}
+
+log = logging.getLogger("userapi.events")
+router = APIRouter(tags=["events"])
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+
+
+class EventResult(BaseModel):
+    received: int
+    applied: int
+    duplicates: int
+    ignored: int
+    rejected: list[Rejected]
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _authorize(request: Request, secret: str | None) -> None:
+    if secret is None:
+        raise APIError(503, "not_configured", "AUTH0_EVENTS_SECRET is not set.")
+    given = request.headers.get("authorization", "")
+    # Constant time: the secret must not leak through response timing.
+    if not (
+        hmac.compare_digest(given.encode(), f"Bearer {secret}".encode())
+        or hmac.compare_digest(given.encode(), secret.encode())
+    ):
+        raise APIError(401, "unauthorized", "Invalid or missing event stream secret.",
+                       {"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+def _items(raw: bytes) -> list[Any]:
+    """One JSON document (object or array), or JSON lines; an unparsable line stays a string."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise bad_request("The body is empty.")
+    try:
+        document = json.loads(text)
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        items: list[Any] = []
+        for line in lines:
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                items.append(line)
+        return items
+    return document if isinstance(document, list) else [document]
+
+
+async def _first_delivery(resources: Resources, event_id: str) -> str | None:
+    key = f"{resources.settings.redis_key_prefix}event:{event_id}"
+    return await resources.store.try_lock(key, resources.settings.event_dedupe_seconds)
+
+
+async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
+    event_type = event.get("type")
+    data = event.get("data")
+    user = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(event.get("id"), str) or not isinstance(user, dict):
+        raise _Invalid("a CloudEvent needs a string id and data.object")
+    if event_type not in ("user.created", "user.updated", "user.deleted"):
+        return "ignored"
+    try:
+        user_id = validate_user_id(str(user.get("user_id", "")))
+    except APIError as exc:
+        raise _Invalid("data.object.user_id is not an Auth0 user id") from exc
+    if await _first_delivery(resources, event["id"]) is None:
+        return "duplicate"
+    if event_type == "user.deleted":
+        await resources.profiles.invalidate(user_id)
+        return "applied"
+    applied = await resources.profiles.put_if_newer(user)
+    return "applied" if applied else "ignored"
+
+
+async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
+    data = entry.get("data")
+    if not isinstance(entry.get("log_id"), str) or not isinstance(data, dict):
+        raise _Invalid("a log event needs a string log_id and a data object")
+    target: str | None = None
+    if data.get("type") == "sapi":
+        request = (data.get("details") or {}).get("request") or {}
+        match = _USER_PATH.match(str(request.get("path", "")))
+        # data.user_id of an sapi entry is the ACTOR; the target is in the request path.
+        if match and str(request.get("method", "")).lower() in _WRITES:
+            target = unquote(match[1])
+    elif data.get("type") == "sdu":
+        target = str(data.get("user_id", ""))
+    if target is None:
+        return "ignored"
+    try:
+        validate_user_id(target)
+    except APIError as exc:
+        raise _Invalid("the event names no valid user id") from exc
+    if await _first_delivery(resources, entry["log_id"]) is None:
+        return "duplicate"
+    await resources.profiles.invalidate(target)
+    return "applied"
+
+
+@router.post(
+    "/events/auth0",
+    response_model=EventResult,
+    responses={
+        400: {"model": ErrorBody, "description": "Nothing in the body could be read"},
+        401: {"model": ErrorBody, "description": "Wrong or missing shared secret"},
+    },
+    summary="Receive Auth0 Event Streams and Log Streams",
+)
+async def receive(request: Request, resources: ResourcesDep) -> EventResult:
+    _authorize(request, resources.settings.events_secret())
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise APIError(413, "payload_too_large", f"At most {MAX_BODY_BYTES} bytes per delivery.")
+    items = _items(raw)
+    outcomes = {"applied": 0, "duplicate": 0, "ignored": 0}
+    rejected: list[Rejected] = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, dict) and "specversion" in item:
+                outcome = await _cloud_event(resources, item)
+            elif isinstance(item, dict) and "log_id" in item:
+                outcome = await _log_event(resources, item)
+            else:
+                raise _Invalid("neither a CloudEvent nor a log stream entry")
+        except _Invalid as exc:
+            rejected.append(Rejected(index=index, reason=str(exc)))
+            log.warning("rejected event", extra={"index": index, "reason": str(exc)})
+            continue
+        outcomes[outcome] += 1
+    if rejected and len(rejected) == len(items):
+        raise bad_request("No event in the body could be read: " + rejected[0].reason)
+    return EventResult(
+        received=len(items),
+        applied=outcomes["applied"],
+        duplicates=outcomes["duplicate"],
+        ignored=outcomes["ignored"],
+        rejected=rejected,
+    )

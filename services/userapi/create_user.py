@@ -1,0 +1,182 @@
+"""create-user: `POST /users`: the Auth0 user, its account row and an audit record.
+
+With an Idempotency-Key a retry replays the first response, and a retry after a failure
+between Auth0 and the database finishes the work instead of creating a second user.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from userapi.runtime import audit
+from userapi.runtime.app import Resources
+from userapi.runtime.auth import Principal
+from userapi.runtime.auth0 import Auth0Rejected
+from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.errors import ERROR_RESPONSES, APIError
+from userapi.runtime.idempotency import (
+    Claim,
+    IdempotencyKeys,
+    request_fingerprint,
+    validate_key,
+)
+from userapi.runtime.profiles import allowlisted
+from userapi.runtime.users import EMAIL_PATTERN, Account, User, etag
+
+ENDPOINT = "create-user"
+CREATE_USERS = "create:users"
+
+router = APIRouter(tags=["users"])
+
+Name = Annotated[str, Field(min_length=1, max_length=150)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]
+    password: Annotated[str, Field(min_length=8, max_length=128)] | None = Field(
+        default=None, description="Omit it and set verify_email: Auth0 emails the user instead."
+    )
+    verify_email: bool = False
+    name: Name | None = None
+    given_name: Name | None = None
+    family_name: Name | None = None
+    nickname: Name | None = None
+    user_metadata: dict[str, Any] = Field(default_factory=dict)
+    plan: Annotated[str, Field(min_length=1, max_length=64)] = "free"
+
+    @model_validator(mode="after")
+    def _password_or_verification(self) -> UserCreate:
+        if self.password is None and not self.verify_email:
+            raise ValueError("send a password, or verify_email: true to let the user set one")
+        for key in self.user_metadata:
+            if not key or "." in key or "$" in key:
+                raise ValueError(f"user_metadata key {key!r} may not be empty or contain . or $")
+        return self
+
+
+def _auth0_body(create: UserCreate, connection: str) -> dict[str, Any]:
+    body = create.model_dump(exclude={"plan"}, exclude_none=True)
+    body["connection"] = connection
+    if create.password is None:
+        # Database connections require a password; the user sets their own via the email flow.
+        body["password"] = secrets.token_urlsafe(32) + "aA1!"
+    return body
+
+
+async def _adopt_existing(resources: Resources, email: str, claim: Claim) -> dict[str, Any] | None:
+    """After a lost answer Auth0 may have created the user although we never learnt its id."""
+    for user in await resources.auth0.users_by_email(email):
+        created = str(user.get("created_at", ""))
+        try:
+            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if created_at >= claim.created_at:
+            return user
+    return None
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=User,
+    responses={
+        **ERROR_RESPONSES,
+        409: {"description": "The user exists, or a request with this key is in progress"},
+        422: {"description": "The Idempotency-Key was used with another body"},
+    },
+    summary="Create a user",
+    description=(
+        f"Needs `{CREATE_USERS}`. Send an Idempotency-Key to make retries safe: a retry with the "
+        "same key and body replays the response; the same key with another body is a 422."
+    ),
+)
+async def create_user(
+    create: UserCreate,
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    principal.require(CREATE_USERS)
+    settings = resources.settings
+    keys = IdempotencyKeys(
+        resources.database,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        lease_seconds=settings.auth0_request_budget_seconds * 2 + 5,
+    )
+    claim = None
+    if idempotency_key is not None:
+        key = validate_key(idempotency_key)
+        fingerprint = request_fingerprint(create.model_dump())
+        claim = await keys.claim(ENDPOINT, principal.subject, key, fingerprint)
+        if claim.is_replay:
+            assert claim.replay_status is not None
+            return _response(claim.replay_status, claim.replay_body, replayed=True)
+    try:
+        status, body = await _create(resources, principal, create, keys, claim)
+    except BaseException as exc:
+        if claim is not None:
+            definitive = isinstance(exc, Auth0Rejected | APIError)
+            await keys.release(ENDPOINT, principal.subject, claim.key, forget=definitive)
+        raise
+    return _response(status, body, replayed=False)
+
+
+async def _create(
+    resources: Resources,
+    principal: Principal,
+    create: UserCreate,
+    keys: IdempotencyKeys,
+    claim: Claim | None,
+) -> tuple[int, dict[str, Any]]:
+    profile: dict[str, Any] | None = None
+    if claim is not None and claim.auth0_user_id is not None:
+        profile = await resources.auth0.get_user(claim.auth0_user_id)
+        if profile is None:
+            raise APIError(409, "conflict", "The user created by the first attempt was deleted.")
+    else:
+        try:
+            profile = await resources.auth0.create_user(
+                _auth0_body(create, resources.settings.auth0_connection)
+            )
+        except Auth0Rejected as exc:
+            if exc.status != 409 or claim is None:
+                raise
+            profile = await _adopt_existing(resources, create.email, claim)
+            if profile is None:
+                raise
+        if claim is not None:
+            await keys.record_auth0_user(ENDPOINT, principal.subject, claim.key, profile["user_id"])
+    user_id = str(profile["user_id"])
+    await resources.profiles.put(profile)
+
+    async with resources.database.transaction() as session:
+        account = await resources.accounts.get(user_id, session)
+        if account is None:
+            account = await resources.accounts.upsert(user_id, plan=create.plan, session=session)
+        await audit.record(
+            session, actor=principal.subject, endpoint=ENDPOINT, action="create",
+            target_user_id=user_id, changed_fields=create.model_dump(exclude_unset=True),
+        )  # fmt: skip
+        visible = allowlisted(profile, resources.settings.profile_include_app_metadata)
+        body = User.model_validate({**visible, "account": account}).model_dump(mode="json")
+        if claim is not None:
+            await keys.complete(session, ENDPOINT, principal.subject, claim.key, 201, body)
+    return 201, body
+
+
+def _response(status: int, body: dict[str, Any], *, replayed: bool) -> JSONResponse:
+    headers = {"Location": "/users/" + str(body["user_id"]).replace("|", "%7C")}
+    account = body.get("account")
+    headers["ETag"] = etag(body, Account.model_validate(account) if account else None)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -1,0 +1,41 @@
+"""delete-user: `DELETE /users/{user_id}` in Auth0 and here; repeating it answers 204 again."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from userapi.runtime import audit
+from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.errors import ERROR_RESPONSES
+from userapi.runtime.users import validate_user_id
+
+ENDPOINT = "delete-user"
+DELETE_USERS = "delete:users"
+
+router = APIRouter(tags=["users"])
+
+
+@router.delete(
+    "/users/{user_id}",
+    status_code=204,
+    response_class=Response,
+    responses=ERROR_RESPONSES,
+    summary="Delete a user",
+    description=f"Deletes the Auth0 user and the app's account row. Needs `{DELETE_USERS}`.",
+)
+async def delete_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> Response:
+    principal.require(DELETE_USERS)
+    target = validate_user_id(user_id)
+    # Auth0 first: if it fails, nothing here has changed and the caller can simply retry.
+    await resources.auth0.delete_user(target)
+    async with resources.database.transaction() as session:
+        await resources.accounts.delete(session, target)
+        await audit.record(
+            session,
+            actor=principal.subject,
+            endpoint=ENDPOINT,
+            action="delete",
+            target_user_id=target,
+        )
+    await resources.profiles.invalidate(target)
+    return Response(status_code=204)

@@ -1,0 +1,113 @@
+"""list-users: `GET /users`, Auth0's user search, paged; the profiles it returns warm the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from userapi.runtime.auth0 import Auth0Error
+from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.errors import ERROR_RESPONSES, APIError, bad_request
+from userapi.runtime.profiles import PROFILE_FIELDS
+from userapi.runtime.users import UserProfile
+
+ENDPOINT = "list-users"
+READ_USERS = "read:users"
+MAX_QUERY_LENGTH = 512
+MAX_REACHABLE = 1000  # Auth0 returns at most the first 1000 results of a search
+
+# Fields a caller may search on. app_metadata stays out: it holds what users must not probe.
+SEARCHABLE_FIELDS = frozenset(
+    {"user_id", "email", "email_verified", "name", "given_name", "family_name", "nickname",
+     "created_at", "updated_at", "last_login", "identities.connection"}
+)  # fmt: skip
+SEARCHABLE_PREFIXES = ("user_metadata.",)
+SORTABLE_FIELDS = frozenset(
+    {"email", "name", "given_name", "family_name", "nickname", "created_at", "updated_at",
+     "last_login"}
+)  # fmt: skip
+_FIELD_IN_QUERY = re.compile(r"(?:^|[\s(])-?([A-Za-z_][\w.]*)\s*:")
+
+router = APIRouter(tags=["users"])
+
+
+class UserPage(BaseModel):
+    users: list[UserProfile]
+    page: int
+    per_page: int
+    total: int
+
+
+def _check_query(q: str) -> None:
+    if len(q) > MAX_QUERY_LENGTH:
+        raise bad_request(f"q: at most {MAX_QUERY_LENGTH} characters.")
+    fields = _FIELD_IN_QUERY.findall(q)
+    if not fields:
+        raise bad_request('q: use field:value terms, e.g. email:"jane@example.com" or name:Jan*.')
+    for field in fields:
+        if field not in SEARCHABLE_FIELDS and not field.startswith(SEARCHABLE_PREFIXES):
+            allowed = ", ".join(sorted(SEARCHABLE_FIELDS)) + ", user_metadata.*"
+            raise bad_request(f"q: {field!r} is not searchable; searchable fields: {allowed}.")
+
+
+def _check_sort(sort: str) -> None:
+    field, _, direction = sort.partition(":")
+    if field not in SORTABLE_FIELDS or direction not in ("1", "-1"):
+        allowed = ", ".join(sorted(SORTABLE_FIELDS))
+        raise bad_request(f"sort: use field:1 or field:-1 with one of: {allowed}.")
+
+
+@router.get(
+    "/users",
+    response_model=UserPage,
+    responses=ERROR_RESPONSES,
+    summary="Search users",
+    description=(
+        f"Auth0 user search (Lucene syntax, v3). Needs `{READ_USERS}`. Searchable fields: "
+        + ", ".join(sorted(SEARCHABLE_FIELDS))
+        + ", user_metadata.*. At most the first 1000 results can be reached."
+    ),
+)
+async def list_users(
+    principal: PrincipalDep,
+    resources: ResourcesDep,
+    q: Annotated[str | None, Query(description="Lucene query, e.g. email:*@example.com")] = None,
+    page: Annotated[int, Query(ge=0, description="0-based page number")] = 0,
+    per_page: Annotated[int, Query(ge=1, le=50)] = 50,
+    sort: Annotated[str | None, Query(description="field:1 (ascending) or field:-1")] = None,
+) -> UserPage:
+    principal.require(READ_USERS)
+    if q is not None:
+        _check_query(q)
+    if sort is not None:
+        _check_sort(sort)
+    if page * per_page >= MAX_REACHABLE:
+        raise bad_request(f"page: page * per_page must stay below {MAX_REACHABLE} (Auth0's limit).")
+
+    fields = list(PROFILE_FIELDS)
+    if resources.settings.profile_include_app_metadata:
+        fields.append("app_metadata")
+    try:
+        result = await resources.auth0.list_users(
+            q=q, page=page, per_page=per_page, sort=sort, fields=",".join(fields)
+        )
+    except Auth0Error as exc:
+        if exc.status == 503:  # Auth0's answer to a search that took too long
+            raise APIError(
+                503, "search_unavailable", "Auth0 could not run this search now; "
+                "retry later or narrow the query.", {"Retry-After": "5"},
+            ) from exc  # fmt: skip
+        raise
+    users = [u for u in result.get("users", []) if isinstance(u, dict) and "user_id" in u]
+    # Every profile fetched here is as fresh as a get-user miss: keep it for the next reads.
+    await asyncio.gather(*(resources.profiles.put(user) for user in users))
+    return UserPage(
+        users=[UserProfile.model_validate(u) for u in users],
+        page=page,
+        per_page=per_page,
+        total=int(result.get("total", len(users))),
+    )
