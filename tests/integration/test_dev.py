@@ -38,8 +38,11 @@ def test_the_printed_curl_returns_the_sample_profile(tmp_path) -> None:
         assert body["email"] == "ada@example.com"
         assert body["account"]["plan"] == "pro"
         # The printed token carries read:users, so other users are readable too.
-        other = httpx.get(url.rsplit("/", 1)[0] + "/google-oauth2%7C103547991597142817347",
-                          headers={name: value}, timeout=10)
+        other = httpx.get(
+            url.rsplit("/", 1)[0] + "/google-oauth2%7C103547991597142817347",
+            headers={name: value},
+            timeout=10,
+        )
         assert other.status_code == 200
     finally:
         process.terminate()

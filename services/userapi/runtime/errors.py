@@ -122,13 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # The traceback goes to the log with the request id, never to the caller.
-        log.error("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "Internal error.")
-
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(UpstreamError, on_upstream_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected)

@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from userapi.runtime import context
+from userapi.runtime.errors import error_response
 
 log = logging.getLogger("userapi.request")
 
@@ -39,15 +40,26 @@ class RequestMiddleware:
         status = 500
         header = (b"x-request-id", ctx.request_id.encode("ascii"))
 
+        status_sent = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_sent = message["status"], True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Here, not in an exception handler: Starlette runs those outside this middleware,
+            # where the request id is gone. The traceback goes to the log, never to the caller.
+            log.exception("unhandled error", extra={"endpoint": self.endpoint})
+            if status_sent:
+                raise
+            await error_response(500, "internal_error", "Internal error.")(
+                scope, receive, send_with_id
+            )
         finally:
             path = scope.get("path", "")
             if path != "/healthz":  # probes every 50 ms would drown the log

@@ -106,15 +106,17 @@ class Accounts:
         row = await (session or self._database).fetchrow(
             """
             INSERT INTO accounts (user_id, created_at, updated_at, plan, preferences)
-            VALUES ($1, $2, $2, COALESCE($3, 'free'), COALESCE($4, '{}'))
+            VALUES ($1, $2, $2, $3, $4)
             ON CONFLICT (user_id) DO UPDATE SET
                 updated_at = excluded.updated_at,
-                plan = COALESCE($3, accounts.plan),
-                preferences = COALESCE($4, accounts.preferences)
+                plan = COALESCE($5, accounts.plan),
+                preferences = COALESCE($6, accounts.preferences)
             RETURNING plan, preferences, created_at, updated_at
             """,
             user_id,
             now,
+            plan or "free",
+            preferences if preferences is not None else {},
             plan,
             preferences,
         )
