@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev emulator lint test test-fast clean
+.PHONY: help install dev emulator lint test test-fast openapi clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: lint ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer
 
 test-fast: install ## tests that need no servers
 	$(PY) -m pytest -m 'not integration'
+
+openapi: install ## regenerate docs/openapi.json from the code
+	$(VENV)/bin/userapi openapi --output docs/openapi.json
 
 clean: ## remove the venv, caches and the dev database
 	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache

@@ -13,3 +13,19 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
         name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in reference
     ]
     assert missing == [], f"add these to docs/configuration.md: {missing}"
+
+
+def test_the_merged_openapi_document_is_current() -> None:
+    from userapi.openapi import render
+
+    committed = (DOCS / "openapi.json").read_text(encoding="utf-8")
+    assert committed == render(), "docs/openapi.json is stale: run `make openapi`"
+
+
+def test_every_operation_names_the_service_that_answers_it() -> None:
+    from userapi.endpoints import ENDPOINTS
+    from userapi.openapi import merged_spec
+
+    spec = merged_spec()
+    named = {op["x-userapi-endpoint"] for item in spec["paths"].values() for op in item.values()}
+    assert named == set(ENDPOINTS)

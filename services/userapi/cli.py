@@ -65,6 +65,17 @@ def emulator(
     run(host, port, seed_path=seed, latency_ms=latency_ms, base_url=base_url)
 
 
+def openapi(output: str | None) -> None:
+    from userapi.openapi import render
+
+    text = render()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        with open(output, "w", encoding="utf-8") as file:
+            file.write(text)
+
+
 def dev(host: str, port: int) -> None:
     from userapi.dev import run
 
@@ -85,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("USERAPI_DEV_PORT", "8000")))
 
     commands.add_parser("migrate", help="create or upgrade the schema at DATABASE_URL")
+
+    p = commands.add_parser("openapi", help="print the merged OpenAPI document of every endpoint")
+    p.add_argument("--output", help="write it to this file instead of stdout")
 
     p = commands.add_parser("emulator", help="run the Auth0 emulator (development and tests)")
     p.add_argument("--host", default="127.0.0.1")
@@ -108,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         dev(args.host, args.port)
     elif args.command == "migrate":
         migrate()
+    elif args.command == "openapi":
+        openapi(args.output)
     elif args.command == "emulator":
         emulator(args.host, args.port, args.seed, args.latency_ms, args.base_url)
 

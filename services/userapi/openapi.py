@@ -1,0 +1,38 @@
+"""The whole API's OpenAPI document, merged from every endpoint's router (docs/openapi.json)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+
+from userapi import __version__, endpoints
+from userapi.runtime.errors import install_error_handlers
+
+
+def merged_spec() -> dict[str, Any]:
+    app = FastAPI(
+        title="userapi",
+        version=__version__,
+        description=(
+            "A user API in front of Auth0. Each operation is served by its own Knative Service "
+            "(named in the x-userapi-endpoint field); `userapi dev` serves them all on one port."
+        ),
+    )
+    install_error_handlers(app)
+    for name in endpoints.ENDPOINTS:
+        app.include_router(endpoints.load(name).router)
+    spec = app.openapi()
+    # Which Knative Service answers each operation.
+    for name in endpoints.ENDPOINTS:
+        router = endpoints.load(name).router
+        for route in router.routes:
+            path, methods = getattr(route, "path", None), getattr(route, "methods", set())
+            for method in methods:
+                spec["paths"][path][method.lower()]["x-userapi-endpoint"] = name
+    return spec
+
+
+def render() -> str:
+    return json.dumps(merged_spec(), indent=2, sort_keys=True) + "\n"
