@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from userapi import __version__, endpoints
 from userapi.runtime.errors import install_error_handlers
@@ -28,9 +29,9 @@ def merged_spec() -> dict[str, Any]:
     for name in endpoints.ENDPOINTS:
         router = endpoints.load(name).router
         for route in router.routes:
-            path, methods = getattr(route, "path", None), getattr(route, "methods", set())
-            for method in methods:
-                spec["paths"][path][method.lower()]["x-userapi-endpoint"] = name
+            if isinstance(route, APIRoute):
+                for method in route.methods or ():
+                    spec["paths"][route.path][method.lower()]["x-userapi-endpoint"] = name
     return spec
 
 

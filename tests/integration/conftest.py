@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,8 +172,18 @@ class Service:
                 continue
         return lines
 
-    def request_logs(self) -> list[dict[str, Any]]:
-        return [line for line in self.log_lines() if line.get("message") == "request"]
+    def request_logs(self, path: str | None = None, at_least: int = 1) -> list[dict[str, Any]]:
+        """Request log lines (of `path`), waiting briefly: a line is written after its response."""
+        deadline = time.monotonic() + 3
+        while True:
+            lines = [
+                line
+                for line in self.log_lines()
+                if line.get("message") == "request" and path in (None, line.get("path"))
+            ]
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
 
 def start_service(endpoint: str, env: dict[str, str]) -> Service:

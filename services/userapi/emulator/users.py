@@ -1,59 +1,98 @@
-"""The emulator's in-memory users, with Auth0's write rules and a subset of its v3 search syntax."""
+"""The emulator's in-memory users with Auth0's write rules (validation, metadata merge, 409s)."""
 
 from __future__ import annotations
 
 import copy
 import re
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-CREATABLE = {
-    "connection", "email", "password", "username", "name", "given_name", "family_name",
-    "nickname", "picture", "user_metadata", "app_metadata", "email_verified", "verify_email",
-    "blocked", "user_id", "phone_number", "phone_verified",
-}  # fmt: skip
-UPDATABLE = CREATABLE - {"user_id"}
-SEARCHABLE = {
-    "user_id", "email", "email_verified", "name", "given_name", "family_name", "nickname",
-    "username", "created_at", "updated_at", "last_login", "blocked", "identities.connection",
-}  # fmt: skip
+from userapi.emulator.errors import ManagementError, invalid_body, invalid_query
+from userapi.emulator.query import field_values, parse_query
 
-
-class ManagementError(Exception):
-    """Rendered as Auth0's error body: {statusCode, error, message, errorCode}."""
-
-    def __init__(self, status: int, message: str, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_code = error_code
-
-
-def invalid_body(message: str) -> ManagementError:
-    return ManagementError(400, f"Payload validation error: '{message}'.", "invalid_body")
+STRING_FIELDS = frozenset(
+    {"connection", "email", "password", "username", "name", "given_name", "family_name",
+     "nickname", "picture", "user_id", "phone_number"}
+)  # fmt: skip
+BOOLEAN_FIELDS = frozenset({"email_verified", "verify_email", "blocked", "phone_verified"})
+METADATA_FIELDS = ("user_metadata", "app_metadata")
+CREATABLE = STRING_FIELDS | BOOLEAN_FIELDS | frozenset(METADATA_FIELDS)
+UPDATABLE = (CREATABLE - {"user_id"}) | {"client_id", "verify_password"}
+# Copied from a creation body onto the stored user (connection, password and verify_* are not).
+PROFILE_FIELDS = (
+    "username", "name", "given_name", "family_name", "nickname", "picture", "blocked",
+    "phone_number", "phone_verified",
+)  # fmt: skip
+SOCIAL_PROVIDERS = frozenset({"google-oauth2", "github", "facebook", "apple", "windowslive"})
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_NOT_FOUND = ("The user does not exist.", "inexistent_user")
 
 
 def now_iso() -> str:
-    # Auth0's format: milliseconds and a Z.
+    """Auth0's timestamp format: UTC, milliseconds, a Z."""
     now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def merge_metadata(current: dict[str, Any], patch: dict[str, Any], name: str) -> dict[str, Any]:
+def user_exists() -> ManagementError:
+    return ManagementError(409, "The user already exists.", "auth0_idp_error")
+
+
+def _check_metadata_keys(value: Any, path: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "." in key or "$" in key:
+                raise invalid_body(f"Metadata keys may not contain '.' or '$': {path}.{key}")
+            _check_metadata_keys(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _check_metadata_keys(item, path)
+
+
+def merge_metadata(current: dict[str, Any], patch: Any, name: str) -> dict[str, Any]:
     """Auth0's rule: first-level keys merged, nested objects replaced whole, null deletes."""
     if not isinstance(patch, dict):
-        raise invalid_body(f"Expected type object but found type {type(patch).__name__} in {name}")
-    merged = dict(current)
+        raise invalid_body(f"Expected type object but found type {_json_type(patch)} ({name})")
+    _check_metadata_keys(patch, name)
+    merged = copy.deepcopy(current)
     for key, value in patch.items():
-        if "." in key or "$" in key:
-            raise invalid_body(f"Metadata keys may not contain '.' or '$' ({name}.{key})")
         if value is None:
             merged.pop(key, None)
         else:
-            merged[key] = value
+            merged[key] = copy.deepcopy(value)
     return merged
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _validate_types(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid_body(f"Additional properties not allowed: {','.join(unknown)}")
+    for name, value in body.items():
+        if name in STRING_FIELDS and not isinstance(value, str):
+            raise invalid_body(f"Expected type string but found type {_json_type(value)} ({name})")
+        if name in BOOLEAN_FIELDS and not isinstance(value, bool):
+            found = _json_type(value)
+            raise invalid_body(f"Expected type boolean but found type {found} ({name})")
+    email = body.get("email")
+    if isinstance(email, str) and not _EMAIL.fullmatch(email):
+        raise invalid_body(f"Object didn't pass validation for format email: {email}")
+
+
+def _connections(user: dict[str, Any]) -> set[str]:
+    return {str(i.get("connection")) for i in user.get("identities") or [] if isinstance(i, dict)}
 
 
 class UserStore:
@@ -71,68 +110,78 @@ class UserStore:
             user_id = str(user["user_id"])
             user.setdefault("created_at", now_iso())
             user.setdefault("updated_at", user["created_at"])
-            user.setdefault("user_metadata", {})
-            user.setdefault("app_metadata", {})
             self.users[user_id] = user
-            if password:
+            if isinstance(password, str) and password:
                 self.passwords[user_id] = password
-            self.permissions[user_id] = list(permissions)
+            self.permissions[user_id] = [str(p) for p in permissions]
 
     def get(self, user_id: str) -> dict[str, Any]:
         user = self.users.get(user_id)
         if user is None:
-            raise ManagementError(404, "The user does not exist.", "inexistent_user")
+            raise ManagementError(404, *_NOT_FOUND)
         return user
 
     def by_email(self, email: str) -> list[dict[str, Any]]:
-        wanted = email.lower()
-        return [u for u in self.users.values() if str(u.get("email", "")).lower() == wanted]
+        """Exact match; database connections store emails lower-cased, so a query is folded too."""
+        wanted = {email, email.lower()}
+        return [u for u in self.users.values() if u.get("email") in wanted]
+
+    def login_candidates(self, username: str) -> list[dict[str, Any]]:
+        """Users the password grant may mean: database logins are case-insensitive."""
+        wanted = username.lower()
+        return [
+            u
+            for u in self.users.values()
+            if wanted in (str(u.get("email", "")).lower(), str(u.get("username", "")).lower())
+        ]
+
+    def _email_taken(self, email: str, connection: str, except_id: str | None = None) -> bool:
+        return any(
+            connection in _connections(u) and u["user_id"] != except_id
+            for u in self.by_email(email)
+        )
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(body) - CREATABLE)
-        if unknown:
-            raise invalid_body(f"Additional properties not allowed: {','.join(unknown)}")
+        _validate_types(body, CREATABLE)
         connection = body.get("connection")
-        if not isinstance(connection, str) or not connection:
+        if not connection:
             raise invalid_body("Missing required property: connection")
-        email = body.get("email")
-        if email is not None:
-            if not isinstance(email, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-                raise invalid_body("Object didn't pass validation for format email: " + str(email))
-            email = email.lower()
-            for other in self.by_email(email):
-                if any(i.get("connection") == connection for i in other.get("identities", [])):
-                    raise ManagementError(409, "The user already exists.", "auth0_idp_error")
-        user_id = str(body.get("user_id") or secrets.token_hex(12))
-        user_id = user_id if "|" in user_id else f"auth0|{user_id}"
+        for name in METADATA_FIELDS:
+            if name in body:
+                merge_metadata({}, body[name], name)
+        email = body["email"].lower() if "email" in body else None
+        if email is not None and self._email_taken(email, connection):
+            raise user_exists()
+        provider = connection if connection in SOCIAL_PROVIDERS else "auth0"
+        local_id = body.get("user_id") or secrets.token_hex(12)
+        # Auth0 adds the provider prefix itself; a caller passing a full id means the same user.
+        local_id = local_id.removeprefix(f"{provider}|")
+        user_id = f"{provider}|{local_id}"
         if user_id in self.users:
-            raise ManagementError(409, "The user already exists.", "auth0_idp_error")
+            raise user_exists()
         stamp = now_iso()
-        user: dict[str, Any] = {
-            "user_id": user_id,
-            "email": email,
-            "email_verified": bool(body.get("email_verified", False)),
-            "created_at": stamp,
-            "updated_at": stamp,
-            "identities": [
-                {
-                    "connection": connection,
-                    "provider": "auth0",
-                    "user_id": user_id.split("|", 1)[1],
-                    "isSocial": False,
-                }
-            ],
-            "user_metadata": merge_metadata({}, body.get("user_metadata") or {}, "user_metadata"),
-            "app_metadata": merge_metadata({}, body.get("app_metadata") or {}, "app_metadata"),
-            "logins_count": 0,
-        }
-        for name in ("username", "name", "given_name", "family_name", "nickname", "picture",
-                     "blocked", "phone_number", "phone_verified"):  # fmt: skip
+        user: dict[str, Any] = {"user_id": user_id, "created_at": stamp, "updated_at": stamp}
+        if email is not None:
+            user["email"] = email
+            user["email_verified"] = bool(body.get("email_verified", False))
+        for name in PROFILE_FIELDS:
             if name in body:
                 user[name] = body[name]
-        user.setdefault("name", email or user_id)
-        user.setdefault("nickname", (email or user_id).split("@")[0])
+        # Auth0 fills these from the email when they are not given.
+        handle = email or body.get("username") or user_id
+        user.setdefault("name", handle)
+        user.setdefault("nickname", handle.split("@")[0])
         user.setdefault("picture", "https://s.gravatar.com/avatar/emulator.png")
+        user["identities"] = [
+            {
+                "connection": connection,
+                "provider": provider,
+                "user_id": local_id,
+                "isSocial": provider in SOCIAL_PROVIDERS,
+            }
+        ]
+        for name in METADATA_FIELDS:
+            user[name] = merge_metadata({}, body.get(name) or {}, name)
         self.users[user_id] = user
         if isinstance(body.get("password"), str):
             self.passwords[user_id] = body["password"]
@@ -141,19 +190,22 @@ class UserStore:
 
     def update(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         user = self.get(user_id)
-        unknown = sorted(set(body) - UPDATABLE)
-        if unknown:
-            raise invalid_body(f"Additional properties not allowed: {','.join(unknown)}")
+        _validate_types(body, UPDATABLE)
+        if not body:
+            raise invalid_body("Too few properties defined (0), minimum 1")
         updated = copy.deepcopy(user)
         for name, value in body.items():
-            if name in ("user_metadata", "app_metadata"):
+            if name in METADATA_FIELDS:
                 updated[name] = merge_metadata(updated.get(name) or {}, value, name)
-            elif name == "password":
-                continue
             elif name == "email":
-                updated["email"] = str(value).lower()
-            elif name != "connection":
+                email = value.lower()
+                connection = body.get("connection") or next(iter(_connections(user)), "")
+                if self._email_taken(email, connection, except_id=user_id):
+                    raise user_exists()
+                updated["email"] = email
+            elif name in PROFILE_FIELDS or name == "email_verified":
                 updated[name] = value
+            # connection, client_id, password and verify_* steer the update; not stored.
         updated["updated_at"] = now_iso()
         self.users[user_id] = updated
         if isinstance(body.get("password"), str):
@@ -166,142 +218,35 @@ class UserStore:
         self.permissions.pop(user_id, None)
 
     def search(self, query: str | None, sort: str | None) -> list[dict[str, Any]]:
-        matcher = parse_query(query) if query else (lambda _: True)
-        found = [u for u in self.users.values() if matcher(u)]
-        if sort:
-            field_name, _, direction = sort.partition(":")
-            if direction not in ("1", "-1") or not field_name:
-                raise ManagementError(
-                    400, "Invalid sort: use field:1 or field:-1", "invalid_query_string"
-                )
-            present = [u for u in found if _lookup(u, field_name) is not None]
-            absent = [u for u in found if _lookup(u, field_name) is None]
-            present.sort(key=lambda u: str(_lookup(u, field_name)), reverse=direction == "-1")
-            found = present + absent
-        return found
+        matcher = parse_query(query) if query else None
+        found = [u for u in self.users.values() if matcher is None or matcher(u)]
+        if not sort:
+            return found
+        field_name, _, direction = sort.partition(":")
+        if not field_name or direction not in ("1", "-1"):
+            raise invalid_query(f"sort must be field:1 or field:-1, got {sort}")
+        present = [u for u in found if field_values(u, field_name)]
+        absent = [u for u in found if not field_values(u, field_name)]
+        present.sort(key=lambda u: _sort_key(field_values(u, field_name)[0]))
+        if direction == "-1":
+            present.reverse()
+        # Users without the field come last in either direction.
+        return present + absent
+
+
+def _sort_key(value: Any) -> tuple[int, float, str]:
+    if isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, int | float):
+        return (1, float(value), "")
+    return (2, 0.0, str(value).lower())
 
 
 def project(user: dict[str, Any], fields: str | None, include_fields: bool) -> dict[str, Any]:
+    """Auth0's `fields` + `include_fields` (true: only these; false: all but these)."""
     if not fields:
         return user
-    names = {f.strip() for f in fields.split(",") if f.strip()}
+    names = {name.strip() for name in fields.split(",") if name.strip()}
     if include_fields:
         return {k: v for k, v in user.items() if k in names}
     return {k: v for k, v in user.items() if k not in names}
-
-
-def _lookup(user: dict[str, Any], path: str) -> Any:
-    value: Any = user
-    for part in path.split("."):
-        if isinstance(value, list):
-            values = [item.get(part) for item in value if isinstance(item, dict)]
-            value = next((v for v in values if v is not None), None)
-        elif isinstance(value, dict):
-            value = value.get(part)
-        else:
-            return None
-    return value
-
-
-# Lucene subset ------------------------------------------------------------------------------------
-# query  := or ; or := and ("OR" and)* ; and := unary (["AND"] unary)* ; unary := "NOT" unary |
-# "(" query ")" | field ":" value ; value := word | "quoted" ; a trailing * in a word is a prefix.
-
-_TOKEN = re.compile(r'\s*(?:(\()|(\))|("(?:[^"\\]|\\.)*")|([^\s()"]+))')
-Matcher = Callable[[dict[str, Any]], bool]
-
-
-def _query_error(message: str) -> ManagementError:
-    return ManagementError(400, f"Query validation error: {message}", "invalid_query_string")
-
-
-def _tokens(query: str) -> list[str]:
-    tokens: list[str] = []
-    position = 0
-    while position < len(query):
-        match = _TOKEN.match(query, position)
-        if match is None:
-            if query[position:].strip():
-                raise _query_error(f"cannot parse {query[position:]!r}")
-            break
-        tokens.append(next(g for g in match.groups() if g is not None))
-        position = match.end()
-    return tokens
-
-
-def parse_query(query: str) -> Matcher:
-    tokens = _tokens(query)
-    position = 0
-
-    def peek() -> str | None:
-        return tokens[position] if position < len(tokens) else None
-
-    def take() -> str:
-        nonlocal position
-        if position >= len(tokens):
-            raise _query_error("unexpected end of query")
-        position += 1
-        return tokens[position - 1]
-
-    def parse_or() -> Matcher:
-        parts = [parse_and()]
-        while peek() == "OR":
-            take()
-            parts.append(parse_and())
-        return lambda u: any(p(u) for p in parts)
-
-    def parse_and() -> Matcher:
-        parts = [parse_unary()]
-        while peek() not in (None, "OR", ")"):
-            if peek() == "AND":
-                take()
-            parts.append(parse_unary())
-        return lambda u: all(p(u) for p in parts)
-
-    def parse_unary() -> Matcher:
-        word = take()
-        if word == "NOT":
-            inner = parse_unary()
-            return lambda u: not inner(u)
-        if word == "(":
-            inner = parse_or()
-            if take() != ")":
-                raise _query_error("missing )")
-            return inner
-        field_name, colon, raw = word.partition(":")
-        if not colon or not field_name:
-            raise _query_error(f"expected field:value, got {word!r}")
-        if not raw:
-            raw = take()
-        return _term(field_name, raw)
-
-    matcher = parse_or()
-    if position != len(tokens):
-        raise _query_error(f"unexpected {tokens[position]!r}")
-    return matcher
-
-
-def _term(field_name: str, raw: str) -> Matcher:
-    searchable = field_name in SEARCHABLE or field_name.startswith(
-        ("user_metadata.", "app_metadata.")
-    )
-    if not searchable:
-        raise _query_error(f"field {field_name!r} is not searchable")
-    quoted = raw.startswith('"')
-    value = raw[1:-1].replace('\\"', '"') if quoted else raw.replace("\\", "")
-    prefix = not quoted and value.endswith("*")
-    if prefix:
-        value = value[:-1]
-    fold = field_name == "email"
-
-    def matches(user: dict[str, Any]) -> bool:
-        actual = _lookup(user, field_name)
-        if actual is None:
-            return False
-        text = str(actual).lower() if isinstance(actual, bool) else str(actual)
-        wanted = value
-        if fold:
-            text, wanted = text.lower(), wanted.lower()
-        return text.startswith(wanted) if prefix else text == wanted
-
-    return matches

@@ -1,0 +1,72 @@
+"""In-process emulator fixtures: each test gets a fresh, seeded Emulator and an httpx client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from userapi.emulator import Emulator, EmulatorConfig, default_seed_path, load_seed
+
+BASE_URL = "http://auth0.test"
+MANAGEMENT_AUDIENCE = f"{BASE_URL}/api/v2/"
+API_AUDIENCE = "https://userapi.local/api"
+CLIENT_ID = "userapi-m2m"
+CLIENT_SECRET = "userapi-dev-secret"  # the emulator's default dev client
+ADA = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"  # seed user with a password and read:users
+ADA_EMAIL = "ada@example.com"
+ADA_PASSWORD = "correct horse battery staple"
+GRACE = "auth0|64f1c2a9e4b0a1b2c3d4e5f7"  # seed admin with all four permissions
+ALAN = "google-oauth2|103547991597142817347"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_emulator(**overrides: Any) -> Emulator:
+    config = EmulatorConfig(base_url=BASE_URL, seed_users=load_seed(default_seed_path()))
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return Emulator(config)
+
+
+def client_for(emulator: Emulator) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app), base_url=BASE_URL)
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return make_emulator()
+
+
+@pytest.fixture
+async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(emulator) as client:
+        yield client
+
+
+async def management_token(http: httpx.AsyncClient, scope: str | None = None) -> str:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "audience": MANAGEMENT_AUDIENCE,
+    }
+    if scope is not None:
+        form["scope"] = scope
+    response = await http.post("/oauth/token", data=form)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture
+async def admin(http: httpx.AsyncClient) -> dict[str, str]:
+    """Authorization headers with a management token holding all four user scopes."""
+    return {"Authorization": f"Bearer {await management_token(http)}"}
+
+
+def user_path(user_id: str) -> str:
+    return "/api/v2/users/" + user_id.replace("|", "%7C")
