@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from userapi.runtime import audit
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
 from userapi.runtime.errors import ERROR_RESPONSES
-from userapi.runtime.users import validate_user_id
+from userapi.runtime.users import target_user
 
 ENDPOINT = "delete-user"
 DELETE_USERS = "delete:users"
@@ -25,7 +25,7 @@ router = APIRouter(tags=["users"])
 )
 async def delete_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> Response:
     principal.require(DELETE_USERS)
-    target = validate_user_id(user_id)
+    target = target_user(user_id, principal)
     # Auth0 first: if it fails, nothing here has changed and the caller can simply retry.
     await resources.auth0.delete_user(target)
     async with resources.database.transaction() as session:

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES, bad_request, not_found
-from userapi.runtime.users import User, etag, etag_matches, validate_user_id
+from userapi.runtime.errors import ERROR_RESPONSES, not_found
+from userapi.runtime.users import User, etag, etag_matches, target_user
 
 ENDPOINT = "get-user"
 READ_USERS = "read:users"
@@ -35,12 +35,7 @@ async def get_user(
     response: Response,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> User | Response:
-    if user_id == "me":
-        target = principal.subject
-        if target.endswith("@clients"):
-            raise bad_request("'me' needs a user's token; this one belongs to an application.")
-    else:
-        target = validate_user_id(user_id)
+    target = target_user(user_id, principal)
     if target != principal.subject:
         principal.require(READ_USERS)
 

@@ -12,7 +12,7 @@ from userapi.runtime import audit
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
 from userapi.runtime.errors import ERROR_RESPONSES, APIError, bad_request, not_found
 from userapi.runtime.profiles import allowlisted
-from userapi.runtime.users import EMAIL_PATTERN, User, etag, etag_matches, validate_user_id
+from userapi.runtime.users import EMAIL_PATTERN, User, etag, etag_matches, target_user
 
 ENDPOINT = "update-user"
 UPDATE_USERS = "update:users"
@@ -70,7 +70,7 @@ async def update_user(
     response: Response,
     if_match: Annotated[str | None, Header()] = None,
 ) -> User:
-    target = principal.subject if user_id == "me" else validate_user_id(user_id)
+    target = target_user(user_id, principal)
     changes = update.model_dump(exclude_unset=True)
     if not changes:
         raise bad_request("Send at least one field to change.")

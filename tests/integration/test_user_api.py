@@ -539,3 +539,16 @@ def test_time_budget_holds_for_writes(api: API, admin: str, clean_emulator) -> N
     assert response.status_code == 504
     assert time.monotonic() - started < 5
     assert clean_emulator.calls(POST_ROUTE) == 1  # a POST whose answer was lost is not retried
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "body"),
+    [("get-user", "GET", None), ("update-user", "PATCH", {"name": "x"}),
+     ("delete-user", "DELETE", None)],
+)  # fmt: skip
+def test_me_with_an_application_token_is_400(api: API, clean_emulator, endpoint, method, body):
+    permissions = ["read:users", "update:users", "delete:users"]
+    app_token = clean_emulator.token("userapi-m2m@clients", permissions)
+    response = api.call(endpoint, method, "/users/me", app_token, json=body)
+    assert response.status_code == 400, response.text
+    assert "application" in response.json()["message"]

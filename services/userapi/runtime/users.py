@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from userapi.runtime.auth import Principal
 from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import bad_request
 
@@ -43,6 +44,15 @@ def etag_matches(header: str | None, current: str) -> bool:
         return False
     tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
     return "*" in tags or current in tags
+
+
+def target_user(user_id: str, principal: Principal) -> str:
+    """The user a path names: `me` is the caller, which must then be a user, not an app."""
+    if user_id != "me":
+        return validate_user_id(user_id)
+    if principal.subject.endswith("@clients"):
+        raise bad_request("'me' needs a user's token; this one belongs to an application.")
+    return principal.subject
 
 
 class Account(BaseModel):
