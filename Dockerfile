@@ -1,0 +1,32 @@
+# One image for every endpoint: they share the runtime and differ only in the router they
+# serve (`userapi serve <endpoint>`), and importing one endpoint loads no other (see
+# docs/architecture.md). Per-endpoint images would duplicate ~all bytes and gain nothing.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+# Hash-checked: the image gets exactly the locked runtime dependencies, and no test tools.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
+COPY pyproject.toml README.md ./
+COPY services ./services
+RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation -w /tmp/wheels . \
+ && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
+ # Bytecode compiled now: a read-only root filesystem cannot cache it at cold start.
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PORT=8080
+COPY --from=build /opt/venv /opt/venv
+# A numeric, non-root user: Kubernetes' runAsNonRoot can only verify numeric ids.
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["userapi", "serve"]
+CMD ["get-user"]

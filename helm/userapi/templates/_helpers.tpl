@@ -1,0 +1,38 @@
+{{- define "userapi.labels" -}}
+app.kubernetes.io/name: userapi
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "userapi.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "userapi.serviceAccountName" -}}
+{{ .Values.serviceAccount.name | default (printf "%s-userapi" .Release.Name) }}
+{{- end -}}
+
+{{/* The connection budget: every enabled endpoint at max-scale, each pod's PgBouncer at its
+cap. Knative never runs more pods than max-scale, so this is the most PostgreSQL can see. */}}
+{{- define "userapi.connectionsAtMaxScale" -}}
+{{- $total := 0 -}}
+{{- range $key, $endpoint := .Values.endpoints -}}
+{{- if $endpoint.enabled -}}
+{{- $merged := merge (deepCopy $endpoint) $.Values.endpointDefaults -}}
+{{- if eq (int $merged.maxScale) 0 -}}
+{{- fail (printf "endpoints.%s.maxScale is 0 (unlimited): set a bound, or PostgreSQL connections have none" $key) -}}
+{{- end -}}
+{{- $total = add $total (mul $merged.maxScale $.Values.pgbouncer.maxDbConnections) -}}
+{{- end -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{- define "userapi.checkBudget" -}}
+{{- $total := include "userapi.connectionsAtMaxScale" . | int -}}
+{{- if gt $total (int .Values.database.connectionBudget) -}}
+{{- fail (printf "PostgreSQL connection budget exceeded: the endpoints' maxScale x pgbouncer.maxDbConnections (%d) can reach %d server connections, more than database.connectionBudget (%d). Lower maxScale or pgbouncer.maxDbConnections, or raise the budget." (int .Values.pgbouncer.maxDbConnections) $total (int .Values.database.connectionBudget)) -}}
+{{- end -}}
+{{- end -}}

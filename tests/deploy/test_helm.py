@@ -1,0 +1,265 @@
+"""The Helm chart, rendered by real Helm (helm-python-sdk bundles Helm's Go library)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from userapi.endpoints import ENDPOINTS
+
+from tests.deploy import knative_rules
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "userapi"
+KUBERNETES_VERSION = "1.32"
+REQUIRED = {
+    "auth0": {
+        "domain": "example.us.auth0.com",
+        "audience": "https://api.example.com",
+        "clientId": "m2m-client",
+    },
+    "database": {"host": "postgres.example.internal"},
+}
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(CHART)
+    merged = _deep_merge(copy.deepcopy(REQUIRED), values or {})
+    rendered = chart.render(merged, name="demo", namespace="userapi", is_install=True)
+    objects = []
+    for path, text in rendered.items():
+        if path.endswith(".yaml"):
+            objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def knative_services(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: o
+        for o in objects
+        if o["apiVersion"].startswith("serving.knative.dev")
+    }
+
+
+def test_lint_strict_is_clean() -> None:
+    report = helm.lint(CHART, copy.deepcopy(REQUIRED), strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] > 1] == []
+
+
+def test_every_endpoint_is_a_knative_service() -> None:
+    assert set(knative_services(render())) == set(ENDPOINTS)
+
+
+def test_core_objects_pass_the_kubernetes_schema() -> None:
+    core = [o for o in render() if not o["apiVersion"].startswith("serving.knative.dev")]
+    assert {o["kind"] for o in core} == {"ConfigMap", "Job", "ServiceAccount"}
+    for obj in core:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_knative_services_pass_the_webhook_rules(endpoint: str) -> None:
+    service = knative_services(render())[endpoint]
+    assert knative_rules.problems(service) == []
+    # Each container is also a valid Kubernetes Container.
+    for container in service["spec"]["template"]["spec"]["containers"]:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "x"},
+            "spec": {"containers": [container]},
+        }
+        kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_scale_to_zero_by_default_and_every_knob_is_configurable() -> None:
+    default = knative_services(render())["get-user"]["spec"]["template"]
+    assert default["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
+    tuned = knative_services(
+        render(
+            {
+                "endpoints": {
+                    "getUser": {
+                        "minScale": 1,
+                        "maxScale": 4,
+                        "initialScale": 2,
+                        "target": 20,
+                        "activationScale": 3,
+                        "containerConcurrency": 40,
+                        "timeoutSeconds": 15,
+                    }
+                }
+            }
+        )
+    )["get-user"]["spec"]["template"]
+    annotations = tuned["metadata"]["annotations"]
+    assert {k.split("/")[1]: v for k, v in annotations.items()} == {
+        "min-scale": "1",
+        "max-scale": "4",
+        "initial-scale": "2",
+        "target": "20",
+        "activation-scale": "3",
+    }
+    assert (tuned["spec"]["containerConcurrency"], tuned["spec"]["timeoutSeconds"]) == (40, 15)
+    other = knative_services(render())["list-users"]["spec"]["template"]["metadata"]["annotations"]
+    assert other["autoscaling.knative.dev/min-scale"] == "0"  # untouched by getUser's block
+
+
+def test_containers_are_locked_down() -> None:
+    for service in knative_services(render()).values():
+        for container in service["spec"]["template"]["spec"]["containers"]:
+            security = container["securityContext"]
+            assert security["runAsNonRoot"] is True
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["requests"]
+            assert container["resources"]["limits"]
+
+
+def test_the_app_gets_settings_from_a_configmap_and_secrets_from_secret_refs() -> None:
+    objects = render()
+    assert "Secret" not in {o["kind"] for o in objects}  # no secret value anywhere
+    app = knative_services(objects)["get-user"]["spec"]["template"]["spec"]["containers"][0]
+    assert app["args"] == ["get-user"]
+    assert app["envFrom"] == [{"configMapRef": {"name": "demo-userapi"}}]
+    env = {e["name"]: e for e in app["env"]}
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
+    assert env["DATABASE_URL"]["value"].endswith("@127.0.0.1:6432/userapi")
+    assert "readinessProbe" in app
+    assert "periodSeconds" not in app["readinessProbe"]
+    config = next(o for o in objects if o["metadata"]["name"] == "demo-userapi")["data"]
+    assert config["AUTH0_CLIENT_SECRET_FILE"].startswith("/var/run/secrets/")
+    assert not any("password" in k.lower() or k.lower() == "secret" for k in config)
+
+
+def test_the_pgbouncer_sidecar_runs_transaction_mode_with_a_cap() -> None:
+    objects = render({"pgbouncer": {"maxDbConnections": 3}, "database": {"connectionBudget": 200}})
+    ini = next(o for o in objects if o["metadata"]["name"] == "demo-pgbouncer")["data"][
+        "pgbouncer.ini"
+    ]
+    assert "pool_mode = transaction" in ini
+    assert "max_db_connections = 3" in ini
+    assert "listen_addr = 127.0.0.1" in ini
+    sidecar = knative_services(objects)["get-user"]["spec"]["template"]["spec"]["containers"][1]
+    assert sidecar["name"] == "pgbouncer"
+    assert "ports" not in sidecar
+    assert "readinessProbe" not in sidecar
+
+
+def test_the_connection_budget_refuses_to_render_when_exceeded() -> None:
+    with pytest.raises(helm.HelmError, match=r"connection budget exceeded.*76.*more than.*50"):
+        render({"database": {"connectionBudget": 50}})
+    with pytest.raises(helm.HelmError, match="maxScale"):
+        render({"endpointDefaults": {"maxScale": 0}})
+    # Disabling endpoints frees their share.
+    disabled = {
+        k: {"enabled": False}
+        for k in ("listUsers", "createUser", "updateUser", "deleteUser", "auth0Events")
+    }
+    assert (
+        len(knative_services(render({"database": {"connectionBudget": 20}, "endpoints": disabled})))
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"endpoints": {"getUser": {"containerConcurrency": 1001}}},
+        {"endpoints": {"getUser": {"timeoutSeconds": 601}}},
+        {"endpoints": {"getUser": {"minScale": -1}}},
+        {"endpoints": {"getUser": {"unknownKnob": 1}}},
+        {"redis": {"url": "http://not-redis"}},
+    ],
+)
+def test_the_values_schema_rejects_what_knative_would(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmError):
+        render(values)
+
+
+def test_the_schema_file_is_valid_json() -> None:
+    assert json.loads((CHART / "values.schema.json").read_text())["type"] == "object"
+
+
+# Each webhook rule, shown to catch a manifest broken in exactly that way -------------------------
+
+
+def _break(mutate: Callable[[dict[str, Any]], None]) -> list[str]:
+    service = copy.deepcopy(knative_services(render())["get-user"])
+    mutate(service)
+    return knative_rules.problems(service)
+
+
+def _spec(s: dict[str, Any]) -> dict[str, Any]:
+    return s["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def _app(s: dict[str, Any]) -> dict[str, Any]:
+    return _spec(s)["containers"][0]  # type: ignore[no-any-return]
+
+
+def _sidecar(s: dict[str, Any]) -> dict[str, Any]:
+    return _spec(s)["containers"][1]  # type: ignore[no-any-return]
+
+
+BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
+    "annotation on the Service": lambda s: (
+        s["metadata"]
+        .setdefault("annotations", {})
+        .update({"autoscaling.knative.dev/min-scale": "1"})
+    ),
+    "negative min-scale": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/min-scale": "-1"}
+    ),
+    "min above max": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/min-scale": "20"}
+    ),
+    "activation-scale 1": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/activation-scale": "1"}
+    ),
+    "target too small": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/target": "0.001"}
+    ),
+    "second port": lambda s: _sidecar(s).update({"ports": [{"containerPort": 6432}]}),
+    "no port": lambda s: _app(s).pop("ports"),
+    "reserved port": lambda s: _app(s)["ports"][0].update({"containerPort": 8012}),
+    "bad port name": lambda s: _app(s)["ports"][0].update({"name": "web"}),
+    "reserved env": lambda s: _app(s)["env"].append({"name": "PORT", "value": "1"}),
+    "queue-proxy name": lambda s: _sidecar(s).update({"name": "queue-proxy"}),
+    "lifecycle": lambda s: _sidecar(s).update(
+        {"lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}
+    ),
+    "grace period": lambda s: _spec(s).update({"terminationGracePeriodSeconds": 30}),
+    "sidecar probe": lambda s: _sidecar(s).update(
+        {"readinessProbe": {"tcpSocket": {"port": 6432}}}
+    ),
+    "probe threshold without period": lambda s: _app(s)["readinessProbe"].update(
+        {"failureThreshold": 3}
+    ),
+    "writable secret mount": lambda s: _app(s)["volumeMounts"][0].update({"readOnly": False}),
+    "unmounted volume": lambda s: _spec(s)["volumes"].append({"name": "extra", "emptyDir": {}}),
+    "timeout too long": lambda s: _spec(s).update({"timeoutSeconds": 601}),
+    "concurrency too high": lambda s: _spec(s).update({"containerConcurrency": 1001}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_each_webhook_rule_catches_its_broken_manifest(case: str) -> None:
+    assert _break(BROKEN[case]) != [], case
