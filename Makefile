@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev emulator lint test test-fast openapi clean
+.PHONY: help install dev emulator lint test test-fast openapi manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ test-fast: install ## tests that need no servers
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json
+
+manifests: install ## regenerate manifests/ from the Helm chart
+	$(PY) manifests/generate.py
 
 clean: ## remove the venv, caches and the dev database
 	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache

@@ -138,13 +138,13 @@ def test_the_app_gets_settings_from_a_configmap_and_secrets_from_secret_refs() -
     assert "Secret" not in {o["kind"] for o in objects}  # no secret value anywhere
     app = knative_services(objects)["get-user"]["spec"]["template"]["spec"]["containers"][0]
     assert app["args"] == ["get-user"]
-    assert app["envFrom"] == [{"configMapRef": {"name": "demo-userapi"}}]
+    assert app["envFrom"] == [{"configMapRef": {"name": "demo-config"}}]
     env = {e["name"]: e for e in app["env"]}
     assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     assert env["DATABASE_URL"]["value"].endswith("@127.0.0.1:6432/userapi")
     assert "readinessProbe" in app
     assert "periodSeconds" not in app["readinessProbe"]
-    config = next(o for o in objects if o["metadata"]["name"] == "demo-userapi")["data"]
+    config = next(o for o in objects if o["metadata"]["name"] == "demo-config")["data"]
     assert config["AUTH0_CLIENT_SECRET_FILE"].startswith("/var/run/secrets/")
     assert not any("password" in k.lower() or k.lower() == "secret" for k in config)
 

@@ -11,7 +11,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "userapi.serviceAccountName" -}}
-{{ .Values.serviceAccount.name | default (printf "%s-userapi" .Release.Name) }}
+{{ .Values.serviceAccount.name | default .Release.Name }}
 {{- end -}}
 
 {{/* The connection budget: every enabled endpoint at max-scale, each pod's PgBouncer at its

@@ -1,0 +1,82 @@
+"""manifests/ is generated from the chart, and every overlay builds into valid objects."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from userapi.endpoints import ENDPOINTS
+
+from tests.deploy import knative_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ("local", "gke", "eks", "aks")
+
+
+def test_manifests_are_generated_from_the_current_chart() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manifests" / "generate.py"), "--check"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def _build(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: `kubectl kustomize` builds the overlays")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "manifests" / "overlays" / overlay)],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_builds_into_valid_objects(overlay: str) -> None:
+    objects = _build(overlay)
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"
+                and o["apiVersion"].startswith("serving.knative.dev")}  # fmt: skip
+    assert set(services) == set(ENDPOINTS)
+    for service in services.values():
+        assert knative_rules.problems(service) == []
+        image = service["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert not image.startswith("ghcr.io/userapi/"), "the overlay's registry must apply"
+    for obj in objects:
+        assert obj["metadata"].get("namespace") == "userapi"
+        if not obj["apiVersion"].startswith("serving.knative.dev"):
+            kubernetes_validate.validate(obj, "1.32", strict=True)
+
+
+def test_cloud_overlays_point_everything_at_their_own_endpoints() -> None:
+    for overlay in ("gke", "eks", "aks"):
+        objects = _build(overlay)
+        config = next(o for o in objects if o["metadata"]["name"] == "userapi-config")["data"]
+        ini = next(o for o in objects if o["metadata"]["name"] == "userapi-pgbouncer")["data"]
+        job = next(o for o in objects if o["kind"] == "Job")
+        job_env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "host=postgres " not in ini["pgbouncer.ini"]
+        assert "@postgres:" not in job_env["DATABASE_URL"]["value"]
+        assert config["REDIS_URL"] != "redis://redis:6379/0"
+        account = next(o for o in objects if o["kind"] == "ServiceAccount")
+        assert account["metadata"]["annotations"], f"{overlay}: workload identity annotation"
+        assert "Secret" not in {o["kind"] for o in objects}
+
+
+def test_the_local_overlay_brings_its_backing_services_behind_network_policies() -> None:
+    objects = _build("local")
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert {("Deployment", "redis"), ("Deployment", "postgres"), ("Deployment", "auth0-emulator"),
+            ("NetworkPolicy", "redis-from-userapi"),
+            ("NetworkPolicy", "postgres-from-userapi")} <= kinds  # fmt: skip
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                assert container["securityContext"]["runAsNonRoot"] is True
+                assert container["resources"]["limits"]
