@@ -30,3 +30,14 @@ USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["userapi", "serve"]
 CMD ["get-user"]
+
+# skaffold dev only: files synced into site-packages are reloaded by uvicorn, so this stage
+# keeps them writable by the app's user; the chart relaxes readOnlyRootFilesystem for it alone.
+FROM runtime AS dev
+USER 0
+RUN chown -R 10001:10001 /opt/venv/lib/python3.11/site-packages/userapi
+USER 10001:10001
+ENTRYPOINT ["uvicorn", "--factory", "userapi.asgi:create", "--reload", \
+            "--reload-dir", "/opt/venv/lib/python3.11/site-packages/userapi", \
+            "--host", "0.0.0.0", "--port", "8080"]
+CMD []

@@ -59,3 +59,19 @@ def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_database_url_must_be_postgresql() -> None:
     with pytest.raises(ValueError, match="postgresql://"):
         Settings(database_url="mysql://db/x")
+
+
+def test_the_reload_factory_serves_the_endpoint_named_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from userapi.asgi import create
+
+    for name, value in {
+        **REQUIRED,
+        "auth0_client_secret": "s",
+        "userapi_endpoint": "list-users",
+    }.items():
+        monkeypatch.setenv(name.upper(), value)
+    paths = create().openapi()["paths"]
+    assert list(paths) == ["/users"]
+    assert list(paths["/users"]) == ["get"]
