@@ -76,6 +76,30 @@ def openapi(output: str | None) -> None:
             file.write(text)
 
 
+def cluster(args: argparse.Namespace) -> None:
+    try:
+        from userapi.cluster import Cluster, format_status
+    except ImportError:
+        raise SystemExit(
+            "userapi: install the cluster extra: pip install 'userapi[cluster]'"
+        ) from None
+    target = Cluster(args.namespace, args.kubeconfig)
+    if args.action == "status":
+        print(format_status(target.status()))
+    elif args.action == "urls":
+        for row in target.status():
+            print(f"{row.name}\t{row.url or '-'}")
+    else:
+        result = target.coldstart(
+            args.endpoint, path=args.path, token=args.token, idle_timeout=args.idle_timeout
+        )
+        ready = f"{result.pod_ready_seconds:.2f}s" if result.pod_ready_seconds is not None else "?"
+        print(
+            f"{result.endpoint}: first response {result.first_response_seconds:.2f}s "
+            f"(HTTP {result.status}), pod created->ready {ready}"
+        )
+
+
 def dev(host: str, port: int) -> None:
     from userapi.dev import run
 
@@ -99,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("openapi", help="print the merged OpenAPI document of every endpoint")
     p.add_argument("--output", help="write it to this file instead of stdout")
+
+    p = commands.add_parser("cluster", help="the endpoints' Knative Services in a cluster")
+    p.add_argument("action", choices=["status", "urls", "coldstart"])
+    p.add_argument("endpoint", nargs="?", help="for coldstart")
+    p.add_argument("-n", "--namespace", default="userapi")
+    p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG or ~/.kube/config")
+    p.add_argument("--path", default="/healthz", help="coldstart: the path to request")
+    p.add_argument("--token", default=None, help="coldstart: a bearer token for the request")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="coldstart: how long to wait for the endpoint to scale to zero",
+    )
 
     p = commands.add_parser("emulator", help="run the Auth0 emulator (development and tests)")
     p.add_argument("--host", default="127.0.0.1")
@@ -124,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         migrate()
     elif args.command == "openapi":
         openapi(args.output)
+    elif args.command == "cluster":
+        if args.action == "coldstart" and not args.endpoint:
+            raise SystemExit("userapi: cluster coldstart needs an ENDPOINT")
+        cluster(args)
     elif args.command == "emulator":
         emulator(args.host, args.port, args.seed, args.latency_ms, args.base_url)
 

@@ -25,7 +25,13 @@ def test_an_endpoint_imports_no_other_endpoint_and_no_tooling(endpoint: str) -> 
     )
     others = {module for name, module in ENDPOINTS.items() if name != endpoint}
     assert modules & others == set()
-    forbidden = {"userapi.emulator", "userapi.dev", "kubernetes", "starlette.testclient"}
+    forbidden = {
+        "userapi.emulator",
+        "userapi.dev",
+        "userapi.cluster",
+        "kubernetes",
+        "starlette.testclient",
+    }
     leaked = {m for m in modules for f in forbidden if m == f or m.startswith(f + ".")}
     assert leaked == set()
 
