@@ -15,7 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv with userapi and its test tools
+KNATIVE_SCHEMA := tests/deploy/knative-schema
+$(KNATIVE_SCHEMA)/node_modules/.package-lock.json: $(KNATIVE_SCHEMA)/package-lock.json
+	cd $(KNATIVE_SCHEMA) && npm ci --no-audit --no-fund --loglevel=error
+
+install: $(VENV)/.installed $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## create .venv with userapi and its test tools
 
 dev: install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
 	$(VENV)/bin/userapi dev
