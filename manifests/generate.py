@@ -5,6 +5,7 @@
 
 base/ gets one file per endpoint plus common.yaml. Each overlay's generated-patches.yaml holds
 the ConfigMaps, ServiceAccount and migration Job rendered with its values.yaml, patched over base.
+local-backing/ is the chart's localBackingServices and devSecrets, for kind and skaffold dev.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent
 CHART = ROOT.parent / "helm" / "userapi"
 OVERLAYS = ("local", "gke", "eks", "aks")
+LOCAL_BACKING_KINDS = {"Secret", "Deployment", "Service", "NetworkPolicy"}
 HEADER = "# Generated from helm/userapi by `make manifests`. Do not edit: change the chart.\n"
 
 
@@ -64,6 +66,15 @@ def generated_files() -> dict[Path, str]:
     files[ROOT / "base" / "kustomization.yaml"] = HEADER + yaml.safe_dump(
         kustomization, sort_keys=False
     )
+    local = _deep_merge(
+        _values(ROOT / "base" / "values.yaml"), _values(ROOT / "overlays" / "local" / "values.yaml")
+    )
+    local.update({"localBackingServices": {"enabled": True, "auth0Emulator": True},
+                  "devSecrets": {"create": True}})  # fmt: skip
+    backing = [o for o in _render(local) if o["kind"] in LOCAL_BACKING_KINDS
+               and not o["apiVersion"].startswith("serving.knative.dev")]  # fmt: skip
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "userapi"}}
+    files[ROOT / "local-backing" / "backing-services.yaml"] = _dump([namespace, *backing])
     for overlay in OVERLAYS:
         directory = ROOT / "overlays" / overlay
         values = _deep_merge(

@@ -263,3 +263,36 @@ BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_each_webhook_rule_catches_its_broken_manifest(case: str) -> None:
     assert _break(BROKEN[case]) != [], case
+
+
+def test_local_backing_services_emulator_and_dev_secrets_are_behind_flags() -> None:
+    def kinds(values: dict[str, Any]) -> set[tuple[str, str]]:
+        return {
+            (o["kind"], o["metadata"]["name"])
+            for o in render(values)
+            if not o["apiVersion"].startswith("serving.knative.dev")
+        }
+
+    base = kinds({})
+    local = kinds({"localBackingServices": {"enabled": True}})
+    assert local - base == {
+        ("Deployment", "redis"),
+        ("Service", "redis"),
+        ("Deployment", "postgres"),
+        ("Service", "postgres"),
+        ("NetworkPolicy", "redis-from-userapi"),
+        ("NetworkPolicy", "postgres-from-userapi"),
+    }
+    emulator = kinds({"localBackingServices": {"enabled": True, "auth0Emulator": True}})
+    assert emulator - local == {("Deployment", "auth0-emulator"), ("Service", "auth0-emulator")}
+    no_policies = kinds(
+        {"localBackingServices": {"enabled": True}, "networkPolicies": {"create": False}}
+    )
+    assert not any(kind == "NetworkPolicy" for kind, _ in no_policies)
+    assert kinds({"devSecrets": {"create": True}}) - base == {
+        ("Secret", "userapi-auth0"),
+        ("Secret", "userapi-postgres"),
+    }
+    for obj in render({"localBackingServices": {"enabled": True, "auth0Emulator": True}}):
+        if not obj["apiVersion"].startswith("serving.knative.dev"):
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
