@@ -141,7 +141,7 @@ def test_the_app_gets_settings_from_a_configmap_and_secrets_from_secret_refs() -
     assert app["envFrom"] == [{"configMapRef": {"name": "demo-config"}}]
     env = {e["name"]: e for e in app["env"]}
     assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
-    assert env["DATABASE_URL"]["value"].endswith("@127.0.0.1:6432/userapi")
+    assert env["DATABASE_URL"]["value"] == "postgresql://userapi@127.0.0.1:6432/userapi"
     assert "readinessProbe" in app
     assert "periodSeconds" not in app["readinessProbe"]
     config = next(o for o in objects if o["metadata"]["name"] == "demo-config")["data"]

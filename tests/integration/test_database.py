@@ -100,3 +100,32 @@ def test_a_database_outage_is_a_503_json_error(
     finally:
         svc.close()
         bouncer.stop()
+
+
+@pytest.mark.parametrize(("password", "status"), [("userapi-test-pw", 200), ("wrong", 503)])
+def test_the_password_may_come_apart_from_the_url(
+    emulator: EmulatorHandle,
+    clean_emulator: EmulatorHandle,
+    postgres_server: PostgresServer,
+    pgbouncer: PgBouncer,
+    redis_server: Any,
+    password: str,
+    status: int,
+) -> None:
+    database = postgres_server.create_database()
+    migrate(postgres_server.dsn(database))
+    # PgBouncer checks the password (SCRAM), so only DATABASE_PASSWORD can make this work.
+    url = f"postgresql://userapi@127.0.0.1:{pgbouncer.port}/{database}"
+    env = {
+        **service_env(emulator, redis_server.url, url),
+        "DATABASE_PASSWORD": password,
+        "DB_STARTUP_GRACE_SECONDS": "0",
+    }
+    svc = start_service("get-user", env)
+    try:
+        user = clean_emulator.create_user(f"pw-{password}@example.com")
+        response = svc.get("/users/me", clean_emulator.token(user["user_id"], []))
+        assert response.status_code == status, response.text
+        assert password not in svc.process.log_text()
+    finally:
+        svc.close()

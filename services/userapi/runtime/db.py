@@ -116,8 +116,10 @@ class PostgresDatabase:
             if self._pool is None:
                 import asyncpg
 
+                password = self._settings.database_password
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
+                    password=password.get_secret_value() if password is not None else None,
                     min_size=0,
                     max_size=self._settings.db_pool_max_size,
                     statement_cache_size=0,

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="postgresql:// URL (the PgBouncer sidecar). Unset: SQLite."
     )
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="Password for DATABASE_URL's user, kept out of the URL (any characters).",
+    )
     sqlite_path: Path = Path(".dev/userapi.sqlite3")
     db_pool_max_size: int = Field(default=4, ge=1, le=100)
     db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
