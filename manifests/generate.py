@@ -66,7 +66,7 @@ def generated_files() -> dict[Path, str]:
     files[ROOT / "base" / "kustomization.yaml"] = HEADER + yaml.safe_dump(
         kustomization, sort_keys=False
     )
-    local = _deep_merge(
+    local = deep_merge(
         _values(ROOT / "base" / "values.yaml"), _values(ROOT / "overlays" / "local" / "values.yaml")
     )
     local.update({"localBackingServices": {"enabled": True, "auth0Emulator": True},
@@ -77,7 +77,7 @@ def generated_files() -> dict[Path, str]:
     files[ROOT / "local-backing" / "backing-services.yaml"] = _dump([namespace, *backing])
     for overlay in OVERLAYS:
         directory = ROOT / "overlays" / overlay
-        values = _deep_merge(
+        values = deep_merge(
             _values(ROOT / "base" / "values.yaml"), _values(directory / "values.yaml")
         )
         configs = [
@@ -87,10 +87,10 @@ def generated_files() -> dict[Path, str]:
     return files
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = value
     return base

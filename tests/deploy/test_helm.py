@@ -14,6 +14,7 @@ import pytest
 import yaml
 from userapi.endpoints import ENDPOINTS
 
+from manifests.generate import deep_merge
 from tests.deploy import knative_rules
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "userapi"
@@ -30,22 +31,13 @@ REQUIRED = {
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     chart = helm.Chart.load(CHART)
-    merged = _deep_merge(copy.deepcopy(REQUIRED), values or {})
+    merged = deep_merge(copy.deepcopy(REQUIRED), values or {})
     rendered = chart.render(merged, name="demo", namespace="userapi", is_install=True)
     objects = []
     for path, text in rendered.items():
         if path.endswith(".yaml"):
             objects += [doc for doc in yaml.safe_load_all(text) if doc]
     return objects
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def knative_services(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -45,14 +45,19 @@ def test_concurrent_migrations_apply_each_version_once(
     assert "up to date" in migrate(url)
 
 
+def _migrated_database(postgres_server: PostgresServer) -> str:
+    database = postgres_server.create_database()
+    migrate(postgres_server.dsn(database))
+    return database
+
+
 def test_a_late_pgbouncer_sidecar_is_waited_for(
     emulator: EmulatorHandle,
     clean_emulator: EmulatorHandle,
     postgres_server: PostgresServer,
     redis_server: Any,
 ) -> None:
-    database = postgres_server.create_database()
-    migrate(postgres_server.dsn(database))
+    database = _migrated_database(postgres_server)
     # The sidecar's port is known but nothing listens yet, as in a pod's first moments.
     late = PgBouncer(postgres_server, port=free_port(), start=False)
     svc = start_service("get-user", service_env(emulator, redis_server.url, late.dsn(database)))
@@ -80,8 +85,7 @@ def test_a_database_outage_is_a_503_json_error(
     postgres_server: PostgresServer,
     redis_server: Any,
 ) -> None:
-    database = postgres_server.create_database()
-    migrate(postgres_server.dsn(database))
+    database = _migrated_database(postgres_server)
     bouncer = PgBouncer(postgres_server)
     svc = start_service("get-user", service_env(emulator, redis_server.url, bouncer.dsn(database)))
     try:
@@ -112,8 +116,7 @@ def test_the_password_may_come_apart_from_the_url(
     password: str,
     status: int,
 ) -> None:
-    database = postgres_server.create_database()
-    migrate(postgres_server.dsn(database))
+    database = _migrated_database(postgres_server)
     # PgBouncer checks the password (SCRAM), so only DATABASE_PASSWORD can make this work.
     url = f"postgresql://userapi@127.0.0.1:{pgbouncer.port}/{database}"
     env = {
