@@ -19,7 +19,7 @@ KNATIVE_SCHEMA := tests/deploy/knative-schema
 $(KNATIVE_SCHEMA)/node_modules/.package-lock.json: $(KNATIVE_SCHEMA)/package-lock.json
 	cd $(KNATIVE_SCHEMA) && npm ci --no-audit --no-fund --loglevel=error
 
-install: $(VENV)/.installed $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## create .venv with userapi and its test tools
+install: $(VENV)/.installed ## create .venv with userapi and its test tools
 
 dev: install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
 	$(VENV)/bin/userapi dev
@@ -32,7 +32,7 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
+test: lint $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
 	$(PY) -m pytest
 
 test-fast: install ## tests that need no servers
