@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -13,7 +13,6 @@ class RequestContext:
     auth0_ms: float = 0.0
     auth0_calls: int = 0
     subject: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def add_auth0_time(self, seconds: float) -> None:
         self.auth0_ms += seconds * 1000.0

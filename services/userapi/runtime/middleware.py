@@ -75,7 +75,6 @@ class RequestMiddleware:
                         "auth0_ms": round(ctx.auth0_ms, 2),
                         "auth0_calls": ctx.auth0_calls,
                         "subject": ctx.subject,
-                        **ctx.extra,
                     },
                 )
             context.reset(token)
