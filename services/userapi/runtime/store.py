@@ -35,11 +35,6 @@ class SharedStore(Protocol):
 
     async def close(self) -> None: ...
 
-    @property
-    def shared(self) -> bool:
-        """True when other processes see the same entries."""
-        ...
-
 
 class MemoryStore:
     """Redis semantics within one process, locks included (SET NX PX)."""
@@ -47,10 +42,6 @@ class MemoryStore:
     def __init__(self, max_entries: int) -> None:
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max_entries = max_entries
-
-    @property
-    def shared(self) -> bool:
-        return False
 
     async def get(self, key: str) -> bytes | None:
         item = self._entries.get(key)
@@ -119,10 +110,6 @@ class RedisStore:
             max_connections=64,
         )
         return cls(client, settings.redis_retry_after_error_seconds)
-
-    @property
-    def shared(self) -> bool:
-        return True
 
     def _available(self) -> bool:
         return time.monotonic() >= self._skip_until
