@@ -1,12 +1,43 @@
-"""Session-wide real servers. Each is started on a free port the first time a test needs it."""
+"""Session-wide real servers, each started on a free port the first time a test needs it.
+
+Set USERAPI_TEST_POSTGRES_DSN to an existing server's admin DSN to skip initdb (see
+tests/support/processes.py); Redis and PgBouncer are always our own.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.support import PgBouncer, PostgresServer, RedisServer, stop_all
+from tests.support import (
+    PgBouncer,
+    PostgresServer,
+    RedisServer,
+    install_signal_cleanup,
+    stop_all,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "integration: starts real Redis, PostgreSQL, PgBouncer and userapi processes"
+    )
+    install_signal_cleanup()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_all()  # nothing outlives the run, even when a fixture's teardown did not happen
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    # A test that failed between redis_server.kill() and .start() (or pause/resume) must not
+    # leave a dead session server behind for every later test to trip over.
+    for value in (getattr(item, "funcargs", None) or {}).values():
+        if isinstance(value, RedisServer | PgBouncer):
+            value.ensure_running()
+    return (yield)
 
 
 @pytest.fixture
@@ -30,6 +61,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
+    """Transaction mode, default_pool_size 5, max_db_connections 10: the sidecar's settings."""
     bouncer = PgBouncer(postgres_server, pool_size=5, max_db_connections=10)
     yield bouncer
     bouncer.stop()
@@ -37,9 +69,5 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
 
 @pytest.fixture(scope="module")
 def database_url(postgres_server: PostgresServer, pgbouncer: PgBouncer) -> str:
-    """A fresh database for each test module, reached through PgBouncer in transaction mode."""
+    """A fresh, empty database for each test module, reached through PgBouncer."""
     return pgbouncer.dsn(postgres_server.create_database())
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    stop_all()  # nothing outlives the run, even when a fixture's teardown did not happen

@@ -27,7 +27,7 @@ log = logging.getLogger("userapi.auth0")
 _BACKOFF_BASE_SECONDS = 0.2
 _BACKOFF_CAP_SECONDS = 4.0
 _TOKEN_REFRESH_MARGIN_SECONDS = 300.0  # refresh this long before expiry
-_TOKEN_WAIT_SECONDS = 1.0  # how long a pod waits for another pod's token fetch
+_TOKEN_WAIT_SECONDS = 3.0  # how long a pod waits for another pod's token fetch (lock lives 5 s)
 
 
 class Auth0Error(UpstreamError):
