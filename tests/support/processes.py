@@ -747,24 +747,3 @@ class ServiceProcess:
     ) -> None:
         self.terminate()
 
-
-__all__ = [
-    "EXTERNAL_POSTGRES_ENV",
-    "PASSWORD",
-    "ROLE",
-    "PgBouncer",
-    "PostgresServer",
-    "RedisServer",
-    "ServiceProcess",
-    "binary",
-    "free_port",
-    "install_signal_cleanup",
-    "postgres_bindir",
-    "run_psql",
-    "spawn",
-    "stop_all",
-    "stop_process",
-    "userapi_executable",
-    "wait_for_http",
-    "wait_for_port",
-]
