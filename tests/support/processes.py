@@ -746,4 +746,3 @@ class ServiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.terminate()
-
