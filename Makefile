@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev emulator lint test test-fast openapi manifests clean
+.PHONY: help install dev emulator lint test test-fast bench openapi manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -12,14 +12,14 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 KNATIVE_SCHEMA := tests/deploy/knative-schema
 $(KNATIVE_SCHEMA)/node_modules/.package-lock.json: $(KNATIVE_SCHEMA)/package-lock.json
 	cd $(KNATIVE_SCHEMA) && npm ci --no-audit --no-fund --loglevel=error
 
-install: $(VENV)/.installed ## create .venv with userapi and its test tools
+install: $(VENV)/.installed ## create .venv with userapi, its test and bench tools
 
 dev: install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
 	$(VENV)/bin/userapi dev
@@ -37,6 +37,10 @@ test: lint $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every
 
 test-fast: install ## tests that need no servers
 	$(PY) -m pytest -m 'not integration'
+
+bench: install ## measure cold start, warm path, cache, stampede, connection budget (needs wrk)
+	@command -v wrk >/dev/null || { echo "bench: wrk not found: apt-get install wrk"; exit 1; }
+	$(PY) -m bench
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json

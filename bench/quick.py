@@ -18,14 +18,18 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.integration.conftest import USERAPI, EmulatorHandle, migrate, service_env, user_path
 from tests.support import (
+    USERAPI,
+    EmulatorHandle,
     PgBouncer,
     PostgresServer,
     RedisServer,
     ServiceProcess,
     free_port,
+    migrate,
+    service_env,
     stop_all,
+    user_path,
 )
 
 USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"

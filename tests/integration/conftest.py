@@ -1,91 +1,13 @@
-"""Real processes for end-to-end tests: the emulator and `userapi serve <endpoint>`, wired to the
+"""Fixtures for end-to-end tests: the emulator and `userapi serve <endpoint>`, wired to the
 session's real Redis and to PostgreSQL through PgBouncer."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.support import ServiceProcess, free_port
-
-AUDIENCE = "https://userapi.local/api"
-CLIENT_ID = "userapi-m2m"
-CLIENT_SECRET = "userapi-dev-secret"
-USERAPI = str(Path(sys.executable).parent / "userapi")
-
-
-class EmulatorHandle:
-    """Talks to a running emulator: Auth0's own API plus its /__emulator control routes."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=10)
-        self._management_token: str | None = None
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.http.get("/__emulator/stats").json()["requests"])
-
-    def calls(self, route: str) -> int:
-        return self.stats().get(route, 0)
-
-    def reset(self) -> None:
-        self.http.post("/__emulator/reset").raise_for_status()
-
-    def fault(self, route: str, **fault: Any) -> None:
-        self.http.post("/__emulator/faults", json={"route": route, **fault}).raise_for_status()
-
-    def latency(self, ms: float) -> None:
-        self.http.put("/__emulator/latency", json={"latency_ms": ms}).raise_for_status()
-
-    def token(self, sub: str, permissions: list[str] | None = None, **extra: Any) -> str:
-        body = {"sub": sub, "permissions": permissions or [], "audience": AUDIENCE, **extra}
-        response = self.http.post("/__emulator/tokens", json=body)
-        response.raise_for_status()
-        return str(response.json()["access_token"])
-
-    def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        response = self.http.post(
-            "/__emulator/sign", json={"claims": claims, "headers": headers or {}}
-        )
-        response.raise_for_status()
-        return str(response.json()["token"])
-
-    def management_token(self) -> str:
-        if self._management_token is None:
-            response = self.http.post(
-                "/oauth/token",
-                json={
-                    "grant_type": "client_credentials",
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
-                    "audience": f"{self.base_url}/api/v2/",
-                },
-            )
-            response.raise_for_status()
-            self._management_token = str(response.json()["access_token"])
-        return self._management_token
-
-    def create_user(self, email: str, **fields: Any) -> dict[str, Any]:
-        response = self.http.post(
-            "/api/v2/users",
-            headers={"Authorization": f"Bearer {self.management_token()}"},
-            json={
-                "connection": "Username-Password-Authentication",
-                "email": email,
-                "password": "Pa55word!x",
-                **fields,
-            },
-        )
-        response.raise_for_status()
-        return dict(response.json())
+from tests.support import USERAPI, EmulatorHandle, ServiceProcess, free_port
 
 
 @pytest.fixture(scope="session")
@@ -114,85 +36,3 @@ def clean_emulator(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
     yield emulator
     emulator.reset()
     emulator.latency(0)
-
-
-def migrate(database_url: str) -> str:
-    result = subprocess.run(
-        [USERAPI, "migrate"],
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
-
-
-def service_env(
-    emulator: EmulatorHandle, redis_url: str | None, database_url: str
-) -> dict[str, str]:
-    env = {
-        "AUTH0_DOMAIN": emulator.base_url,
-        "AUTH0_AUDIENCE": AUDIENCE,
-        "AUTH0_CLIENT_ID": CLIENT_ID,
-        "AUTH0_CLIENT_SECRET": CLIENT_SECRET,
-        "DATABASE_URL": database_url,
-        # Short budgets so failure paths answer in test time, not production time.
-        "AUTH0_READ_TIMEOUT_SECONDS": "0.5",
-        "AUTH0_REQUEST_BUDGET_SECONDS": "2.5",
-        "LOG_LEVEL": "INFO",
-    }
-    if redis_url is not None:
-        env["REDIS_URL"] = redis_url
-    return env
-
-
-class Service:
-    def __init__(self, process: ServiceProcess, base_url: str) -> None:
-        self.process = process
-        self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=15)
-
-    def get(self, path: str, token: str | None = None, **headers: str) -> httpx.Response:
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.http.get(path, headers=headers)
-
-    def close(self) -> None:
-        self.http.close()
-        self.process.terminate()
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.process.log_text().splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                continue
-        return lines
-
-    def request_logs(self, path: str | None = None, at_least: int = 1) -> list[dict[str, Any]]:
-        """Request log lines (of `path`), waiting briefly: a line is written after its response."""
-        deadline = time.monotonic() + 3
-        while True:
-            lines = [
-                line
-                for line in self.log_lines()
-                if line.get("message") == "request" and path in (None, line.get("path"))
-            ]
-            if len(lines) >= at_least or time.monotonic() > deadline:
-                return lines
-            time.sleep(0.02)
-
-
-def start_service(endpoint: str, env: dict[str, str]) -> Service:
-    port = free_port()
-    process = ServiceProcess([USERAPI, "serve", endpoint, "--port", str(port)], env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    process.wait_healthy(f"{base_url}/healthz", timeout=30)
-    return Service(process, base_url)
-
-
-def user_path(user_id: str) -> str:
-    return "/users/" + user_id.replace("|", "%7C")

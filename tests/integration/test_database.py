@@ -10,15 +10,17 @@ from typing import Any
 import pytest
 from userapi.runtime.migrate import load_migrations
 
-from tests.integration.conftest import (
+from tests.support import (
     USERAPI,
     EmulatorHandle,
+    PgBouncer,
+    PostgresServer,
+    free_port,
     migrate,
     service_env,
     start_service,
     user_path,
 )
-from tests.support import PgBouncer, PostgresServer, free_port
 
 pytestmark = pytest.mark.integration
 

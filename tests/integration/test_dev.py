@@ -9,8 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import USERAPI
-from tests.support import ServiceProcess, free_port
+from tests.support import USERAPI, ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 
 from tests import tokens
-from tests.integration.conftest import (
+from tests.support import (
     AUDIENCE,
     EmulatorHandle,
     Service,

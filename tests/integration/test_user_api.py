@@ -12,15 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import (
+from tests.support import (
     EmulatorHandle,
+    PostgresServer,
     Service,
     migrate,
     service_env,
     start_service,
     user_path,
 )
-from tests.support import PostgresServer
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 from userapi.emulator import Emulator, EmulatorConfig
-from userapi.runtime.auth import InvalidToken, KeySet, TokenVerifier, authenticate
+from userapi.runtime.auth import InvalidToken, KeySet, Principal, TokenVerifier, authenticate
 from userapi.runtime.errors import APIError
 
 from tests import tokens
@@ -136,6 +137,61 @@ async def test_a_rotated_key_is_picked_up_by_refetching(emulator, http) -> None:
     emulator.rotate_keys()
     rotated = emulator.mint_access_token(USER, audience=AUDIENCE)
     assert (await verifier.verify(rotated)).subject == USER
+
+
+class _CountingVerifier(TokenVerifier):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.signature_checks = 0
+
+    async def _verify(self, token: str) -> Principal:
+        self.signature_checks += 1
+        return await super()._verify(token)
+
+
+def counting_verifier(http: httpx.AsyncClient) -> _CountingVerifier:
+    keys = KeySet(http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=30)
+    return _CountingVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+
+
+async def test_a_verified_token_is_not_checked_again(emulator, http) -> None:
+    verifier = counting_verifier(http)
+    token = emulator.mint_access_token(USER, audience=AUDIENCE, permissions=["read:users"])
+    first = await verifier.verify(token)
+    again = await verifier.verify(token)
+    assert again == first
+    assert verifier.signature_checks == 1
+
+
+async def test_the_memo_only_serves_byte_identical_tokens(emulator, http) -> None:
+    verifier = counting_verifier(http)
+    good = tokens.claims(emulator, AUDIENCE, USER)
+    token = emulator.sign(good)
+    await verifier.verify(token)
+    for forged in (tokens.tamper_signature(token), tokens.tamper_payload(token, sub="x|admin")):
+        with pytest.raises(InvalidToken):
+            await verifier.verify(forged)
+    assert verifier.signature_checks == 3
+
+
+async def test_a_remembered_token_still_expires(emulator, http) -> None:
+    verifier = counting_verifier(http)
+    token = emulator.sign(tokens.claims(emulator, AUDIENCE, USER, exp=int(time.time()) + 2))
+    await verifier.verify(token)
+    await anyio.sleep(2.1)
+    with pytest.raises(InvalidToken, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_the_memo_is_bounded(emulator, http, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TokenVerifier, "VERIFIED_MAX_ENTRIES", 2)
+    verifier = counting_verifier(http)
+    minted = [emulator.mint_access_token(f"auth0|{i}", audience=AUDIENCE) for i in range(3)]
+    for token in minted:
+        await verifier.verify(token)
+    await verifier.verify(minted[0])  # evicted as the oldest: checked again
+    await verifier.verify(minted[2])  # still remembered
+    assert verifier.signature_checks == 4
 
 
 @pytest.mark.parametrize(

@@ -443,7 +443,8 @@ class PostgresServer:
     test password) and a database it owns; or, with USERAPI_TEST_POSTGRES_DSN, an existing server
     on which only uniquely named databases are created."""
 
-    def __init__(self, *, admin_dsn: str | None = None) -> None:
+    def __init__(self, *, admin_dsn: str | None = None, max_connections: int = 200) -> None:
+        self.max_connections = max_connections
         self._external_dsn = admin_dsn or os.environ.get(EXTERNAL_POSTGRES_ENV) or None
         self.process: subprocess.Popen[bytes] | None = None
         self.dir = _workdir("postgres", service_user=True)
@@ -483,7 +484,7 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed ({code}):\n{self.log_text()}")
         self.process = spawn(
             [binary("postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.dir),
-             "-c", "listen_addresses=" + HOST, "-c", "max_connections=200",
+             "-c", "listen_addresses=" + HOST, "-c", f"max_connections={self.max_connections}",
              # Durability buys nothing in a cluster that is deleted after the run.
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "checkpoint_timeout=1h",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,13 +111,45 @@ def _parse_jwks(document: Any) -> dict[str, Any]:
 
 
 class TokenVerifier:
+    """Verifies access tokens, and remembers the ones it verified until they expire.
+
+    A client sends the same token with every request for its lifetime, and the RS256 check is
+    most of the CPU a cached read costs. The memo is keyed by the whole token, signature
+    included, so only a byte-identical token hits it; `exp` is still checked on every use, and
+    an entry lives at most VERIFIED_TTL_SECONDS, about as long as a rotated-out signing key
+    stays in Auth0's JWKS.
+    """
+
+    VERIFIED_MAX_ENTRIES = 4096
+    VERIFIED_TTL_SECONDS = 300.0
+
     def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway_seconds: int) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        # token -> (principal, valid until, in epoch seconds)
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        memo = self._verified.get(token)
+        if memo is not None:
+            principal, valid_until = memo
+            if time.time() < valid_until:
+                return principal
+            del self._verified[token]
+        principal = await self._verify(token)
+        exp = principal.claims["exp"]
+        if isinstance(exp, int | float):
+            self._verified[token] = (
+                principal,
+                min(exp + self._leeway, time.time() + self.VERIFIED_TTL_SECONDS),
+            )
+            if len(self._verified) > self.VERIFIED_MAX_ENTRIES:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -88,6 +88,12 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(connection: Any) -> None:
+    """Replaces asyncpg's reset on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL):
+    a round trip per request that finds nothing to reset, as this code never leaves session
+    state behind (see PostgresDatabase). asyncpg still rolls back an open transaction first."""
+
+
 class PostgresDatabase:
     """A small asyncpg pool, opened on first use so that a cold start never waits for it.
 
@@ -127,6 +133,7 @@ class PostgresDatabase:
                     timeout=self._settings.db_connect_timeout_seconds,
                     command_timeout=self._settings.db_command_timeout_seconds,
                     init=_init_connection,
+                    reset=_keep_session,
                 )
             return self._pool
 

@@ -16,7 +16,9 @@ from userapi.runtime.auth import Principal, authenticate
 _bearer = HTTPBearer(auto_error=False, description="An Auth0 access token for AUTH0_AUDIENCE.")
 
 
-def _resources(request: Request) -> Resources:
+# async, though it awaits nothing: FastAPI runs a sync dependency in a worker thread, a thread
+# hop per request on the hot path.
+async def _resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 

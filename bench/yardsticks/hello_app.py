@@ -1,4 +1,4 @@
-"""The yardstick: a minimal FastAPI app, served by the same uvicorn settings as userapi."""
+"""The first yardstick: a minimal FastAPI app, served by the same uvicorn settings as userapi."""
 
 from fastapi import FastAPI
 

@@ -1,0 +1,147 @@
+"""Load generators: wrk for throughput (a C event loop: it never is the bottleneck of a Python
+server), and an asyncio client for the scenarios that need per-request control (a Zipf user mix,
+a burst of first reads)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# wrk reports through this Lua hook; its own text summary rounds and changes units.
+_WRK_REPORT = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
+    '"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    connections: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int  # socket errors, timeouts and non-2xx/3xx answers
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wrk_binary() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise FileNotFoundError("wrk not found: apt-get install wrk")
+    return path
+
+
+def _script(workdir: Path) -> Path:
+    path = workdir / "report.lua"
+    if not path.exists():
+        path.write_text(_WRK_REPORT)
+    return path
+
+
+def parse_wrk(output: str, connections: int) -> LoadResult:
+    line = next(
+        (line for line in reversed(output.splitlines()) if line.startswith("{")),
+        None,
+    )
+    if line is None:
+        raise RuntimeError(f"wrk printed no report:\n{output}")
+    raw = json.loads(line)
+    seconds = raw["duration_us"] / 1e6
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return LoadResult(
+        connections=connections,
+        requests=raw["requests"],
+        seconds=round(seconds, 3),
+        rps=round(raw["requests"] / seconds, 1) if seconds else 0.0,
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        errors=errors,
+    )
+
+
+async def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    workdir: Path,
+) -> LoadResult:
+    """One wrk thread: on two cores the server under test needs the other one."""
+    args = [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
+    args += ["-s", str(_script(workdir))]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    process = await asyncio.create_subprocess_exec(
+        *args, url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    text = output.decode(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk failed ({process.returncode}):\n{text}")
+    return parse_wrk(text, connections)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int  # 0: no HTTP answer
+    ms: float
+
+
+async def fire(
+    requests: Sequence[tuple[str, dict[str, str]]], *, concurrency: int, request_timeout: float = 30
+) -> list[Outcome]:
+    """GET each (url, headers) with at most `concurrency` in flight; outcomes in request order."""
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    queue = iter(enumerate(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
+
+        async def worker() -> None:
+            for index, (url, headers) in queue:
+                started = time.perf_counter()
+                try:
+                    status = (await client.get(url, headers=headers)).status_code
+                except httpx.HTTPError:
+                    status = 0
+                outcomes[index] = Outcome(status, (time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max of a sample, with its size: a p99 of 20 samples is its maximum."""
+    ordered = sorted(values_ms)
+    if not ordered:
+        return {"n": 0}
+    cut = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else None
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 3),
+        "p99_ms": round(cut[98] if cut else ordered[0], 3),
+        "max_ms": round(ordered[-1], 3),
+    }

@@ -1,0 +1,319 @@
+"""Turns the scenarios' results into the targets' verdicts, a Markdown summary (spliced into
+docs/performance.md between markers, so the prose around it stays hand-written) and a plot."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+_PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": {name: metadata.version(name) for name in _PACKAGES},
+        "servers": {
+            "redis": _version(["redis-server", "--version"]),
+            "postgres": _version(["psql", "--version"]),
+            "pgbouncer": _version(["pgbouncer", "--version"], "/usr/sbin/pgbouncer"),
+            "wrk": _version(["wrk", "--version"]),
+        },
+    }
+
+
+def _version(command: list[str], fallback: str | None = None) -> str:
+    for binary in (command[0], fallback):
+        if binary is None:
+            continue
+        try:
+            result = subprocess.run(
+                [binary, *command[1:]], capture_output=True, text=True, timeout=10, check=False
+            )
+        except OSError:
+            continue
+        text = (result.stdout or result.stderr).strip()
+        if text:
+            return text.splitlines()[0]
+    return "unknown"
+
+
+def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue #5 with its measured value; `met` is None when not measured."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, goal: str, measured: Any, met: bool | None) -> None:
+        rows.append({"target": name, "goal": goal, "measured": measured, "met": met})
+
+    cold = scenarios.get("coldstart")
+    if cold:
+        ratio = cold["ratio_to_fastapi_hello"]["userapi"]
+        add("cold start", "<= 1.5 x FastAPI hello", f"{ratio:.2f} x", ratio <= 1.5)
+    warm = scenarios.get("warm")
+    if warm:
+        at_50 = next((r for r in warm["ratios"] if r["connections"] == 50), None)
+        errors = sum(run["errors"] for run in warm["runs"]["userapi"])
+        if at_50:
+            add(
+                "warm throughput at 50",
+                ">= 0.4 x FastAPI hello",
+                f"{at_50['rps_ratio']:.2f} x",
+                at_50["rps_ratio"] >= 0.4,
+            )
+            add(
+                "warm p99 at 50",
+                "<= 3 x FastAPI hello",
+                f"{at_50['p99_ratio']:.2f} x",
+                at_50["p99_ratio"] <= 3,
+            )
+        add("warm errors", "0", errors, errors == 0)
+    cache = scenarios.get("cache")
+    if cache and "500" in cache["sequential_reads"]:
+        speedup = cache["sequential_reads"]["500"]["speedup_p50"]
+        add("cached vs uncached (500 ms)", ">= 100 x faster p50", f"{speedup:g} x", speedup >= 100)
+    stampede = scenarios.get("stampede")
+    if stampede:
+        fetches = stampede["auth0_user_fetches"]
+        add("stampede", "<= 1 Auth0 fetch", fetches, fetches <= 1)
+    budget = scenarios.get("budget")
+    if budget:
+        pooled = budget["pgbouncer"]
+        add(
+            "connection budget",
+            f"peak <= {pooled['cap']}, 0 errors",
+            f"peak {pooled['peak_server_connections']}, {pooled['errors']} errors",
+            pooled["peak_server_connections"] <= pooled["cap"] and pooled["errors"] == 0,
+        )
+    shared = scenarios.get("tokens")
+    if shared:
+        calls = shared["shared_through_redis"]["token_requests"]
+        add(
+            f"token sharing ({shared['cold_starts']} cold starts)",
+            "1 /oauth/token",
+            calls,
+            calls == 1,
+        )
+    return rows
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "not measured"}[met]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    s = results["scenarios"]
+    m = results["machine"]
+    out = [
+        f"Measured by `make bench` (profile `{results['profile']}`) on {results['finished']}: "
+        f"{m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['servers']['redis']}, "
+        f"{m['servers']['postgres']}, {m['servers']['pgbouncer']}, {m['servers']['wrk']}. "
+        "Raw figures: [bench/results.json](bench/results.json).",
+        "",
+        "| Target | Goal | Measured | |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {t['target']} | {t['goal']} | {t['measured']} | {_mark(t['met'])} |"
+        for t in results["targets"]
+    ]
+    out += ["", "![bench plot](bench/performance.png)"]
+    if "coldstart" in s:
+        out += _coldstart(s["coldstart"])
+    if "warm" in s:
+        out += _warm(s["warm"])
+    if "cache" in s:
+        out += _cache(s["cache"])
+    if "stampede" in s:
+        st = s["stampede"]
+        out += [
+            "",
+            f"**Stampede**: {st['requests']} concurrent first reads of one user over "
+            f"{st['processes']} processes, Auth0 at {st['auth0_latency_ms']:g} ms: "
+            f"{st['auth0_user_fetches']} Auth0 user fetch(es), {st['auth0_token_fetches']} token "
+            f"fetch(es); statuses {st['statuses']}; cache outcomes {st['cache_outcomes']}; "
+            f"p50 {st['latency']['p50_ms']:.0f} ms, p99 {st['latency']['p99_ms']:.0f} ms.",
+        ]
+    if "budget" in s:
+        out += _budget(s["budget"])
+    if "tokens" in s:
+        t = s["tokens"]
+        out += [
+            "",
+            f"**Token sharing**: {t['cold_starts']} simultaneous cold starts, each first request "
+            f"needing the Management API: {t['shared_through_redis']['token_requests']} "
+            f"`/oauth/token` call(s) with the token shared through Redis, "
+            f"{t['without_redis']['token_requests']} without Redis.",
+        ]
+    return "\n".join(out)
+
+
+def _coldstart(cold: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"**Cold start**, exec to first 200, {cold['runs']} runs each, interleaved:",
+        "",
+        "| Server | Median | Min | Max | x FastAPI hello | Idle RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in cold["servers"].items():
+        out.append(
+            f"| {name} | {row['median_ms']:.0f} ms | {row['min_ms']:.0f} ms | "
+            f"{row['max_ms']:.0f} ms | {cold['ratio_to_fastapi_hello'][name]:.2f} | "
+            f"{cold['idle_rss_mib'][name]:.0f} MiB |"
+        )
+    imports = cold["imports"]
+    top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["userapi_top_ms"].items())[:10])
+    added = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["added_over_hello_ms"].items())
+    out += [
+        "",
+        f"Imports (`-X importtime`, one run): userapi {imports['userapi_total_ms']:.0f} ms, "
+        f"FastAPI hello {imports['fastapi_hello_total_ms']:.0f} ms. Top packages (ms): {top}. "
+        f"Added over the hello app (ms): {added}.",
+    ]
+    return out
+
+
+def _warm(warm: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"**Warm path**, `GET /users/{{id}}` cache hits, wrk {warm['seconds_per_run']:g} s per "
+        "run (userapi | FastAPI hello):",
+        "",
+        "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
+        "| req/s x | p99 x |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ours, theirs, ratio in zip(
+        warm["runs"]["userapi"], warm["runs"]["fastapi-hello"], warm["ratios"], strict=True
+    ):
+        out.append(
+            f"| {ours['connections']} | {ours['rps']:.0f} | {ours['p50_ms']:.2f} ms | "
+            f"{ours['p99_ms']:.2f} ms | {ours['errors']} | {theirs['rps']:.0f} | "
+            f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
+            f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} |"
+        )
+    memory = ", ".join(
+        f"{name} {m['idle']:.0f} MiB idle, {m['peak']:.0f} MiB peak"
+        for name, m in warm["memory_mib"].items()
+    )
+    out += ["", f"**Memory** (RSS; peak is VmHWM after the warm runs): {memory}."]
+    return out
+
+
+def _cache(cache: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        "**Cache effect**, sequential reads of one user:",
+        "",
+        "| Auth0 latency | cached p50 | cached p99 | uncached p50 | uncached p99 | p50 speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for latency, row in cache["sequential_reads"].items():
+        c, u = row["cached"], row["uncached"]
+        out.append(
+            f"| {latency} ms | {c['p50_ms']:.2f} ms (n={c['n']}) | {c['p99_ms']:.2f} ms | "
+            f"{u['p50_ms']:.0f} ms (n={u['n']}) | {u['p99_ms']:.0f} ms | "
+            f"{row['speedup_p50']:g} x |"
+        )
+    z = cache["zipf"]
+    out += [
+        "",
+        f"Zipf mix (s={z['exponent']}, {z['users']} users, {z['requests']} requests, "
+        f"{z['concurrency']} concurrent, Auth0 at {z['auth0_latency_ms']:g} ms, cold cache): "
+        f"hit ratio {z['hit_ratio']:.3f} against a best possible "
+        f"{z['best_possible_hit_ratio']:.3f} ({z['auth0_fetches']} Auth0 fetches for "
+        f"{z['distinct_users_requested']} distinct users); "
+        f"p50 {z['latency']['p50_ms']:.1f} ms, p99 {z['latency']['p99_ms']:.0f} ms.",
+    ]
+    return out
+
+
+def _budget(budget: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"**Connection budget**: {budget['processes']} processes, {budget['clients']} concurrent "
+        f"clients for {budget['seconds']:g} s, PostgreSQL max_connections "
+        f"{budget['postgres_max_connections']}:",
+        "",
+        "| Setup | App pool | Peak server connections | Requests | Errors | req/s | worst p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "pgbouncer": "PgBouncer per process (2 server connections each)",
+        "direct": "direct, pods' pool size",
+        "direct_pool_per_client": "direct, pool = clients per process",
+    }
+    for key, label in labels.items():
+        row = budget[key]
+        out.append(
+            f"| {label} | {row['app_pool_max_size']} | {row['peak_server_connections']} | "
+            f"{row['requests']} | {row['errors']} | {row['rps']:.0f} | "
+            f"{row['worst_p99_ms']:.0f} ms |"
+        )
+    return out
+
+
+def update_docs(path: Path, summary: str) -> None:
+    text = path.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise RuntimeError(f"{path} has no {BEGIN} ... {END} section")
+    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{summary}\n{END}", text))
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = results["scenarios"]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    if "coldstart" in s:
+        servers = s["coldstart"]["servers"]
+        names = list(servers)
+        medians = [servers[n]["median_ms"] for n in names]
+        low = [servers[n]["median_ms"] - servers[n]["min_ms"] for n in names]
+        high = [servers[n]["max_ms"] - servers[n]["median_ms"] for n in names]
+        axes[0].bar(names, medians, yerr=[low, high], capsize=4, color=["C0", "C1", "C2"])
+        axes[0].set_title("Cold start: exec to first 200 (median, min-max)")
+        axes[0].set_ylabel("ms")
+    if "warm" in s:
+        for name, runs in s["warm"]["runs"].items():
+            x = [r["connections"] for r in runs]
+            axes[1].plot(x, [r["rps"] for r in runs], marker="o", label=f"{name} req/s")
+        axes[1].set_xscale("log")
+        axes[1].set_title("Warm cache hits under wrk")
+        axes[1].set_xlabel("connections")
+        axes[1].set_ylabel("requests/s")
+        axes[1].legend()
+    if "cache" in s:
+        reads = s["cache"]["sequential_reads"]
+        labels, values = [], []
+        for latency, row in reads.items():
+            labels += [f"cached\n(Auth0 {latency} ms)", f"uncached\n(Auth0 {latency} ms)"]
+            values += [row["cached"]["p50_ms"], row["uncached"]["p50_ms"]]
+        axes[2].bar(labels, values, color=["C0", "C3"] * len(reads))
+        axes[2].set_yscale("log")
+        axes[2].set_title("GET /users/{id} p50")
+        axes[2].set_ylabel("ms (log)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

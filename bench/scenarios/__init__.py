@@ -1,0 +1,1 @@
+"""One module per measurement of issue #5; each `run` returns a JSON-ready dict."""

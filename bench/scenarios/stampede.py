@@ -1,0 +1,51 @@
+"""Stampede: a burst of first reads of one uncached user spread over several processes, all
+sharing one Redis. Counts what reached Auth0."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from bench.config import Profile
+from bench.load import fire, percentiles
+from bench.scenarios.cache import create_users
+from bench.stack import Stack
+from tests.support import user_path
+
+AUTH0_LATENCY_MS = 150.0
+_GET_USER = "GET /api/v2/users/{id}"
+_TOKEN = "POST /oauth/token"
+
+
+async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
+    (target,) = create_users(stack, 1, "stampede")
+    env = stack.env()
+    servers = [stack.userapi(env) for _ in range(profile.stampede_processes)]
+    try:
+        before = [server.cache_outcomes() for server in servers]
+        stack.emulator.latency(AUTH0_LATENCY_MS)
+        stats_before = stack.emulator.stats()
+        requests = [
+            (servers[index % len(servers)].base_url + user_path(target), servers[0].headers)
+            for index in range(profile.stampede_requests)
+        ]
+        outcomes = await fire(requests, concurrency=len(requests))
+        stats_after = stack.emulator.stats()
+        outcomes_by_cache: Counter[str] = Counter()
+        for server, earlier in zip(servers, before, strict=True):
+            for kind, count in server.cache_outcomes().items():
+                outcomes_by_cache[kind] += count - earlier.get(kind, 0)
+    finally:
+        stack.emulator.latency(0)
+        for server in servers:
+            server.stop()
+    return {
+        "processes": len(servers),
+        "requests": len(requests),
+        "auth0_latency_ms": AUTH0_LATENCY_MS,
+        "statuses": dict(Counter(str(o.status) for o in outcomes)),
+        "auth0_user_fetches": stats_after.get(_GET_USER, 0) - stats_before.get(_GET_USER, 0),
+        "auth0_token_fetches": stats_after.get(_TOKEN, 0) - stats_before.get(_TOKEN, 0),
+        "cache_outcomes": dict(outcomes_by_cache),
+        "latency": percentiles([o.ms for o in outcomes]),
+    }

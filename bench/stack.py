@@ -1,0 +1,204 @@
+"""The real components every scenario runs against, and the processes it starts on them.
+
+One redis-server, one PostgreSQL (max_connections 100, PostgreSQL's default, so that the
+no-pooler baseline meets the limit a real server has) and the Auth0 emulator; PgBouncers and
+userapi processes are started per scenario. All on free ports, all stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.support import (
+    USERAPI,
+    EmulatorHandle,
+    PgBouncer,
+    PostgresServer,
+    RedisServer,
+    ServiceProcess,
+    free_port,
+    migrate,
+    service_env,
+    stop_all,
+    user_path,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+# The seeded user every scenario reads unless it needs many (bench/scenarios/cache.py).
+USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"
+READ_USERS = ["read:users"]
+
+
+@dataclass
+class Server:
+    """A process answering HTTP on `base_url`, with the path that answers 200 once it is up."""
+
+    name: str
+    process: ServiceProcess
+    base_url: str
+    ready_path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    # Taken just before the exec: a cold start is measured from here.
+    spawned_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.ready_path
+
+    def stop(self) -> None:
+        self.process.terminate()
+
+    def cache_outcomes(self) -> dict[str, int]:
+        """How the profile cache served each request so far, from userapi's request log lines:
+        hit, miss, coalesced (waited for another request's fetch), stale, negative."""
+        counts: Counter[str] = Counter()
+        for raw in self.process.log_text().splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict) and line.get("message") == "request":
+                counts[str(line.get("cache"))] += 1
+        return dict(counts)
+
+
+def first_200(server: Server, timeout: float = 60) -> float:
+    """Seconds from the exec until `server.url` first answered 200: the cold start. A fresh
+    connection per try, as the first client of a new pod would have."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(server.url, headers=server.headers, timeout=10).status_code == 200:
+                return time.perf_counter() - server.spawned_at
+        except httpx.TransportError:
+            pass
+        if not server.process.running:
+            break
+        time.sleep(0.002)
+    raise RuntimeError(f"{server.name} never answered 200:\n{server.process.log_text()[-3000:]}")
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.redis = RedisServer()
+        self.postgres = PostgresServer(max_connections=100)
+        self.database = self.postgres.database
+        self.bouncer = self.pgbouncer()
+        migrate(self.bouncer.dsn(self.database))
+        port = free_port()
+        self.emulator_process = ServiceProcess([USERAPI, "emulator", "--port", str(port)], env={})
+        self.emulator_process.wait_healthy(f"http://127.0.0.1:{port}/.well-known/jwks.json", 30)
+        self.emulator = EmulatorHandle(f"http://127.0.0.1:{port}")
+        self.emulator.http.put(
+            "/__emulator/rate-limit", json={"burst": 100_000, "per_second": 100_000.0}
+        ).raise_for_status()
+        self.token = self.emulator.token(USER, READ_USERS)
+        self.auth = {"Authorization": f"Bearer {self.token}"}
+
+    def pgbouncer(self, server_connections: int | None = None) -> PgBouncer:
+        """PgBouncer as the pod's sidecar runs it; `server_connections` caps what it may open."""
+        if server_connections is None:
+            return PgBouncer(self.postgres)
+        return PgBouncer(
+            self.postgres, pool_size=server_connections, max_db_connections=server_connections
+        )
+
+    def env(
+        self,
+        *,
+        redis: bool = True,
+        database_url: str | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        env = service_env(
+            self.emulator,
+            self.redis.url if redis else None,
+            database_url or self.bouncer.dsn(self.database),
+        )
+        # Production timeouts: the tests' tight ones would time out against a 500 ms Auth0.
+        env.update(
+            AUTH0_READ_TIMEOUT_SECONDS="5",
+            AUTH0_REQUEST_BUDGET_SECONDS="8",
+            LOG_LEVEL="INFO",
+        )
+        env.update(overrides or {})
+        return env
+
+    def spawn_userapi(self, env: dict[str, str], user: str = USER, **extra_env: str) -> Server:
+        port, spawned_at = free_port(), time.perf_counter()
+        process = ServiceProcess(
+            [USERAPI, "serve", "get-user", "--port", str(port)], env={**env, **extra_env}
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        return Server("userapi", process, base_url, user_path(user), self.auth, spawned_at)
+
+    def userapi(self, env: dict[str, str], user: str = USER) -> Server:
+        """A running get-user process that has answered once (JWKS, token, pools warm)."""
+        server = self.spawn_userapi(env, user)
+        first_200(server)
+        return server
+
+    def flush_cache(self) -> None:
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self.emulator.http.close()
+        self.emulator_process.terminate()
+        stop_all()
+
+
+def spawn_hello(**extra_env: str) -> Server:
+    port, spawned_at = free_port(), time.perf_counter()
+    process = ServiceProcess(
+        [PYTHON, "-m", "uvicorn", "bench.yardsticks.hello_app:app", "--port", str(port),
+         "--log-level", "warning", "--no-access-log", "--no-server-header"],
+        env={"PYTHONPATH": str(ROOT), **extra_env},
+    )  # fmt: skip
+    return Server(
+        "fastapi-hello", process, f"http://127.0.0.1:{port}", "/hello", spawned_at=spawned_at
+    )
+
+
+def spawn_func_hello(**extra_env: str) -> Server:
+    port, spawned_at = free_port(), time.perf_counter()
+    process = ServiceProcess(
+        [PYTHON, str(ROOT / "bench" / "yardsticks" / "func_hello.py")],
+        env={"LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT), **extra_env},
+    )
+    return Server(
+        "func-python-hello", process, f"http://127.0.0.1:{port}", "/", spawned_at=spawned_at
+    )
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    try:
+        first_200(server)
+        yield server
+    finally:
+        server.stop()
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """Resident memory now (VmRSS) and its peak since start (VmHWM), from /proc."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
