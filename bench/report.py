@@ -178,6 +178,8 @@ def _coldstart(cold: dict[str, Any]) -> list[str]:
             f"{row['max_ms']:.0f} ms | {cold['ratio_to_fastapi_hello'][name]:.2f} | "
             f"{cold['idle_rss_mib'][name]:.0f} MiB |"
         )
+    calls = ", ".join(f"{route}: {n}" for route, n in cold["auth0_calls"].items()) or "none"
+    out += ["", f"Auth0 calls made by the {cold['runs']} cold userapi processes: {calls}."]
     imports = cold["imports"]
     top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["userapi_top_ms"].items())[:10])
     added = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["added_over_hello_ms"].items())
@@ -209,6 +211,20 @@ def _warm(warm: dict[str, Any]) -> list[str]:
             f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
             f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} |"
         )
+    cpu = warm["cpu_us_per_request"]
+    out += [
+        "",
+        "CPU per request (µs, from /proc, by process): "
+        + "; ".join(
+            f"{run['connections']} connections: userapi "
+            + ", ".join(f"{name} {us:.0f}" for name, us in ours.items())
+            + f" | hello {theirs.get('server', 0):.0f}"
+            for run, ours, theirs in zip(
+                warm["runs"]["userapi"], cpu["userapi"], cpu["fastapi-hello"], strict=True
+            )
+        )
+        + ".",
+    ]
     memory = ", ".join(
         f"{name} {m['idle']:.0f} MiB idle, {m['peak']:.0f} MiB peak"
         for name, m in warm["memory_mib"].items()

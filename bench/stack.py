@@ -8,6 +8,7 @@ userapi processes are started per scenario. All on free ports, all stopped at th
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -58,6 +59,14 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
+
+    def warnings(self) -> list[str]:
+        """The process's warning and error log lines so far."""
+        return [
+            line
+            for line in self.process.log_text().splitlines()
+            if '"level":"warning"' in line or '"level":"error"' in line
+        ]
 
     def cache_outcomes(self) -> dict[str, int]:
         """How the profile cache served each request so far, from userapi's request log lines:
@@ -156,6 +165,18 @@ class Stack:
         finally:
             client.close()
 
+    def backing_cpu_seconds(self) -> dict[str, float]:
+        """CPU used so far by Redis, the shared PgBouncer and PostgreSQL (all its processes)."""
+        pids = {
+            "redis": self.redis.process,
+            "pgbouncer": self.bouncer.process,
+            "postgres": self.postgres.process,
+        }
+        return {
+            name: cpu_seconds(process.pid, children=name == "postgres") if process else 0.0
+            for name, process in pids.items()
+        }
+
     def close(self) -> None:
         self.emulator.http.close()
         self.emulator_process.terminate()
@@ -202,3 +223,26 @@ def rss_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
     return fields
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU a process has used (and its direct children's: PostgreSQL's backends)."""
+    total = _own_cpu(pid)
+    if children:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited while we looked
+            if int(fields[1]) == pid:
+                total += _own_cpu(int(stat.parent.name))
+    return total
+
+
+def _own_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime: fields 14 and 15 of proc(5), counted after the ")" that ends the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -29,3 +29,18 @@ def test_every_operation_names_the_service_that_answers_it() -> None:
     spec = merged_spec()
     named = {op["x-userapi-endpoint"] for item in spec["paths"].values() for op in item.values()}
     assert named == set(ENDPOINTS)
+
+
+def test_each_service_documents_bearer_auth_exactly_where_it_verifies_tokens() -> None:
+    from userapi import endpoints
+    from userapi.runtime.app import create_app
+    from userapi.runtime.settings import Settings
+
+    expected = {"get-user": True, "list-users": True, "auth0-events": False}
+    for name, secured in expected.items():
+        app = create_app(name, [endpoints.load(name).router], Settings())
+        spec = app.openapi()
+        operations = [op for item in spec["paths"].values() for op in item.values()]
+        assert operations
+        assert all(("security" in op) is secured for op in operations), name
+        assert ("securitySchemes" in spec.get("components", {})) is secured, name

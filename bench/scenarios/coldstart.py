@@ -29,6 +29,7 @@ def run(stack: Stack, profile: Profile) -> dict[str, Any]:
     ]
     samples: dict[str, list[float]] = defaultdict(list)
     idle_kib: dict[str, int] = {}
+    auth0_before = stack.emulator.stats()
     for attempt in range(profile.cold_runs):
         # Rotate the order so that no server always runs right after another one's exit.
         shift = attempt % len(spawners)
@@ -41,6 +42,7 @@ def run(stack: Stack, profile: Profile) -> dict[str, Any]:
                     raise RuntimeError(f"userapi's first read was not a cache hit: {server.url}")
             finally:
                 server.stop()
+    auth0_after = stack.emulator.stats()
     summary = {name: _summary(values) for name, values in samples.items()}
     hello = summary["fastapi-hello"]["median_ms"]
     return {
@@ -48,6 +50,12 @@ def run(stack: Stack, profile: Profile) -> dict[str, Any]:
         "servers": summary,
         "ratio_to_fastapi_hello": {
             name: round(values["median_ms"] / hello, 3) for name, values in summary.items()
+        },
+        # What the cold userapi processes asked Auth0 for (JWKS, token, profile): ideally nothing.
+        "auth0_calls": {
+            route: count - auth0_before.get(route, 0)
+            for route, count in auth0_after.items()
+            if count != auth0_before.get(route, 0)
         },
         "idle_rss_mib": {name: round(kib / 1024, 1) for name, kib in idle_kib.items()},
         "imports": _import_costs(stack, env),

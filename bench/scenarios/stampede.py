@@ -23,6 +23,7 @@ async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
     servers = [stack.userapi(env) for _ in range(profile.stampede_processes)]
     try:
         before = [server.cache_outcomes() for server in servers]
+        warned_before = sum(len(server.warnings()) for server in servers)
         stack.emulator.latency(AUTH0_LATENCY_MS)
         stats_before = stack.emulator.stats()
         requests = [
@@ -31,6 +32,7 @@ async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
         ]
         outcomes = await fire(requests, concurrency=len(requests))
         stats_after = stack.emulator.stats()
+        warnings = [w for server in servers for w in server.warnings()][warned_before:]
         outcomes_by_cache: Counter[str] = Counter()
         for server, earlier in zip(servers, before, strict=True):
             for kind, count in server.cache_outcomes().items():
@@ -48,4 +50,5 @@ async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
         "auth0_token_fetches": stats_after.get(_TOKEN, 0) - stats_before.get(_TOKEN, 0),
         "cache_outcomes": dict(outcomes_by_cache),
         "latency": percentiles([o.ms for o in outcomes]),
+        "warnings": warnings[:5],
     }

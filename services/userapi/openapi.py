@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from userapi import __version__, endpoints
+from userapi.runtime.deps import document_bearer_auth
 from userapi.runtime.errors import install_error_handlers
 
 
@@ -22,9 +23,11 @@ def merged_spec() -> dict[str, Any]:
         ),
     )
     install_error_handlers(app)
-    for name in endpoints.ENDPOINTS:
-        app.include_router(endpoints.load(name).router)
+    routers = [endpoints.load(name).router for name in endpoints.ENDPOINTS]
+    for router in routers:
+        app.include_router(router)
     spec = app.openapi()
+    document_bearer_auth(spec, routers)
     # Which Knative Service answers each operation.
     for name in endpoints.ENDPOINTS:
         router = endpoints.load(name).router

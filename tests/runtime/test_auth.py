@@ -14,6 +14,7 @@ from jwt.algorithms import RSAAlgorithm
 from userapi.emulator import Emulator, EmulatorConfig
 from userapi.runtime.auth import InvalidToken, KeySet, Principal, TokenVerifier, authenticate
 from userapi.runtime.errors import APIError
+from userapi.runtime.store import MemoryStore
 
 from tests import tokens
 
@@ -37,8 +38,12 @@ async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def make_verifier(http: httpx.AsyncClient, cooldown: float = 30.0) -> TokenVerifier:
-    keys = KeySet(http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=cooldown)
+def make_verifier(
+    http: httpx.AsyncClient, cooldown: float = 30.0, store: MemoryStore | None = None
+) -> TokenVerifier:
+    keys = KeySet(
+        http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=cooldown, store=store
+    )
     return TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
 
 
@@ -137,6 +142,40 @@ async def test_a_rotated_key_is_picked_up_by_refetching(emulator, http) -> None:
     emulator.rotate_keys()
     rotated = emulator.mint_access_token(USER, audience=AUDIENCE)
     assert (await verifier.verify(rotated)).subject == USER
+
+
+async def test_a_cold_process_takes_the_jwks_another_process_shared(emulator, http) -> None:
+    store = MemoryStore(100)  # stands in for Redis: one instance seen by both "processes"
+    token = emulator.mint_access_token(USER, audience=AUDIENCE)
+    emulator.reset_stats()
+    await make_verifier(http, store=store).verify(token)
+    assert (await make_verifier(http, store=store).verify(token)).subject == USER
+    assert emulator.stats().get(JWKS_ROUTE) == 1
+
+
+async def test_a_key_missing_from_the_shared_jwks_is_fetched_and_shared(emulator, http) -> None:
+    store = MemoryStore(100)
+    await make_verifier(http, store=store).verify(
+        emulator.mint_access_token(USER, audience=AUDIENCE)
+    )
+    emulator.rotate_keys()
+    rotated = emulator.mint_access_token(USER, audience=AUDIENCE)
+    emulator.reset_stats()
+    assert (await make_verifier(http, store=store).verify(rotated)).subject == USER
+    assert (await make_verifier(http, store=store).verify(rotated)).subject == USER
+    assert emulator.stats().get(JWKS_ROUTE) == 1
+
+
+@pytest.mark.parametrize(
+    "planted", [b"not json", b'{"keys": [{"kty": "RSA", "kid": "k", "n": 1}]}']
+)
+async def test_an_unreadable_shared_jwks_falls_back_to_auth0(emulator, http, planted) -> None:
+    store = MemoryStore(100)
+    await store.set(KeySet.STORE_KEY, planted, 600)
+    emulator.reset_stats()
+    token = emulator.mint_access_token(USER, audience=AUDIENCE)
+    assert (await make_verifier(http, store=store).verify(token)).subject == USER
+    assert emulator.stats().get(JWKS_ROUTE) == 1
 
 
 class _CountingVerifier(TokenVerifier):

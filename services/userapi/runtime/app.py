@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -58,6 +59,7 @@ class Resources:
             f"{settings.auth0_base_url}/.well-known/jwks.json",
             cache_seconds=settings.jwks_cache_seconds,
             refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            store=store,
         )
         verifier = TokenVerifier(
             keys,
@@ -116,6 +118,15 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, endpoint=name)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from userapi.runtime.deps import document_bearer_auth
+
+            document_bearer_auth(FastAPI.openapi(app), routers)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

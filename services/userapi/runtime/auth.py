@@ -9,6 +9,7 @@ kids must not turn into a flood of JWKS requests).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from userapi.runtime.errors import APIError, UpstreamError, forbidden, unauthorized
+from userapi.runtime.store import SharedStore
 
 log = logging.getLogger("userapi.auth")
 
@@ -50,17 +52,30 @@ class JWKSUnavailable(UpstreamError):
 
 
 class KeySet:
+    """The tenant's signing keys, shared by every pod through the store (Redis).
+
+    A cold pod takes the JWKS another pod already fetched instead of calling Auth0: one round
+    trip to Redis instead of a TLS handshake and a request to the tenant before its first
+    answer. A kid the shared copy lacks (Auth0 rotated its key) sends the pod to Auth0, which
+    refreshes the shared copy for the others. Whoever can write to that Redis could plant a key,
+    as they could read the management token stored there: Redis is inside the trust boundary.
+    """
+
+    STORE_KEY = "userapi:jwks:v1"
+
     def __init__(
         self,
         http: httpx.AsyncClient,
         jwks_url: str,
         cache_seconds: float,
         refetch_cooldown_seconds: float,
+        store: SharedStore | None = None,
     ) -> None:
         self._http = http
         self._url = jwks_url
         self._cache_seconds = cache_seconds
         self._cooldown = refetch_cooldown_seconds
+        self._store = store
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -70,23 +85,28 @@ class KeySet:
         if kid in self._keys and now - self._fetched_at < self._cache_seconds:
             return self._keys[kid]
         stale = now - self._fetched_at >= self._cache_seconds
-        await self._refresh(force=stale)
+        await self._refresh(kid, force=stale)
         key = self._keys.get(kid)
         if key is None:
             raise InvalidToken("The token was signed by an unknown key.")
         return key
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self, kid: str, *, force: bool) -> None:
         fetched_before = self._fetched_at
         async with self._lock:
             if self._fetched_at != fetched_before:
                 return  # another request refreshed while we waited: one fetch serves all
             if not force and time.monotonic() - self._fetched_at < self._cooldown:
                 return
+            shared = await self._from_store()
+            if shared and kid in shared:
+                self._keys = shared
+                self._fetched_at = time.monotonic()
+                return
             try:
                 response = await self._http.get(self._url)
                 response.raise_for_status()
-                document = response.json()
+                keys = _parse_jwks(response.json())
             except (httpx.HTTPError, ValueError) as exc:
                 if self._keys:
                     log.warning(
@@ -95,8 +115,22 @@ class KeySet:
                     self._fetched_at = time.monotonic() - self._cache_seconds + self._cooldown
                     return
                 raise JWKSUnavailable(str(exc)) from exc
-            self._keys = _parse_jwks(document)
+            self._keys = keys
             self._fetched_at = time.monotonic()
+            if self._store is not None and keys:
+                await self._store.set(self.STORE_KEY, response.content, self._cache_seconds)
+
+    async def _from_store(self) -> dict[str, Any]:
+        if self._store is None:
+            return {}
+        raw = await self._store.get(self.STORE_KEY)
+        if raw is None:
+            return {}
+        try:
+            return _parse_jwks(json.loads(raw))
+        except Exception as exc:  # a corrupt shared copy must cost a fetch, never a request
+            log.warning("ignoring an unreadable shared JWKS", extra={"error": repr(exc)})
+            return {}
 
 
 def _parse_jwks(document: Any) -> dict[str, Any]:

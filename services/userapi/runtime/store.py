@@ -6,11 +6,13 @@ request: every Redis error reads as a miss, a write that did not happen, or a lo
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -84,83 +86,100 @@ _UNLOCK = (
 )
 
 
+class _Failed(enum.Enum):
+    DOWN = "down"  # Redis answered nobody while this call waited
+    BUSY = "busy"  # Redis answered other calls meanwhile: this process was slow, not Redis
+
+
+DOWN, BUSY = _Failed.DOWN, _Failed.BUSY
+T = TypeVar("T")
+
+
 class RedisStore:
     def __init__(self, client: Redis, retry_after_error_seconds: float) -> None:
         self._client = client
         self._retry_after_error = retry_after_error_seconds
-        # A dead or black-holed Redis would cost a timeout per call; after one error we skip
+        # A dead or black-holed Redis would cost a timeout per call; after an error we skip
         # Redis for a moment so requests stay fast instead of each paying the timeout.
         self._skip_until = 0.0
+        # When Redis last answered anyone in this process. A call that failed while others were
+        # being answered met a busy event loop or a full pool, not a dead Redis: skipping Redis
+        # then would turn a second of load into a second of Auth0 calls.
+        self._last_reply = float("-inf")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
         assert settings.redis_url is not None
-        client = Redis.from_url(
+        # Blocking: with more concurrent requests than connections, a request waits (within
+        # the command timeout) for one to free up, where the default pool would fail at once.
+        pool = BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=64,
+            timeout=settings.redis_timeout_seconds,
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_connect_timeout_seconds,
             # redis-py's defaults (5 s timeouts, retries with backoff) would stall a request for
             # a minute on a black-holed Redis: a cache must fail fast instead.
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
-            max_connections=64,
         )
-        return cls(client, settings.redis_retry_after_error_seconds)
+        return cls(Redis.from_pool(pool), settings.redis_retry_after_error_seconds)
 
     def _available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    def _failed(self, operation: str, exc: Exception) -> None:
-        self._skip_until = time.monotonic() + self._retry_after_error
-        log.warning("redis %s failed, treating as a miss", operation, extra={"error": repr(exc)})
+    async def _call(self, operation: str, command: Awaitable[T]) -> T | _Failed:
+        sent = time.monotonic()
+        try:
+            result = await command
+        except Exception as exc:
+            answering_others = self._last_reply > sent
+            if not answering_others:
+                self._skip_until = time.monotonic() + self._retry_after_error
+            log.warning(
+                "redis %s failed, treating as a miss",
+                operation,
+                extra={"error": repr(exc), "redis_answering_others": answering_others},
+            )
+            return BUSY if answering_others else DOWN
+        self._last_reply = time.monotonic()
+        return result
 
     async def get(self, key: str) -> bytes | None:
         if not self._available():
             return None
-        try:
-            value = await self._client.get(key)
-        except Exception as exc:
-            self._failed("get", exc)
-            return None
+        value = await self._call("get", self._client.get(key))
         return value if isinstance(value, bytes) else None
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        if not self._available():
-            return
-        try:
-            await self._client.set(key, value, px=max(1, int(ttl_seconds * 1000)))
-        except Exception as exc:
-            self._failed("set", exc)
+        if self._available():
+            milliseconds = max(1, int(ttl_seconds * 1000))
+            await self._call("set", self._client.set(key, value, px=milliseconds))
 
     async def delete(self, key: str) -> None:
         # Invalidation is the one write worth trying even right after an error.
-        try:
-            await self._client.delete(key)
-        except Exception as exc:
-            self._failed("delete", exc)
+        await self._call("delete", self._client.delete(key))
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         token = secrets.token_hex(8)
         if not self._available():
             return token  # nobody can coordinate through a dead Redis: proceed alone
-        try:
-            acquired = await self._client.set(key, token, nx=True, px=int(ttl_seconds * 1000))
-        except Exception as exc:
-            self._failed("lock", exc)
+        milliseconds = int(ttl_seconds * 1000)
+        acquired = await self._call("lock", self._client.set(key, token, nx=True, px=milliseconds))
+        if acquired is DOWN:
             return token
-        return token if acquired else None
+        # BUSY: the SET may or may not have happened. Waiting for the value as if another pod
+        # held the lock keeps the one-fetch-per-key promise; at worst this process waits out
+        # the lock's lifetime and then fetches.
+        return token if acquired is True else None
 
     async def unlock(self, key: str, token: str) -> None:
-        if not self._available():
-            return
-        try:
-            await self._client.eval(_UNLOCK, 1, key, token)
-        except Exception as exc:
-            self._failed("unlock", exc)
+        if self._available():
+            await self._call("unlock", self._client.eval(_UNLOCK, 1, key, token))
 
     async def close(self) -> None:
         try:

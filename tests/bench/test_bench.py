@@ -1,0 +1,88 @@
+"""`make bench` must keep working: its parsing and verdicts in process, and every scenario end to
+end at the smoke profile (tiny sizes; its figures are not the documented ones)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.load import parse_wrk, percentiles
+from bench.report import markdown, targets
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:1/users/x
+  1 threads and 10 connections
+  1000 requests in 1.00s, 200.00KB read
+{"requests":1000,"duration_us":2000000,"connect":0,"read":1,"write":0,"status":2,"timeout":3,\
+"p50_us":1500,"p90_us":2500,"p99_us":9000,"max_us":12000}
+"""
+
+
+def test_wrk_report_is_parsed_into_rates_milliseconds_and_errors() -> None:
+    result = parse_wrk(WRK_OUTPUT, connections=10)
+    assert result.rps == 500.0
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (1.5, 9.0, 12.0)
+    assert result.errors == 6
+
+
+def test_wrk_without_a_report_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="no report"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n", connections=1)
+
+
+def test_percentiles_name_their_sample_size() -> None:
+    stats = percentiles([float(v) for v in range(1, 101)])
+    assert stats["n"] == 100
+    assert stats["p50_ms"] == 50.5
+    assert 99 <= stats["p99_ms"] <= 100
+    assert percentiles([]) == {"n": 0}
+
+
+def test_a_second_auth0_fetch_or_a_connection_over_the_cap_misses_its_target() -> None:
+    scenarios: dict[str, Any] = {
+        "stampede": {"auth0_user_fetches": 2},
+        "budget": {"pgbouncer": {"cap": 16, "peak_server_connections": 17, "errors": 0}},
+        "tokens": {"cold_starts": 10, "shared_through_redis": {"token_requests": 1}},
+    }
+    verdicts = {row["target"]: row["met"] for row in targets(scenarios)}
+    assert verdicts == {
+        "stampede": False,
+        "connection budget": False,
+        "token sharing (10 cold starts)": True,
+    }
+
+
+@pytest.mark.integration
+def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is missing: apt-get install wrk (.ci/run installs it)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--profile", "smoke", "--output", str(tmp_path),
+         "--no-docs"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    s = results["scenarios"]
+    assert set(s) == {"coldstart", "warm", "cache", "stampede", "budget", "tokens"}
+    assert set(s["coldstart"]["servers"]) == {"userapi", "fastapi-hello", "func-python-hello"}
+    assert all(run["errors"] == 0 for runs in s["warm"]["runs"].values() for run in runs)
+    assert s["stampede"]["statuses"] == {"200": s["stampede"]["requests"]}
+    assert s["stampede"]["auth0_user_fetches"] == 1
+    assert s["stampede"]["auth0_token_fetches"] == 0  # the warm processes already share one
+    pooled = s["budget"]["pgbouncer"]
+    assert 0 < pooled["peak_server_connections"] <= pooled["cap"]
+    assert pooled["errors"] == 0
+    assert s["tokens"]["shared_through_redis"]["token_requests"] == 1
+    assert s["tokens"]["without_redis"]["token_requests"] == s["tokens"]["cold_starts"]
+    zipf = s["cache"]["zipf"]
+    assert zipf["auth0_fetches"] == zipf["distinct_users_requested"]
+    assert (tmp_path / "performance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| stampede | <= 1 Auth0 fetch | 1 | met |" in markdown(results)

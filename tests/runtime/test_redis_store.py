@@ -1,0 +1,70 @@
+"""RedisStore against a real redis-server: when a failed call means Redis is gone (skip it for a
+moment) and when it only means this process was slow to read the answer (don't)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from userapi.runtime.settings import Settings
+from userapi.runtime.store import BUSY, DOWN, RedisStore
+
+from tests.support import RedisServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+TIMEOUT = 0.2
+
+
+async def _store(redis_server: RedisServer, timeout: float) -> RedisStore:
+    settings = Settings(
+        redis_url=redis_server.url,
+        redis_timeout_seconds=timeout,
+        redis_connect_timeout_seconds=timeout,
+        redis_retry_after_error_seconds=30,
+    )
+    store = RedisStore.from_settings(settings)
+    await store.set("userapi:test:key", b"value", 60)
+    return store
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    store = await _store(redis_server, TIMEOUT)
+    yield store
+    await store.close()
+
+
+def _blocked_call(store: RedisStore) -> asyncio.Task[object]:
+    # BLPOP on an empty list holds only its own connection: the server keeps answering the
+    # others, as it does when this process, not Redis, is what is slow.
+    blpop = store._client.blpop(["userapi:test:empty"], timeout=1)
+    return asyncio.create_task(store._call("blpop", blpop))
+
+
+async def test_a_timeout_while_redis_answers_others_is_only_a_miss(store) -> None:
+    blocked = _blocked_call(store)
+    for _ in range(int(TIMEOUT / 0.02) + 5):  # others get answers while the BLPOP waits
+        assert await store.get("userapi:test:key") == b"value"
+        await asyncio.sleep(0.02)
+    assert await blocked is BUSY
+    assert await store.get("userapi:test:key") == b"value"
+
+
+async def test_a_timeout_with_no_answers_meanwhile_skips_redis(store) -> None:
+    assert await _blocked_call(store) is DOWN
+    assert await store.get("userapi:test:key") is None  # skipped: not even asked
+
+
+async def test_more_concurrent_calls_than_connections_wait_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    # A generous timeout: what is tested is that call 65 waits for a connection, where
+    # redis-py's default pool raises "Too many connections" at once, whatever the timeout.
+    store = await _store(redis_server, timeout=3.0)
+    try:
+        values = await asyncio.gather(*(store.get("userapi:test:key") for _ in range(300)))
+    finally:
+        await store.close()
+    assert values == [b"value"] * 300
