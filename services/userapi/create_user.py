@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from userapi.runtime import audit
 from userapi.runtime.app import Resources
 from userapi.runtime.auth import Principal
-from userapi.runtime.auth0 import Auth0Rejected
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES, APIError
+from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Rejected
 from userapi.runtime.idempotency import (
     Claim,
     IdempotencyKeys,

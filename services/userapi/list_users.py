@@ -9,9 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from userapi.runtime.auth0 import Auth0Error
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES, APIError, bad_request
+from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Error, bad_request
 from userapi.runtime.profiles import PROFILE_FIELDS
 from userapi.runtime.users import UserProfile
 

@@ -439,3 +439,25 @@ def test_cold_processes_share_one_management_token(
     finally:
         for svc in services:
             svc.close()
+
+
+def test_a_cold_pod_answers_a_cached_read_without_calling_or_importing_for_auth0(
+    service, user, reader, emulator, redis_server, database
+) -> None:
+    path = user_path(user["user_id"])
+    assert service.get(path, reader).status_code == 200  # JWKS, token, profile now in Redis
+    before = emulator.stats()
+    env = {**service_env(emulator, redis_server.url, database), "PYTHONPROFILEIMPORTTIME": "1"}
+    cold = start_service("get-user", env)
+    try:
+        assert cold.get(path, reader).status_code == 200
+        imported = {
+            line.split("|")[-1].strip()
+            for line in cold.process.log_text().splitlines()
+            if line.startswith("import time:")
+        }
+    finally:
+        cold.close()
+    assert emulator.stats() == before  # no JWKS, no token, no profile fetch
+    assert "jwt" in imported  # the import log is there...
+    assert "httpx" not in imported  # ...and httpx is not in it

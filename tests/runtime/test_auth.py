@@ -42,7 +42,11 @@ def make_verifier(
     http: httpx.AsyncClient, cooldown: float = 30.0, store: MemoryStore | None = None
 ) -> TokenVerifier:
     keys = KeySet(
-        http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=cooldown, store=store
+        lambda: http,
+        f"{BASE}/.well-known/jwks.json",
+        600,
+        refetch_cooldown_seconds=cooldown,
+        store=store,
     )
     return TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
 
@@ -189,7 +193,7 @@ class _CountingVerifier(TokenVerifier):
 
 
 def counting_verifier(http: httpx.AsyncClient) -> _CountingVerifier:
-    keys = KeySet(http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=30)
+    keys = KeySet(lambda: http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=30)
     return _CountingVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
 
 

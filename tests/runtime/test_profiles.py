@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from userapi.runtime.auth0 import Auth0Error, Auth0Timeout
+from userapi.runtime.errors import Auth0Error, Auth0Timeout
 from userapi.runtime.profiles import ProfileCache
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import MemoryStore

@@ -6,22 +6,25 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp
 
 from userapi import __version__
 from userapi.runtime.auth import KeySet, TokenVerifier
-from userapi.runtime.auth0 import ManagementClient
 from userapi.runtime.db import Database, create_database
 from userapi.runtime.errors import install_error_handlers
+from userapi.runtime.http import LazyHTTP
 from userapi.runtime.middleware import RequestMiddleware
-from userapi.runtime.profiles import ProfileCache, create_profile_cache
+from userapi.runtime.profiles import ProfileCache
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore, create_store
 from userapi.runtime.users import Accounts
+
+if TYPE_CHECKING:
+    from userapi.runtime.auth0 import ManagementClient
 
 log = logging.getLogger("userapi.app")
 
@@ -32,30 +35,18 @@ class Resources:
     database and Auth0 are contacted by the first request that needs them."""
 
     settings: Settings
-    http: httpx.AsyncClient
+    http: LazyHTTP
     store: SharedStore
     verifier: TokenVerifier
-    auth0: ManagementClient
-    profiles: ProfileCache
     database: Database
     accounts: Accounts
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.auth0_read_timeout_seconds, connect=settings.auth0_connect_timeout_seconds
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.auth0_max_connections,
-                max_keepalive_connections=settings.auth0_max_connections,
-                keepalive_expiry=60.0,
-            ),
-            headers={"User-Agent": f"userapi/{__version__}"},
-        )
+        http = LazyHTTP(settings)
         store = create_store(settings)
         keys = KeySet(
-            http,
+            http.client,
             f"{settings.auth0_base_url}/.well-known/jwks.json",
             cache_seconds=settings.jwks_cache_seconds,
             refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
@@ -67,18 +58,29 @@ class Resources:
             audience=settings.auth0_audience,
             leeway_seconds=settings.jwt_leeway_seconds,
         )
-        auth0 = ManagementClient(settings, http, store)
         database = create_database(settings)
         return cls(
             settings=settings,
             http=http,
             store=store,
             verifier=verifier,
-            auth0=auth0,
-            profiles=create_profile_cache(settings, store, auth0),
             database=database,
             accounts=Accounts(database),
         )
+
+    @cached_property
+    def auth0(self) -> ManagementClient:
+        # Built on first use, with httpx: a cache hit never needs either.
+        from userapi.runtime.auth0 import ManagementClient
+
+        return ManagementClient(self.settings, self.http.client(), self.store)
+
+    @cached_property
+    def profiles(self) -> ProfileCache:
+        return ProfileCache(self.settings, self.store, self._fetch_profile)
+
+    async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
+        return await self.auth0.get_user(user_id)
 
     async def close(self) -> None:
         # Each close is attempted even if another fails: a pod must not leak connections.

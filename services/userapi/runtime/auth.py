@@ -13,15 +13,18 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from userapi.runtime.errors import APIError, UpstreamError, forbidden, unauthorized
 from userapi.runtime.store import SharedStore
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("userapi.auth")
 
@@ -65,7 +68,7 @@ class KeySet:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Callable[[], httpx.AsyncClient],
         jwks_url: str,
         cache_seconds: float,
         refetch_cooldown_seconds: float,
@@ -103,8 +106,10 @@ class KeySet:
                 self._keys = shared
                 self._fetched_at = time.monotonic()
                 return
+            import httpx  # here: a pod that finds the JWKS in Redis never needs it
+
             try:
-                response = await self._http.get(self._url)
+                response = await self._http().get(self._url)
                 response.raise_for_status()
                 keys = _parse_jwks(response.json())
             except (httpx.HTTPError, ValueError) as exc:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from userapi.runtime import context
-from userapi.runtime.errors import APIError, UpstreamError
+from userapi.runtime.errors import Auth0Error, Auth0RateLimited, Auth0Rejected, Auth0Timeout
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
 
@@ -28,57 +28,6 @@ _BACKOFF_BASE_SECONDS = 0.2
 _BACKOFF_CAP_SECONDS = 4.0
 _TOKEN_REFRESH_MARGIN_SECONDS = 300.0  # refresh this long before expiry
 _TOKEN_WAIT_SECONDS = 3.0  # how long a pod waits for another pod's token fetch (lock lives 5 s)
-
-
-class Auth0Error(UpstreamError):
-    """Auth0 could not answer; the caller decides whether a stale answer can stand in."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # Auth0's HTTP status, when it answered at all
-
-    def to_api_error(self) -> APIError:
-        return APIError(502, "auth0_unavailable", "Auth0 failed to answer; try again later.")
-
-
-class Auth0Timeout(Auth0Error):
-    def to_api_error(self) -> APIError:
-        return APIError(504, "auth0_timeout", "Auth0 did not answer in time; try again later.")
-
-
-class Auth0RateLimited(Auth0Error):
-    def __init__(self, retry_after_seconds: int) -> None:
-        super().__init__(f"rate limited, retry after {retry_after_seconds}s")
-        self.retry_after_seconds = retry_after_seconds
-
-    def to_api_error(self) -> APIError:
-        return APIError(
-            503,
-            "rate_limited",
-            "Auth0's rate limit was reached; retry later.",
-            {"Retry-After": str(self.retry_after_seconds)},
-        )
-
-
-class Auth0Rejected(UpstreamError):
-    """Auth0 refused the request (4xx other than 401, 404 and 429)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"Auth0 answered {status}")
-        self.status = status
-        self.body = body
-
-    @property
-    def message(self) -> str:
-        return str(self.body.get("message") or self.body.get("error") or "Auth0 rejected it.")
-
-    def to_api_error(self) -> APIError:
-        if self.status == 409:
-            return APIError(409, "conflict", self.message)
-        if self.status in (400, 413):
-            return APIError(400, "invalid_request", f"Auth0 rejected the request: {self.message}")
-        # 403 and others mean our own Management API client is misconfigured, not the caller.
-        return APIError(502, "auth0_rejected", "Auth0 refused this operation; see the logs.")
 
 
 @dataclass

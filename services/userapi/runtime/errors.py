@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +45,57 @@ class UpstreamError(Exception):
 
     def to_api_error(self) -> APIError:
         return APIError(502, "upstream_unavailable", "A dependency failed; try again later.")
+
+
+class Auth0Error(UpstreamError):
+    """Auth0 could not answer; the caller decides whether a stale answer can stand in."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # Auth0's HTTP status, when it answered at all
+
+    def to_api_error(self) -> APIError:
+        return APIError(502, "auth0_unavailable", "Auth0 failed to answer; try again later.")
+
+
+class Auth0Timeout(Auth0Error):
+    def to_api_error(self) -> APIError:
+        return APIError(504, "auth0_timeout", "Auth0 did not answer in time; try again later.")
+
+
+class Auth0RateLimited(Auth0Error):
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"rate limited, retry after {retry_after_seconds}s")
+        self.retry_after_seconds = retry_after_seconds
+
+    def to_api_error(self) -> APIError:
+        return APIError(
+            503,
+            "rate_limited",
+            "Auth0's rate limit was reached; retry later.",
+            {"Retry-After": str(self.retry_after_seconds)},
+        )
+
+
+class Auth0Rejected(UpstreamError):
+    """Auth0 refused the request (4xx other than 401, 404 and 429)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"Auth0 answered {status}")
+        self.status = status
+        self.body = body
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message") or self.body.get("error") or "Auth0 rejected it.")
+
+    def to_api_error(self) -> APIError:
+        if self.status == 409:
+            return APIError(409, "conflict", self.message)
+        if self.status in (400, 413):
+            return APIError(400, "invalid_request", f"Auth0 rejected the request: {self.message}")
+        # 403 and others mean our own Management API client is misconfigured, not the caller.
+        return APIError(502, "auth0_rejected", "Auth0 refused this operation; see the logs.")
 
 
 def bad_request(message: str, error: str = "invalid_request") -> APIError:

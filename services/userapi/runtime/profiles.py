@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from userapi.runtime import context
-from userapi.runtime.auth0 import Auth0Error, ManagementClient
+from userapi.runtime.errors import Auth0Error
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
 
@@ -224,9 +224,3 @@ def _timestamp(value: Any) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def create_profile_cache(
-    settings: Settings, store: SharedStore, auth0: ManagementClient
-) -> ProfileCache:
-    return ProfileCache(settings, store, auth0.get_user)
