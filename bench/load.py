@@ -1,6 +1,6 @@
 """Load generators: wrk for throughput (a C event loop: it never is the bottleneck of a Python
-server), and an asyncio client for the scenarios that need per-request control (a Zipf user mix,
-a burst of first reads)."""
+server), and a minimal asyncio HTTP/1.1 client for the scenarios that need per-request control
+(a Zipf user mix, a burst of first reads)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 # wrk reports through this Lua hook; its own text summary rounds and changes units.
 _WRK_REPORT = """
@@ -52,10 +51,17 @@ def wrk_binary() -> str:
     return path
 
 
-def _script(workdir: Path) -> Path:
-    path = workdir / "report.lua"
-    if not path.exists():
-        path.write_text(_WRK_REPORT)
+def _script(workdir: Path, paths: Sequence[str]) -> Path:
+    """The report hook, and with `paths` a request hook that picks one at random each time."""
+    text = _WRK_REPORT
+    if paths:
+        quoted = ", ".join(json.dumps(p) for p in paths)  # JSON strings are Lua strings here
+        text += (
+            f"local paths = {{{quoted}}}\n"
+            "request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n"
+        )
+    path = workdir / f"wrk-{len(paths)}-{abs(hash(tuple(paths)))}.lua"
+    path.write_text(text)
     return path
 
 
@@ -88,11 +94,13 @@ async def wrk(
     connections: int,
     seconds: float,
     headers: dict[str, str] | None = None,
+    paths: Sequence[str] = (),
     workdir: Path,
 ) -> LoadResult:
-    """One wrk thread: on two cores the server under test needs the other one."""
+    """One wrk thread: on two cores the server under test needs the other one. With `paths`,
+    each request goes to one of them at random (on `url`'s host)."""
     args = [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
-    args += ["-s", str(_script(workdir))]
+    args += ["-s", str(_script(workdir, paths))]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     process = await asyncio.create_subprocess_exec(
@@ -111,25 +119,78 @@ class Outcome:
     ms: float
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection, just enough protocol for these GETs. httpx, at 500
+    concurrent requests, spent seconds of CPU on its own pool: the client was the bottleneck."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def get(self, target: str, host: str, headers: dict[str, str]) -> tuple[int, bool]:
+        """(status, whether the server keeps the connection open)."""
+        head = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("closed before answering")
+        status = int(status_line.split()[1])
+        length, keep_alive = 0, True
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection" and value == "close":
+                keep_alive = False
+            elif name == "transfer-encoding":
+                raise ValueError("chunked answers are not expected here")
+        if length:
+            await self.reader.readexactly(length)
+        return status, keep_alive
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def fire(
     requests: Sequence[tuple[str, dict[str, str]]], *, concurrency: int, request_timeout: float = 30
 ) -> list[Outcome]:
-    """GET each (url, headers) with at most `concurrency` in flight; outcomes in request order."""
+    """GET each (url, headers) with at most `concurrency` in flight, each worker on its own
+    keep-alive connection; outcomes in request order."""
     outcomes: list[Outcome | None] = [None] * len(requests)
     queue = iter(enumerate(requests))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
 
-        async def worker() -> None:
+    async def worker() -> None:
+        connections: dict[tuple[str, int], _Connection] = {}
+        try:
             for index, (url, headers) in queue:
+                parts = urlsplit(url)
+                host, port = parts.hostname or "127.0.0.1", parts.port or 80
+                target = parts.path + (f"?{parts.query}" if parts.query else "")
                 started = time.perf_counter()
                 try:
-                    status = (await client.get(url, headers=headers)).status_code
-                except httpx.HTTPError:
-                    status = 0
+                    async with asyncio.timeout(request_timeout):
+                        connection = connections.get((host, port))
+                        if connection is None:
+                            connection = await _Connection.open(host, port)
+                            connections[(host, port)] = connection
+                        status, keep_alive = await connection.get(target, parts.netloc, headers)
+                except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                    status, keep_alive = 0, False
                 outcomes[index] = Outcome(status, (time.perf_counter() - started) * 1000)
+                if not keep_alive and (host, port) in connections:
+                    connections.pop((host, port)).close()
+        finally:
+            for connection in connections.values():
+                connection.close()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)))))
     return [outcome for outcome in outcomes if outcome is not None]
 
 

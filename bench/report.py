@@ -195,8 +195,8 @@ def _coldstart(cold: dict[str, Any]) -> list[str]:
 def _warm(warm: dict[str, Any]) -> list[str]:
     out = [
         "",
-        f"**Warm path**, `GET /users/{{id}}` cache hits, wrk {warm['seconds_per_run']:g} s per "
-        "run (userapi | FastAPI hello):",
+        f"**Warm path**, `GET /users/{{id}}` cache hits over {warm['users']} users, wrk "
+        f"{warm['seconds_per_run']:g} s per run (userapi | FastAPI hello):",
         "",
         "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
         "| req/s x | p99 x |",
@@ -211,6 +211,8 @@ def _warm(warm: dict[str, Any]) -> list[str]:
             f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
             f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} |"
         )
+    outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
+    out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]
     cpu = warm["cpu_us_per_request"]
     out += [
         "",
@@ -268,8 +270,9 @@ def _budget(budget: dict[str, Any]) -> list[str]:
         f"clients for {budget['seconds']:g} s, PostgreSQL max_connections "
         f"{budget['postgres_max_connections']}:",
         "",
-        "| Setup | App pool | Peak server connections | Requests | Errors | req/s | worst p99 |",
-        "|---|---|---|---|---|---|---|",
+        "| Setup | App pool | Peak server connections | Requests | Errors | Refused logins "
+        "log lines | req/s | worst p99 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     labels = {
         "pgbouncer": "PgBouncer per process (2 server connections each)",
@@ -280,7 +283,8 @@ def _budget(budget: dict[str, Any]) -> list[str]:
         row = budget[key]
         out.append(
             f"| {label} | {row['app_pool_max_size']} | {row['peak_server_connections']} | "
-            f"{row['requests']} | {row['errors']} | {row['rps']:.0f} | "
+            f"{row['requests']} | {row['errors']} | "
+            f"{row['error_log_lines_too_many_connections']} | {row['rps']:.0f} | "
             f"{row['worst_p99_ms']:.0f} ms |"
         )
     return out

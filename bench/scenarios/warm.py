@@ -1,5 +1,9 @@
 """Warm path: one process serving cache hits under wrk at rising concurrency, beside the FastAPI
-hello app in the same run; and the memory each process holds idle and under that load."""
+hello app in the same run; and the memory each process holds idle and under that load.
+
+The reads spread over WARM_USERS users picked at random, all cached beforehand: one hot user
+would let concurrent reads share their Redis round trips, flattering the figure.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,37 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import Profile
-from bench.load import LoadResult, wrk
+from bench.load import LoadResult, fire, wrk
+from bench.scenarios.cache import create_users
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
+from tests.support import user_path
+
+WARM_USERS = 200
 
 
 async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
+    users = create_users(stack, WARM_USERS, "warm")
     userapi = stack.userapi(stack.env())
     hello = spawn_hello()
+    paths = {userapi.name: [user_path(user) for user in users], hello.name: []}
     try:
         first_200(hello)
+        outcomes = await fire(
+            [(userapi.base_url + path, userapi.headers) for path in paths[userapi.name]],
+            concurrency=4,
+        )
+        if {o.status for o in outcomes} != {200}:
+            raise RuntimeError("caching the warm path's users failed")
         servers = (userapi, hello)
         idle = {server.name: rss_kib(server.process.pid)["VmRSS"] for server in servers}
         for server in servers:  # JIT-free Python still warms: pools, caches, branch predictors
             await wrk(
-                server.url, connections=10, seconds=1, headers=server.headers, workdir=workdir
+                server.url,
+                connections=10,
+                seconds=1,
+                headers=server.headers,
+                paths=paths[server.name],
+                workdir=workdir,
             )
         before = userapi.cache_outcomes()
         runs: dict[str, list[LoadResult]] = {server.name: [] for server in servers}
@@ -33,6 +54,7 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
                     connections=connections,
                     seconds=profile.warm_seconds,
                     headers=server.headers,
+                    paths=paths[server.name],
                     workdir=workdir,
                 )
                 after_cpu = _cpu(stack, server)
@@ -51,17 +73,16 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
         userapi.stop()
         hello.stop()
     measured = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    # A stall of the process longer than REDIS_TIMEOUT_SECONDS turns the next second's reads
-    # into misses (docs/performance.md); more than 1% would measure something else.
-    if measured.get("hit", 0) < 0.99 * sum(measured.values()):
-        raise RuntimeError(f"the warm path was not cache hits: {measured}")
     return {
         "load_generator": "wrk, 1 thread, keep-alive connections",
+        "users": WARM_USERS,
         "seconds_per_run": profile.warm_seconds,
         "runs": {name: [r.as_dict() for r in results] for name, results in runs.items()},
         "ratios": _ratios(runs["userapi"], runs["fastapi-hello"]),
         # Where the machine's two cores went: CPU microseconds per request, by process.
         "cpu_us_per_request": cpu,
+        # Expected: all hits. A process stall longer than REDIS_TIMEOUT_SECONDS turns the next
+        # REDIS_RETRY_AFTER_ERROR_SECONDS of reads into misses; shown, not hidden.
         "userapi_cache_outcomes": measured,
         "memory_mib": {
             name: {"idle": round(idle[name] / 1024, 1), "peak": round(peak[name] / 1024, 1)}

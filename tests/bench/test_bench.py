@@ -74,6 +74,8 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert set(s) == {"coldstart", "warm", "cache", "stampede", "budget", "tokens"}
     assert set(s["coldstart"]["servers"]) == {"userapi", "fastapi-hello", "func-python-hello"}
     assert all(run["errors"] == 0 for runs in s["warm"]["runs"].values() for run in runs)
+    warm_outcomes = s["warm"]["userapi_cache_outcomes"]
+    assert warm_outcomes["hit"] > sum(warm_outcomes.values()) / 2  # it measured the hit path
     assert s["stampede"]["statuses"] == {"200": s["stampede"]["requests"]}
     assert s["stampede"]["auth0_user_fetches"] == 1
     assert s["stampede"]["auth0_token_fetches"] == 0  # the warm processes already share one

@@ -177,3 +177,54 @@ async def test_a_cancelled_leader_does_not_fail_its_followers() -> None:
             await cache.get(USER)  # the leader; its caller gives up after 20 ms
     assert results == ["coalesced"]
     assert origin.calls == 1
+
+
+class _FinishesFirst(MemoryStore):
+    """Another pod fills the entry and releases its lock just before ours is taken."""
+
+    def __init__(self, entry: bytes, key: str) -> None:
+        super().__init__(100)
+        self.entry, self.key = entry, key
+
+    async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
+        await self.set(self.key, self.entry, 60)
+        return await super().try_lock(key, ttl_seconds)
+
+
+async def test_a_lock_taken_after_another_pod_filled_the_entry_fetches_nothing() -> None:
+    filled = make_cache(Origin())
+    await filled.get(USER)
+    entry = await filled._store.get(filled.key(USER))
+    assert entry is not None
+    origin = Origin()
+    cache = ProfileCache(settings(), _FinishesFirst(entry, filled.key(USER)), origin.fetch)
+    lookup = await cache.get(USER)
+    assert (lookup.outcome, origin.calls) == ("coalesced", 0)
+    assert lookup.profile is not None
+    assert lookup.profile["email"] == "ada@example.com"
+
+
+class _SlowStore(MemoryStore):
+    """A store with a network round trip, counting its reads."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.reads = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        await anyio.sleep(0.01)
+        return await super().get(key)
+
+
+async def test_concurrent_reads_of_one_user_share_one_store_read() -> None:
+    store = _SlowStore()
+    cache = ProfileCache(settings(), store, Origin().fetch)
+    await cache.get(USER)  # fills the entry
+    store.reads = 0
+    async with anyio.create_task_group() as group:
+        for _ in range(50):
+            group.start_soon(cache.get, USER)
+    assert store.reads == 1
+    assert (await cache.get(USER)).outcome == "hit"
+    assert store.reads == 2  # a read after the burst asks the store again

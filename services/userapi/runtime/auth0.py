@@ -113,6 +113,11 @@ class ManagementToken:
                 if shared is not None and self._usable(shared[1]):
                     return shared
         try:
+            if lock is not None:
+                # Checked again under the lock: the previous holder may have just stored one.
+                shared = await self._load_shared()
+                if shared is not None and self._usable(shared[1]):
+                    return shared
             token, expires_in = await self._fetch(deadline)
             expires_at = time.time() + expires_in
             entry = json.dumps({"token": token, "expires_at": expires_at}).encode()

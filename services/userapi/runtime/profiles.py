@@ -106,6 +106,7 @@ class ProfileCache:
         self._fetch = fetch
         self._prefix = f"{settings.redis_key_prefix}profile:v1:"
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        self._reading: dict[str, asyncio.Future[CacheEntry | None]] = {}
 
     def key(self, user_id: str) -> str:
         return self._prefix + user_id
@@ -150,6 +151,13 @@ class ProfileCache:
                 if entry is not None and entry.is_fresh(time.time()):
                     return Lookup(entry.profile, "coalesced", entry.fetched_at)
         try:
+            if lock is not None:
+                # Checked again under the lock: the previous holder may have filled the entry
+                # between our read and our lock, and fetching again would be the duplicate the
+                # lock exists to prevent.
+                entry = await self._read(user_id)
+                if entry is not None and entry.is_fresh(time.time()):
+                    return Lookup(entry.profile, "coalesced", entry.fetched_at)
             try:
                 profile = await self._fetch(user_id)
             except Auth0Error as exc:
@@ -183,8 +191,25 @@ class ProfileCache:
         )
 
     async def _read(self, user_id: str) -> CacheEntry | None:
-        raw = await self._store.get(self.key(user_id))
-        return CacheEntry.decode(raw) if raw is not None else None
+        """The stored entry. Concurrent reads of one key in this process share one store call:
+        a burst of requests for one user costs one Redis round trip and one connection, not a
+        hundred competing for the pool."""
+        pending = self._reading.get(user_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.get_running_loop().create_future()
+        self._reading[user_id] = pending
+        try:
+            raw = await self._store.get(self.key(user_id))
+            entry = CacheEntry.decode(raw) if raw is not None else None
+        except BaseException:
+            pending.set_result(None)  # the others read it as a miss and go on alone
+            raise
+        else:
+            pending.set_result(entry)
+            return entry
+        finally:
+            del self._reading[user_id]
 
     async def _write(self, user_id: str, entry: CacheEntry) -> None:
         ttl = entry.fresh_until - entry.fetched_at
