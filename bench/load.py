@@ -5,6 +5,7 @@ server), and a minimal asyncio HTTP/1.1 client for the scenarios that need per-r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import statistics
@@ -24,6 +25,7 @@ done = function(summary, latency, requests)
     '"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+  io.flush()
 end
 """
 
@@ -60,8 +62,10 @@ def _script(workdir: Path, paths: Sequence[str]) -> Path:
             f"local paths = {{{quoted}}}\n"
             "request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n"
         )
-    path = workdir / f"wrk-{len(paths)}-{abs(hash(tuple(paths)))}.lua"
-    path.write_text(text)
+    # Named by content and never rewritten: a wrk started earlier may be reading it right now.
+    path = workdir / f"wrk-{hashlib.sha256(text.encode()).hexdigest()[:16]}.lua"
+    if not path.exists():
+        path.write_text(text)
     return path
 
 
