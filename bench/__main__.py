@@ -21,7 +21,7 @@ from typing import Any
 from bench import report
 from bench.config import PROFILES, Profile
 from bench.load import wrk_binary
-from bench.scenarios import budget, cache, coldstart, stampede, tokens, warm
+from bench.scenarios import breakdown, budget, cache, coldstart, stampede, tokens, warm
 from bench.stack import ROOT, Stack
 from tests.support import install_signal_cleanup
 
@@ -44,9 +44,14 @@ async def _tokens(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
     return await tokens.run(stack, profile)
 
 
+async def _breakdown(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
+    return await breakdown.run(stack, profile)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "coldstart": _coldstart,
     "warm": warm.run,
+    "breakdown": _breakdown,
     "cache": _cache,
     "stampede": _stampede,
     "budget": budget.run,

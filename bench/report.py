@@ -138,6 +138,17 @@ def markdown(results: dict[str, Any]) -> str:
         out += _coldstart(s["coldstart"])
     if "warm" in s:
         out += _warm(s["warm"])
+    if "breakdown" in s:
+        b = s["breakdown"]
+        out += [
+            "",
+            f"**Where a cached read's CPU goes** ({b['method']}, {b['calls_per_variant']} calls "
+            "each, µs): "
+            + ", ".join(
+                f"{name.replace('_', ' ')} {us}" for name, us in b["cpu_us_per_call"].items()
+            )
+            + ".",
+        ]
     if "cache" in s:
         out += _cache(s["cache"])
     if "stampede" in s:
