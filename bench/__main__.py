@@ -28,34 +28,15 @@ from tests.support import install_signal_cleanup
 Scenario = Callable[[Stack, Profile, Path], Coroutine[Any, Any, dict[str, Any]]]
 
 
-async def _coldstart(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
-    return coldstart.run(stack, profile)
-
-
-async def _cache(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
-    return await cache.run(stack, profile)
-
-
-async def _stampede(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
-    return await stampede.run(stack, profile)
-
-
-async def _tokens(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
-    return await tokens.run(stack, profile)
-
-
-async def _breakdown(stack: Stack, profile: Profile, _: Path) -> dict[str, Any]:
-    return await breakdown.run(stack, profile)
-
-
+# Each scenario's `run(stack, profile, workdir)`, in the order they run.
 SCENARIOS: dict[str, Scenario] = {
-    "coldstart": _coldstart,
+    "coldstart": coldstart.run,
     "warm": warm.run,
-    "breakdown": _breakdown,
-    "cache": _cache,
-    "stampede": _stampede,
+    "breakdown": breakdown.run,
+    "cache": cache.run,
+    "stampede": stampede.run,
     "budget": budget.run,
-    "tokens": _tokens,
+    "tokens": tokens.run,
 }
 
 

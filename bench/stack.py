@@ -12,8 +12,6 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,7 +137,6 @@ class Stack:
         env.update(
             AUTH0_READ_TIMEOUT_SECONDS="5",
             AUTH0_REQUEST_BUDGET_SECONDS="8",
-            LOG_LEVEL="INFO",
         )
         env.update(overrides or {})
         return env
@@ -158,12 +155,19 @@ class Stack:
         first_200(server)
         return server
 
+    def redis_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url)
+
     def flush_cache(self) -> None:
-        client = redis.Redis.from_url(self.redis.url)
-        try:
+        with self.redis_client() as client:
             client.flushall()
-        finally:
-            client.close()
+
+    def create_users(self, count: int, tag: str) -> list[str]:
+        """Users that exist in Auth0 (the emulator) and in no cache yet."""
+        return [
+            str(self.emulator.create_user(f"{tag}-{index}@bench.example")["user_id"])
+            for index in range(count)
+        ]
 
     def backing_cpu_seconds(self) -> dict[str, float]:
         """CPU used so far by Redis, the shared PgBouncer and PostgreSQL (all its processes)."""
@@ -204,15 +208,6 @@ def spawn_func_hello(**extra_env: str) -> Server:
     return Server(
         "func-python-hello", process, f"http://127.0.0.1:{port}", "/", spawned_at=spawned_at
     )
-
-
-@contextmanager
-def running(server: Server) -> Iterator[Server]:
-    try:
-        first_200(server)
-        yield server
-    finally:
-        server.stop()
 
 
 def rss_kib(pid: int) -> dict[str, int]:

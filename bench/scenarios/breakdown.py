@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -34,7 +35,7 @@ from bench.stack import USER, Stack
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
+async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     env = stack.env()
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
     app = create_app("get-user", [endpoints.load("get-user").router], settings)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any
+
+from userapi.emulator.app import ROUTE_GET_USER
 
 from bench.config import Profile
 from bench.load import fire, percentiles
@@ -15,22 +18,13 @@ from tests.support import user_path
 PROFILE_KEY = "userapi:profile:v1:{}"
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
 ZIPF_LATENCY_MS = 150.0
-_GET_USER = "GET /api/v2/users/{id}"
 
 
-def create_users(stack: Stack, count: int, tag: str) -> list[str]:
-    """Users that exist in Auth0 (the emulator) and in no cache yet."""
-    return [
-        str(stack.emulator.create_user(f"{tag}-{index}@bench.example")["user_id"])
-        for index in range(count)
-    ]
-
-
-async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
-    users = create_users(stack, profile.zipf_users, "zipf")
+async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
+    users = stack.create_users(profile.zipf_users, "zipf")
     server = stack.userapi(stack.env())
     url = server.base_url + user_path(USER)
-    cache = _redis(stack)
+    cache = stack.redis_client()
     try:
         by_latency = {}
         for latency in profile.auth0_latencies_ms:
@@ -62,7 +56,7 @@ async def _zipf(
     weights = [1 / rank**ZIPF_EXPONENT for rank in range(1, len(users) + 1)]
     mix = random.Random(5).choices(users, weights, k=profile.zipf_requests)
     stack.emulator.latency(ZIPF_LATENCY_MS)
-    fetched_before = stack.emulator.calls(_GET_USER)
+    fetched_before = stack.emulator.calls(ROUTE_GET_USER)
     started = time.perf_counter()
     outcomes = await fire(
         [(base_url + user_path(user), headers) for user in mix],
@@ -70,7 +64,7 @@ async def _zipf(
     )
     elapsed = time.perf_counter() - started
     _all_ok(outcomes)
-    fetched = stack.emulator.calls(_GET_USER) - fetched_before
+    fetched = stack.emulator.calls(ROUTE_GET_USER) - fetched_before
     distinct = len(set(mix))
     return {
         "users": len(users),
@@ -86,12 +80,6 @@ async def _zipf(
         "latency": percentiles([o.ms for o in outcomes]),
         "requests_per_second": round(len(mix) / elapsed, 1),
     }
-
-
-def _redis(stack: Stack) -> Any:
-    import redis
-
-    return redis.Redis.from_url(stack.redis.url)
 
 
 def _all_ok(outcomes: list[Any]) -> None:

@@ -11,6 +11,7 @@ import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.config import Profile
@@ -19,7 +20,7 @@ from bench.stack import Server, Stack, first_200, rss_kib, spawn_func_hello, spa
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
-def run(stack: Stack, profile: Profile) -> dict[str, Any]:
+async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     env = stack.env()
     stack.userapi(env).stop()  # fills Redis as an earlier pod would have
     spawners: list[Callable[[], Server]] = [

@@ -4,21 +4,21 @@ sharing one Redis. Counts what reached Auth0."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
+
+from userapi.emulator.app import ROUTE_GET_USER, ROUTE_OAUTH
 
 from bench.config import Profile
 from bench.load import fire, percentiles
-from bench.scenarios.cache import create_users
 from bench.stack import Stack
 from tests.support import user_path
 
 AUTH0_LATENCY_MS = 150.0
-_GET_USER = "GET /api/v2/users/{id}"
-_TOKEN = "POST /oauth/token"
 
 
-async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
-    (target,) = create_users(stack, 1, "stampede")
+async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
+    (target,) = stack.create_users(1, "stampede")
     env = stack.env()
     servers = [stack.userapi(env) for _ in range(profile.stampede_processes)]
     try:
@@ -46,8 +46,9 @@ async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
         "requests": len(requests),
         "auth0_latency_ms": AUTH0_LATENCY_MS,
         "statuses": dict(Counter(str(o.status) for o in outcomes)),
-        "auth0_user_fetches": stats_after.get(_GET_USER, 0) - stats_before.get(_GET_USER, 0),
-        "auth0_token_fetches": stats_after.get(_TOKEN, 0) - stats_before.get(_TOKEN, 0),
+        "auth0_user_fetches": stats_after.get(ROUTE_GET_USER, 0)
+        - stats_before.get(ROUTE_GET_USER, 0),
+        "auth0_token_fetches": stats_after.get(ROUTE_OAUTH, 0) - stats_before.get(ROUTE_OAUTH, 0),
         "cache_outcomes": dict(outcomes_by_cache),
         "latency": percentiles([o.ms for o in outcomes]),
         "warnings": warnings[:5],

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from userapi.emulator.app import ROUTE_OAUTH
 
 from bench.config import Profile
 from bench.load import fire
-from bench.scenarios.cache import create_users
 from bench.stack import Stack
 from tests.support import user_path
 
-_TOKEN = "POST /oauth/token"
 
-
-async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
+async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     return {
         "cold_starts": profile.token_cold_starts,
         "shared_through_redis": await _burst(stack, profile, redis=True),
@@ -23,21 +23,21 @@ async def run(stack: Stack, profile: Profile) -> dict[str, Any]:
 
 
 async def _burst(stack: Stack, profile: Profile, *, redis: bool) -> dict[str, Any]:
-    users = create_users(stack, profile.token_cold_starts, f"tokens-{redis}")
+    users = stack.create_users(profile.token_cold_starts, f"tokens-{redis}")
     stack.flush_cache()  # no token and no profile anywhere: every pod starts from nothing
     env = stack.env(redis=redis)
     servers = [stack.spawn_userapi(env, user) for user in users]
     try:
         for server in servers:
             server.process.wait_healthy(server.base_url + "/healthz", timeout=60)
-        before = stack.emulator.calls(_TOKEN)
+        before = stack.emulator.calls(ROUTE_OAUTH)
         # All first requests at once: pods scaled up together take their first traffic together.
         outcomes = await fire(
             [(server.base_url + user_path(user), server.headers) for server, user in
              zip(servers, users, strict=True)],
             concurrency=len(servers),
         )  # fmt: skip
-        calls = stack.emulator.calls(_TOKEN) - before
+        calls = stack.emulator.calls(ROUTE_OAUTH) - before
     finally:
         for server in servers:
             server.stop()

@@ -12,7 +12,6 @@ from typing import Any
 
 from bench.config import Profile
 from bench.load import LoadResult, fire, wrk
-from bench.scenarios.cache import create_users
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
 from tests.support import user_path
 
@@ -20,7 +19,7 @@ WARM_USERS = 200
 
 
 async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
-    users = create_users(stack, WARM_USERS, "warm")
+    users = stack.create_users(WARM_USERS, "warm")
     userapi = stack.userapi(stack.env())
     hello = spawn_hello()
     paths = {userapi.name: [user_path(user) for user in users], hello.name: []}

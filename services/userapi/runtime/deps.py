@@ -32,9 +32,9 @@ ResourcesDep = Annotated[Resources, Depends(_resources)]
 
 
 async def _principal(request: Request) -> Principal:
-    # Resources read directly, not through ResourcesDep: each sub-dependency costs FastAPI's
-    # dependency solving a few microseconds per request.
-    resources: Resources = request.app.state.resources
+    # Called, not declared as ResourcesDep: each sub-dependency costs FastAPI's dependency
+    # solving a few microseconds per request.
+    resources = await _resources(request)
     principal = await authenticate(resources.verifier, request.headers.get("authorization"))
     ctx = context.current()
     if ctx is not None:
