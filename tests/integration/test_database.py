@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
 from typing import Any
 
 import pytest
+from userapi.runtime.db import PostgresDatabase
 from userapi.runtime.migrate import load_migrations
+from userapi.runtime.settings import Settings
+from userapi.runtime.users import Accounts
 
 from tests.support import (
     USERAPI,
@@ -134,3 +138,44 @@ def test_the_password_may_come_apart_from_the_url(
         assert password not in svc.process.log_text()
     finally:
         svc.close()
+
+
+class _CountingDatabase(PostgresDatabase):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.queries: list[str] = []
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        self.queries.append(sql)
+        return await super().fetch(sql, *args)
+
+
+@pytest.mark.anyio
+async def test_concurrent_account_reads_share_one_query_through_pgbouncer(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    settings = Settings(
+        auth0_domain="example.us.auth0.com",
+        auth0_audience="https://api",
+        auth0_client_id="id",
+        auth0_client_secret="secret",
+        database_url=database_url,
+    )
+    database = _CountingDatabase(settings)
+    accounts = Accounts(database)
+    try:
+        users = [f"auth0|batch{index}" for index in range(30)]
+        for index, user in enumerate(users[:20]):
+            await accounts.upsert(user, plan=f"plan-{index}")
+        database.queries.clear()
+        read = await asyncio.gather(*(accounts.get(user) for user in [*users, users[0]]))
+        assert [a.plan if a else None for a in read] == [
+            *(f"plan-{index}" for index in range(20)),
+            *([None] * 10),
+            "plan-0",
+        ]
+        assert len(database.queries) == 1
+        assert "IN ($1, " in database.queries[0]
+    finally:
+        await database.close()

@@ -89,3 +89,31 @@ async def test_concurrent_readers_share_one_connection_safely(tmp_path: Path) ->
         assert plans == ["team"] * 50
     finally:
         await database.close()
+
+
+async def test_concurrent_reads_of_different_accounts_get_their_own_rows(tmp_path: Path) -> None:
+    database = SqliteDatabase(tmp_path / "db.sqlite3")
+    try:
+        await apply_migrations(database)
+        accounts = Accounts(database)
+        users = [f"auth0|user{index}" for index in range(5)]
+        for index, user in enumerate(users[:3]):
+            await accounts.upsert(user, plan=f"plan-{index}")
+        found: dict[str, str | None] = {}
+
+        async def read(user: str) -> None:
+            account = await accounts.get(user)
+            found[user] = account.plan if account is not None else None
+
+        async with anyio.create_task_group() as group:
+            for user in users:
+                group.start_soon(read, user)
+        assert found == {
+            users[0]: "plan-0",
+            users[1]: "plan-1",
+            users[2]: "plan-2",
+            users[3]: None,
+            users[4]: None,
+        }
+    finally:
+        await database.close()

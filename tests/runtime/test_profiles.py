@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -210,21 +211,44 @@ class _SlowStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__(100)
         self.reads = 0
+        self.keys_read: list[str] = []
 
-    async def get(self, key: str) -> bytes | None:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self.reads += 1
+        self.keys_read.extend(keys)
         await anyio.sleep(0.01)
-        return await super().get(key)
+        return await super().get_many(keys)
 
 
 async def test_concurrent_reads_of_one_user_share_one_store_read() -> None:
     store = _SlowStore()
     cache = ProfileCache(settings(), store, Origin().fetch)
     await cache.get(USER)  # fills the entry
-    store.reads = 0
+    store.reads, store.keys_read = 0, []
     async with anyio.create_task_group() as group:
         for _ in range(50):
             group.start_soon(cache.get, USER)
-    assert store.reads == 1
+    assert (store.reads, store.keys_read) == (1, [cache.key(USER)])
     assert (await cache.get(USER)).outcome == "hit"
     assert store.reads == 2  # a read after the burst asks the store again
+
+
+async def test_concurrent_reads_of_different_users_share_one_store_read() -> None:
+    origin = Origin()
+    store = _SlowStore()
+    cache = ProfileCache(settings(), store, origin.fetch)
+    users = [f"auth0|user{index}" for index in range(20)]
+    for user in users:
+        await cache.get(user)  # fills each entry
+    store.reads, store.keys_read = 0, []
+    outcomes: dict[str, str] = {}
+
+    async def read(user: str) -> None:
+        outcomes[user] = (await cache.get(user)).outcome
+
+    async with anyio.create_task_group() as group:
+        for user in users:
+            group.start_soon(read, user)
+    assert store.reads == 1
+    assert sorted(store.keys_read) == sorted(cache.key(user) for user in users)
+    assert outcomes == dict.fromkeys(users, "hit")

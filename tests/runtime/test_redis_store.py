@@ -68,3 +68,16 @@ async def test_more_concurrent_calls_than_connections_wait_instead_of_failing(
     finally:
         await store.close()
     assert values == [b"value"] * 300
+
+
+async def test_get_many_answers_each_key_in_order(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    await store.set("userapi:test:other", b"other", 60)
+    keys = ["userapi:test:other", "userapi:test:absent", "userapi:test:key"]
+    assert await store.get_many(keys) == [b"other", None, b"value"]
+
+
+async def test_get_many_reads_all_misses_while_redis_is_skipped(store: RedisStore) -> None:
+    assert await _blocked_call(store) is DOWN
+    assert await store.get_many(["userapi:test:key", "userapi:test:absent"]) == [None, None]

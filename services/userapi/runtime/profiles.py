@@ -13,12 +13,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from userapi.runtime import context
+from userapi.runtime.batch import Batcher
 from userapi.runtime.errors import Auth0Error
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
@@ -106,7 +107,9 @@ class ProfileCache:
         self._fetch = fetch
         self._prefix = f"{settings.redis_key_prefix}profile:v1:"
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
-        self._reading: dict[str, asyncio.Future[CacheEntry | None]] = {}
+        # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
+        # reads of one user as one key: a burst costs one round trip, not one per request.
+        self._reads: Batcher[str, CacheEntry | None] = Batcher(self._read_many)
 
     def key(self, user_id: str) -> str:
         return self._prefix + user_id
@@ -191,25 +194,11 @@ class ProfileCache:
         )
 
     async def _read(self, user_id: str) -> CacheEntry | None:
-        """The stored entry. Concurrent reads of one key in this process share one store call:
-        a burst of requests for one user costs one Redis round trip and one connection, not a
-        hundred competing for the pool."""
-        pending = self._reading.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        pending = asyncio.get_running_loop().create_future()
-        self._reading[user_id] = pending
-        try:
-            raw = await self._store.get(self.key(user_id))
-            entry = CacheEntry.decode(raw) if raw is not None else None
-        except BaseException:
-            pending.set_result(None)  # the others read it as a miss and go on alone
-            raise
-        else:
-            pending.set_result(entry)
-            return entry
-        finally:
-            del self._reading[user_id]
+        return await self._reads.load(user_id)
+
+    async def _read_many(self, user_ids: Sequence[str]) -> list[CacheEntry | None]:
+        raws = await self._store.get_many([self.key(user_id) for user_id in user_ids])
+        return [CacheEntry.decode(raw) if raw is not None else None for raw in raws]
 
     async def _write(self, user_id: str, entry: CacheEntry) -> None:
         ttl = entry.fresh_until - entry.fetched_at

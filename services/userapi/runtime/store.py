@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ log = logging.getLogger("userapi.store")
 
 class SharedStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One value (or None) per key, in order, in one round trip."""
+        ...
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
 
@@ -55,6 +59,9 @@ class MemoryStore:
             return None
         self._entries.move_to_end(key)
         return value
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         self._entries[key] = (time.monotonic() + ttl_seconds, value)
@@ -154,6 +161,16 @@ class RedisStore:
             return None
         value = await self._call("get", self._client.get(key))
         return value if isinstance(value, bytes) else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        # One MGET, so every key must live on one node: REDIS_URL names a single Redis (or a
+        # primary behind a proxy), not a Redis Cluster.
+        if not self._available():
+            return [None] * len(keys)
+        values = await self._call("mget", self._client.mget(keys))
+        if isinstance(values, _Failed):
+            return [None] * len(keys)
+        return [value if isinstance(value, bytes) else None for value in values]
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if self._available():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from userapi.runtime.auth import Principal
+from userapi.runtime.batch import Batcher
 from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import bad_request
 
@@ -93,16 +95,32 @@ class User(UserProfile):
 class Accounts:
     def __init__(self, database: Database) -> None:
         self._database = database
+        # Reads outside a transaction, asked for in one event-loop turn, share one query.
+        self._reads: Batcher[str, Account | None] = Batcher(self._get_many)
 
     async def delete(self, session: Session, user_id: str) -> None:
         await session.execute("DELETE FROM accounts WHERE user_id = $1", user_id)
 
     async def get(self, user_id: str, session: Session | None = None) -> Account | None:
-        row = await (session or self._database).fetchrow(
+        """The row, read in `session` when given (then never batched: a transaction reads
+        its own writes)."""
+        if session is None:
+            return await self._reads.load(user_id)
+        row = await session.fetchrow(
             "SELECT plan, preferences, created_at, updated_at FROM accounts WHERE user_id = $1",
             user_id,
         )
         return Account.model_validate(row) if row is not None else None
+
+    async def _get_many(self, user_ids: Sequence[str]) -> list[Account | None]:
+        # IN ($1, …, $n) rather than = ANY($1): one text for PostgreSQL and SQLite. Only the
+        # placeholders are spliced in; the ids travel as bound parameters.
+        placeholders = ", ".join(f"${index}" for index in range(1, len(user_ids) + 1))
+        columns = "user_id, plan, preferences, created_at, updated_at"
+        sql = f"SELECT {columns} FROM accounts WHERE user_id IN ({placeholders})"  # noqa: S608
+        rows = await self._database.fetch(sql, *user_ids)
+        found = {row["user_id"]: Account.model_validate(row) for row in rows}
+        return [found.get(user_id) for user_id in user_ids]
 
     async def upsert(
         self,
