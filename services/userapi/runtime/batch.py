@@ -72,4 +72,3 @@ class Batcher(Generic[K, V]):
             for future in futures:
                 if not future.done():
                     future.cancel()  # the read itself was cancelled (shutdown)
-

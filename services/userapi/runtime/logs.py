@@ -11,14 +11,27 @@ from typing import Any
 from userapi.runtime import context
 
 # color_message: uvicorn's ANSI-coloured copy of the message, noise in JSON.
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+# Built once: json.dumps with arguments builds a new encoder per call, per log line.
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, then the extras.
+
+    It runs once per request, so it is kept lean: the time prefix is formatted once a second
+    and the extras are found by a set difference, not by testing every attribute."""
+
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -26,15 +39,23 @@ class JSONFormatter(logging.Formatter):
         request_id = context.request_id()
         if request_id != "-":
             line["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                line[key] = value
+        attributes = record.__dict__
+        if attributes.keys() - _RESERVED:
+            for key, value in attributes.items():
+                if key not in _RESERVED and key[0] != "_":
+                    line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return _ENCODE(line)
 
 
 def configure(level: str) -> None:
+    # The logging module's documented optimisations: these LogRecord fields are never output,
+    # and finding the caller's file and line walks the stack on every call.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()
