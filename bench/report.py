@@ -224,6 +224,18 @@ def _warm(warm: dict[str, Any]) -> list[str]:
         )
     outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
     out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]
+    batching = "; ".join(
+        f"{run['connections']} connections: {calls['redis_reads']:.2f} Redis reads and "
+        f"{calls['database_queries']:.2f} database queries"
+        for run, calls in zip(
+            warm["runs"]["userapi"], warm["userapi_backing_calls_per_request"], strict=True
+        )
+    )
+    out += [
+        "",
+        "Reads per request, as Redis (GET and MGET calls) and PgBouncer (queries) counted them; "
+        f"below 1, concurrent requests shared batched reads: {batching}.",
+    ]
     cpu = warm["cpu_us_per_request"]
     out += [
         "",

@@ -45,9 +45,11 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
         before = userapi.cache_outcomes()
         runs: dict[str, list[LoadResult]] = {server.name: [] for server in servers}
         cpu: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
+        calls: list[dict[str, float]] = []
         for connections in profile.warm_concurrency:
             for server in servers:
                 before_cpu = _cpu(stack, server)
+                before_calls = _backing_calls(stack)
                 result = await wrk(
                     server.url,
                     connections=connections,
@@ -57,6 +59,16 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
                     workdir=workdir,
                 )
                 after_cpu = _cpu(stack, server)
+                if server is userapi and result.requests:
+                    after_calls = _backing_calls(stack)
+                    calls.append(
+                        {
+                            name: round(
+                                (after_calls[name] - before_calls[name]) / result.requests, 3
+                            )
+                            for name in after_calls
+                        }
+                    )
                 runs[server.name].append(result)
                 cpu[server.name].append(
                     {
@@ -80,6 +92,9 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
         "ratios": _ratios(runs["userapi"], runs["fastapi-hello"]),
         # Where the machine's two cores went: CPU microseconds per request, by process.
         "cpu_us_per_request": cpu,
+        # Counted by Redis and PgBouncer: how many reads the batching (runtime/batch.py) made
+        # of one per request, per warm run.
+        "userapi_backing_calls_per_request": calls,
         # Expected: all hits. A process stall longer than REDIS_TIMEOUT_SECONDS turns the next
         # REDIS_RETRY_AFTER_ERROR_SECONDS of reads into misses; shown, not hidden.
         "userapi_cache_outcomes": measured,
@@ -93,6 +108,22 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
 def _cpu(stack: Stack, server: Server) -> dict[str, float]:
     own = {"server": cpu_seconds(server.process.pid)}
     return own if server.name != "userapi" else {**own, **stack.backing_cpu_seconds()}
+
+
+def _backing_calls(stack: Stack) -> dict[str, float]:
+    with stack.redis_client() as client:
+        commands = client.info("commandstats")
+    queries = sum(
+        int(row["total_query_count"])
+        for row in stack.bouncer.show("STATS")
+        if row["database"] == stack.database
+    )
+    return {
+        "redis_reads": sum(
+            commands.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget")
+        ),
+        "database_queries": queries,
+    }
 
 
 def _ratios(userapi: list[LoadResult], hello: list[LoadResult]) -> list[dict[str, Any]]:

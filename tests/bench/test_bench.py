@@ -77,6 +77,12 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert all(run["errors"] == 0 for runs in s["warm"]["runs"].values() for run in runs)
     warm_outcomes = s["warm"]["userapi_cache_outcomes"]
     assert warm_outcomes["hit"] > sum(warm_outcomes.values()) / 2  # it measured the hit path
+    # At 50 connections, concurrent requests share batched reads: fewer than one each.
+    warm = s["warm"]
+    runs = zip(warm["runs"]["userapi"], warm["userapi_backing_calls_per_request"], strict=True)
+    at_50 = next(calls for run, calls in runs if run["connections"] == 50)
+    assert 0 < at_50["redis_reads"] < 1
+    assert 0 < at_50["database_queries"] < 1
     assert s["stampede"]["statuses"] == {"200": s["stampede"]["requests"]}
     assert s["stampede"]["auth0_user_fetches"] == 1
     assert s["stampede"]["auth0_token_fetches"] == 0  # the warm processes already share one
