@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -105,6 +106,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.resources = Resources.create(settings)
+        # Everything imported so far lives as long as the process. Frozen, the garbage
+        # collector stops re-scanning it: under load each full collection stalled every
+        # request in flight for about 45 ms while finding nothing to free.
+        gc.freeze()
         log.info("ready", extra={"endpoint": name, "version": __version__})
         try:
             yield
