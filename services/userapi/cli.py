@@ -30,7 +30,7 @@ def serve(endpoint: str, host: str, port: int) -> None:
         module = endpoints.load(endpoint)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
-    app = create_app(endpoint, [module.router], settings)
+    app = create_app(endpoint, [module.router], settings, direct=endpoints.direct_routes([module]))
     run_uvicorn(app, host, port, settings)
 
 

@@ -72,8 +72,10 @@ def run(host: str, port: int) -> None:
     sample_user = next(iter(emulator.users)) if emulator is not None else None
     asyncio.run(_prepare_database(settings, sample_user))
 
-    routers = [endpoints.load(name).router for name in endpoints.ENDPOINTS]
-    app = create_app("dev", routers, settings, mounts=mounts)
+    modules = [endpoints.load(name) for name in endpoints.ENDPOINTS]
+    routers = [module.router for module in modules]
+    direct = endpoints.direct_routes(modules)
+    app = create_app("dev", routers, settings, mounts=mounts, direct=direct)
     _print_banner(base_url, settings, emulator)
     run_uvicorn(app, host, port, settings)
 

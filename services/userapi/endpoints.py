@@ -1,4 +1,5 @@
-"""The endpoint registry: name (the Knative Service name) -> the module that defines its router.
+"""The endpoint registry: name (the Knative Service name) -> the module that defines its router
+(and, for a hot GET route, its `DIRECT_ROUTES`: see runtime/direct.py).
 
 Kept as strings so that serving one endpoint imports that module only.
 """
@@ -6,7 +7,12 @@ Kept as strings so that serving one endpoint imports that module only.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from userapi.runtime.direct import DirectGet
 
 ENDPOINTS: dict[str, str] = {
     "get-user": "userapi.get_user",
@@ -25,3 +31,7 @@ def load(name: str) -> ModuleType:
         known = ", ".join(sorted(ENDPOINTS))
         raise ValueError(f"unknown endpoint {name!r}; known: {known}") from None
     return importlib.import_module(module_name)
+
+
+def direct_routes(modules: Iterable[ModuleType]) -> tuple[DirectGet, ...]:
+    return tuple(route for module in modules for route in getattr(module, "DIRECT_ROUTES", ()))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 
-from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.deps import PrincipalDep, ResourcesDep, principal_of, resources_of
+from userapi.runtime.direct import DirectGet
 from userapi.runtime.errors import ERROR_RESPONSES, not_found
 from userapi.runtime.users import User, etag, etag_matches, target_user
 
@@ -54,3 +55,25 @@ async def get_user(
         return Response(status_code=304, headers={"ETag": tag})
     response.headers["ETag"] = tag
     return User.model_validate({**lookup.profile, "account": account})
+
+
+async def _get_user_directly(request: Request, user_id: str) -> Response:
+    """The route above without FastAPI's parameter solving (runtime/direct.py): the same
+    dependencies and the same function, called with what FastAPI would have passed."""
+    principal = await principal_of(request)
+    resources = await resources_of(request)
+    response = Response()
+    result = await get_user(
+        user_id, principal, resources, response, request.headers.get("if-none-match")
+    )
+    if isinstance(result, Response):
+        return result
+    return Response(
+        result.model_dump_json(),
+        media_type="application/json",
+        headers={"ETag": response.headers["ETag"]},
+    )
+
+
+# The API's hot path: FastAPI's parameter solving was a third of a cached read's CPU.
+DIRECT_ROUTES = (DirectGet("/users/", _get_user_directly),)

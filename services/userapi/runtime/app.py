@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from userapi import __version__
 from userapi.runtime.auth import KeySet, TokenVerifier
 from userapi.runtime.db import Database, create_database
+from userapi.runtime.direct import DirectGet, DirectRoutes
 from userapi.runtime.errors import install_error_handlers
 from userapi.runtime.http import LazyHTTP
 from userapi.runtime.middleware import RequestMiddleware
@@ -102,6 +103,7 @@ def create_app(
     settings: Settings,
     *,
     mounts: Sequence[tuple[str, ASGIApp]] = (),
+    direct: Sequence[DirectGet] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +130,9 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    if direct:
+        # Inside RequestMiddleware: direct answers get the request id and the log line too.
+        app.add_middleware(DirectRoutes, routes=tuple(direct))
     app.add_middleware(RequestMiddleware, endpoint=name)
 
     def openapi() -> dict[str, Any]:

@@ -23,18 +23,19 @@ _BEARER = {
 
 # async, though it awaits nothing: FastAPI runs a sync dependency in a worker thread, a thread
 # hop per request on the hot path.
-async def _resources(request: Request) -> Resources:
+async def resources_of(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 
 
-ResourcesDep = Annotated[Resources, Depends(_resources)]
+ResourcesDep = Annotated[Resources, Depends(resources_of)]
 
 
-async def _principal(request: Request) -> Principal:
+async def principal_of(request: Request) -> Principal:
+    """The caller, from the bearer token (401 without a valid one)."""
     # Called, not declared as ResourcesDep: each sub-dependency costs FastAPI's dependency
     # solving a few microseconds per request.
-    resources = await _resources(request)
+    resources = await resources_of(request)
     principal = await authenticate(resources.verifier, request.headers.get("authorization"))
     ctx = context.current()
     if ctx is not None:
@@ -42,7 +43,7 @@ async def _principal(request: Request) -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(_principal)]
+PrincipalDep = Annotated[Principal, Depends(principal_of)]
 
 
 def document_bearer_auth(spec: dict[str, Any], routers: Iterable[APIRouter]) -> None:
@@ -66,4 +67,4 @@ def document_bearer_auth(spec: dict[str, Any], routers: Iterable[APIRouter]) -> 
 
 
 def _uses(dependant: Dependant) -> bool:
-    return dependant.call is _principal or any(_uses(sub) for sub in dependant.dependencies)
+    return dependant.call is principal_of or any(_uses(sub) for sub in dependant.dependencies)

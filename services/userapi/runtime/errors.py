@@ -154,16 +154,20 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request."
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, APIError)
-        return error_response(exc.status, exc.error, exc.message, exc.headers)
-
-    async def on_upstream_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, UpstreamError)
+def render_error(exc: APIError | UpstreamError) -> JSONResponse:
+    """The response for an error raised by an endpoint or a dependency."""
+    if isinstance(exc, UpstreamError):
         error = exc.to_api_error()
         log.warning("upstream failure", extra={"error": repr(exc), "status": error.status})
-        return error_response(error.status, error.error, error.message, error.headers)
+    else:
+        error = exc
+    return error_response(error.status, error.error, error.message, error.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError | UpstreamError)
+        return render_error(exc)
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -174,7 +178,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
-    app.add_exception_handler(APIError, on_api_error)
-    app.add_exception_handler(UpstreamError, on_upstream_error)
+    app.add_exception_handler(APIError, on_error)
+    app.add_exception_handler(UpstreamError, on_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
