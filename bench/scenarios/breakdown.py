@@ -2,7 +2,8 @@
 load generator), with the same read taken apart step by step.
 
 Each variant is timed by process CPU over sequential requests:
-- the real `GET /users/{id}` route;
+- `GET /users/{id}` as served: the direct route (runtime/direct.py);
+- the same endpoint through its FastAPI route;
 - the same work as a plain Starlette route (no FastAPI dependency solving or validation);
 - that route without the account read, then without the Redis read too;
 - one redis-py GET, and one GET written by hand on asyncio streams, as a floor for the client.
@@ -26,6 +27,7 @@ from userapi import endpoints
 from userapi.runtime import logs
 from userapi.runtime.app import create_app
 from userapi.runtime.auth import authenticate
+from userapi.runtime.direct import DirectGet
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import User, etag, target_user
 
@@ -38,7 +40,11 @@ ASGIApp = Callable[..., Awaitable[None]]
 async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     env = stack.env()
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    app = create_app("get-user", [endpoints.load("get-user").router], settings)
+    module = endpoints.load("get-user")
+    # The direct route as `userapi serve get-user` installs it, under another prefix so that
+    # the FastAPI route stays reachable beside it.
+    direct = [DirectGet("/direct" + route.prefix, route.handler) for route in module.DIRECT_ROUTES]
+    app = create_app("get-user", [module.router], settings, direct=direct)
     for path, reads in (("/plain/{user_id}", "both"), ("/plain-nodb/{user_id}", "redis")):
         app.router.routes.insert(0, Route(path, _plain_route(reads)))
     app.router.routes.insert(0, Route("/plain-bare/{user_id}", _plain_route("none")))
@@ -46,6 +52,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     with _logs_to_devnull(settings.log_level):
         async with app.router.lifespan_context(app):
             variants = {
+                "direct_route": f"/direct/users/{USER}",
                 "fastapi_route": f"/users/{USER}",
                 "plain_route": f"/plain/{USER}",
                 "plain_route_without_account_read": f"/plain-nodb/{USER}",

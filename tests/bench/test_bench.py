@@ -72,6 +72,7 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     s = results["scenarios"]
     assert set(s) == {"coldstart", "warm", "breakdown", "cache", "stampede", "budget", "tokens"}
+    assert s["breakdown"]["cpu_us_per_call"]["direct_route"] > 0
     assert s["breakdown"]["cpu_us_per_call"]["fastapi_route"] > 0
     assert set(s["coldstart"]["servers"]) == {"userapi", "fastapi-hello", "func-python-hello"}
     assert all(run["errors"] == 0 for runs in s["warm"]["runs"].values() for run in runs)
