@@ -129,7 +129,11 @@ class PostgresDatabase:
                     min_size=0,
                     max_size=self._settings.db_pool_max_size,
                     statement_cache_size=0,
-                    max_inactive_connection_lifetime=60.0,
+                    # Idle connections to the sidecar stay open: they cost PostgreSQL nothing
+                    # (PgBouncer keeps its own server connections), while reopening one under
+                    # load, a SCRAM login and type introspection, held up a whole batch of
+                    # requests for up to half a second (docs/performance.md).
+                    max_inactive_connection_lifetime=0,
                     timeout=self._settings.db_connect_timeout_seconds,
                     command_timeout=self._settings.db_command_timeout_seconds,
                     init=_init_connection,
