@@ -66,9 +66,20 @@ class Server:
             if '"level":"warning"' in line or '"level":"error"' in line
         ]
 
-    def cache_outcomes(self) -> dict[str, int]:
+    def cache_outcomes(self, at_least: int = 0, timeout: float = 5.0) -> dict[str, int]:
         """How the profile cache served each request so far, from userapi's request log lines:
-        hit, miss, coalesced (waited for another request's fetch), stale, negative."""
+        hit, miss, coalesced (waited for another request's fetch), stale, negative.
+
+        The line is written just after the response is sent, so a client that has its answer
+        may be ahead of it: `at_least` waits (up to `timeout`) for that many lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self._count_outcomes()
+            if sum(counts.values()) >= at_least or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.005)
+
+    def _count_outcomes(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
         for raw in self.process.log_text().splitlines():
             try:

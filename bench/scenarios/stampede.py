@@ -34,8 +34,10 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
         stats_after = stack.emulator.stats()
         warnings = [w for server in servers for w in server.warnings()][warned_before:]
         outcomes_by_cache: Counter[str] = Counter()
-        for server, earlier in zip(servers, before, strict=True):
-            for kind, count in server.cache_outcomes().items():
+        for index, (server, earlier) in enumerate(zip(servers, before, strict=True)):
+            sent = len(range(index, len(requests), len(servers)))
+            logged = server.cache_outcomes(at_least=sum(earlier.values()) + sent)
+            for kind, count in logged.items():
                 outcomes_by_cache[kind] += count - earlier.get(kind, 0)
     finally:
         stack.emulator.latency(0)
