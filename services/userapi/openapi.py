@@ -29,8 +29,7 @@ def merged_spec() -> dict[str, Any]:
     spec = app.openapi()
     document_bearer_auth(spec, routers)
     # Which Knative Service answers each operation.
-    for name in endpoints.ENDPOINTS:
-        router = endpoints.load(name).router
+    for name, router in zip(endpoints.ENDPOINTS, routers, strict=True):
         for route in router.routes:
             if isinstance(route, APIRoute):
                 for method in route.methods or ():
