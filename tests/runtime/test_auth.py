@@ -175,7 +175,7 @@ async def test_a_key_missing_from_the_shared_jwks_is_fetched_and_shared(emulator
 )
 async def test_an_unreadable_shared_jwks_falls_back_to_auth0(emulator, http, planted) -> None:
     store = MemoryStore(100)
-    await store.set(KeySet.STORE_KEY, planted, 600)
+    await store.set("userapi:jwks:v1", planted, 600)  # the default REDIS_KEY_PREFIX
     emulator.reset_stats()
     token = emulator.mint_access_token(USER, audience=AUDIENCE)
     assert (await make_verifier(http, store=store).verify(token)).subject == USER
@@ -247,3 +247,20 @@ async def test_authenticate_answers_401_with_www_authenticate(http, header, mess
     assert raised.value.status == 401
     assert raised.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert message in raised.value.message
+
+
+async def test_the_shared_jwks_is_kept_under_the_installation_key_prefix(emulator, http) -> None:
+    store = MemoryStore(100)
+    token = emulator.mint_access_token(USER, audience=AUDIENCE)
+    keys = KeySet(
+        lambda: http,
+        f"{BASE}/.well-known/jwks.json",
+        600,
+        refetch_cooldown_seconds=30,
+        store=store,
+        key_prefix="tenant-a:",
+    )
+    verifier = TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+    assert (await verifier.verify(token)).subject == USER
+    assert await store.get("tenant-a:jwks:v1") is not None
+    assert await store.get("userapi:jwks:v1") is None

@@ -53,6 +53,7 @@ class Resources:
             cache_seconds=settings.jwks_cache_seconds,
             refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
             store=store,
+            key_prefix=settings.redis_key_prefix,
         )
         verifier = TokenVerifier(
             keys,

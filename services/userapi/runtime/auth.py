@@ -64,8 +64,6 @@ class KeySet:
     as they could read the management token stored there: Redis is inside the trust boundary.
     """
 
-    STORE_KEY = "userapi:jwks:v1"
-
     def __init__(
         self,
         http: Callable[[], httpx.AsyncClient],
@@ -73,12 +71,16 @@ class KeySet:
         cache_seconds: float,
         refetch_cooldown_seconds: float,
         store: SharedStore | None = None,
+        key_prefix: str = "userapi:",
     ) -> None:
         self._http = http
         self._url = jwks_url
         self._cache_seconds = cache_seconds
         self._cooldown = refetch_cooldown_seconds
         self._store = store
+        # Under REDIS_KEY_PREFIX like every other key: installations sharing one Redis (other
+        # tenants, other keys) must not share a JWKS.
+        self.store_key = f"{key_prefix}jwks:v1"
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -123,12 +125,12 @@ class KeySet:
             self._keys = keys
             self._fetched_at = time.monotonic()
             if self._store is not None and keys:
-                await self._store.set(self.STORE_KEY, response.content, self._cache_seconds)
+                await self._store.set(self.store_key, response.content, self._cache_seconds)
 
     async def _from_store(self) -> dict[str, Any]:
         if self._store is None:
             return {}
-        raw = await self._store.get(self.STORE_KEY)
+        raw = await self._store.get(self.store_key)
         if raw is None:
             return {}
         try:
