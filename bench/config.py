@@ -12,6 +12,7 @@ class Profile:
     cold_runs: int  # cold starts per server, interleaved
     warm_seconds: float  # per wrk run
     warm_concurrency: tuple[int, ...]
+    warm_rounds: int  # runs per server and concurrency, alternating; the median is reported
     cached_samples: int
     uncached_samples: int
     auth0_latencies_ms: tuple[float, ...]
@@ -32,6 +33,7 @@ FULL = Profile(
     cold_runs=9,
     warm_seconds=8,
     warm_concurrency=(1, 10, 50, 100),
+    warm_rounds=3,
     cached_samples=400,
     uncached_samples=15,
     auth0_latencies_ms=(500, 150),
@@ -52,6 +54,7 @@ SMOKE = Profile(
     cold_runs=2,
     warm_seconds=1,
     warm_concurrency=(1, 50),
+    warm_rounds=2,
     cached_samples=20,
     uncached_samples=2,
     auth0_latencies_ms=(150,),

@@ -46,6 +46,29 @@ class LoadResult:
         return asdict(self)
 
 
+def median_of(results: Sequence[LoadResult]) -> LoadResult:
+    """Repeated runs at one concurrency as one: the median of each rate and percentile, the
+    worst maximum, and every request and error counted."""
+    if not results or len({r.connections for r in results}) != 1:
+        raise ValueError("median_of needs runs at one concurrency")
+
+    def median(field: str) -> float:
+        values: list[float] = [getattr(r, field) for r in results]
+        return round(statistics.median(values), 3)
+
+    return LoadResult(
+        connections=results[0].connections,
+        requests=sum(r.requests for r in results),
+        seconds=round(sum(r.seconds for r in results), 3),
+        rps=median("rps"),
+        p50_ms=median("p50_ms"),
+        p90_ms=median("p90_ms"),
+        p99_ms=median("p99_ms"),
+        max_ms=max(r.max_ms for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
 def wrk_binary() -> str:
     path = shutil.which("wrk")
     if path is None:

@@ -203,11 +203,17 @@ def _coldstart(cold: dict[str, Any]) -> list[str]:
     return out
 
 
+def _rounds(ratios: list[float]) -> str:
+    return "(" + ", ".join(f"{r:.2f}" for r in ratios) + ")" if len(ratios) > 1 else ""
+
+
 def _warm(warm: dict[str, Any]) -> list[str]:
     out = [
         "",
         f"**Warm path**, `GET /users/{{id}}` cache hits over {warm['users']} users, wrk "
-        f"{warm['seconds_per_run']:g} s per run (userapi | FastAPI hello):",
+        f"{warm['seconds_per_run']:g} s per run, {warm['rounds_per_run']} rounds per server "
+        "and concurrency, alternating; medians, with each round's ratio in brackets "
+        "(userapi | FastAPI hello):",
         "",
         "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
         "| req/s x | p99 x |",
@@ -220,7 +226,8 @@ def _warm(warm: dict[str, Any]) -> list[str]:
             f"| {ours['connections']} | {ours['rps']:.0f} | {ours['p50_ms']:.2f} ms | "
             f"{ours['p99_ms']:.2f} ms | {ours['errors']} | {theirs['rps']:.0f} | "
             f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
-            f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} |"
+            f"{ratio['rps_ratio']:.2f} {_rounds(ratio['rps_ratio_rounds'])} | "
+            f"{ratio['p99_ratio']:.2f} {_rounds(ratio['p99_ratio_rounds'])} |"
         )
     outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
     out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]

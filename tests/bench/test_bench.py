@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.load import parse_wrk, percentiles
+from bench.load import LoadResult, median_of, parse_wrk, percentiles
 from bench.report import markdown, targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +43,18 @@ def test_percentiles_name_their_sample_size() -> None:
     assert stats["p50_ms"] == 50.5
     assert 99 <= stats["p99_ms"] <= 100
     assert percentiles([]) == {"n": 0}
+
+
+def test_repeated_runs_report_the_median_round_the_worst_maximum_and_every_error() -> None:
+    def run(rps: float, p99_ms: float, max_ms: float, errors: int) -> LoadResult:
+        return LoadResult(50, 100, 1.0, rps, 1.0, 2.0, p99_ms, max_ms, errors)
+
+    merged = median_of([run(900, 40.0, 90.0, 0), run(1000, 9.0, 12.0, 1), run(950, 8.0, 11.0, 0)])
+    assert (merged.rps, merged.p99_ms) == (950, 9.0)  # one stalled round does not set the p99
+    assert merged.max_ms == 90.0  # but its maximum is still shown
+    assert (merged.requests, merged.errors) == (300, 1)
+    with pytest.raises(ValueError, match="one concurrency"):
+        median_of([run(1, 1, 1, 0), LoadResult(10, 1, 1, 1, 1, 1, 1, 1, 0)])
 
 
 def test_a_second_auth0_fetch_or_a_connection_over_the_cap_misses_its_target() -> None:
@@ -84,6 +96,8 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     at_50 = next(calls for run, calls in runs if run["connections"] == 50)
     assert 0 < at_50["redis_reads"] < 1
     assert 0 < at_50["database_queries"] < 1
+    assert [len(level) for level in warm["rounds"]["userapi"]] == [2, 2]
+    assert all(len(ratio["p99_ratio_rounds"]) == 2 for ratio in warm["ratios"])
     assert s["stampede"]["statuses"] == {"200": s["stampede"]["requests"]}
     assert s["stampede"]["auth0_user_fetches"] == 1
     assert s["stampede"]["auth0_token_fetches"] == 0  # the warm processes already share one
