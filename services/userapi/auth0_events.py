@@ -5,6 +5,11 @@ Accepts Event Streams (CloudEvents user.created / user.updated / user.deleted, o
 and Log Streams (JSON lines or an array; `sapi` writes to /api/v2/users/{id}, `sdu` deletions).
 Delivery is at-least-once and unordered: events are deduplicated by id, and a profile is never
 replaced by an older one. One bad item never costs the good ones of its batch.
+
+An event id is remembered only once its change is in the shared cache. When the cache cannot
+take a change (Redis down), the delivery is answered 503 so that Auth0 sends it again; the
+items already applied then count as duplicates. Applying an event twice (two deliveries at
+once) is harmless: an invalidation repeats, and an older profile never replaces a newer one.
 """
 
 from __future__ import annotations
@@ -82,9 +87,21 @@ def _items(raw: bytes) -> list[Any]:
     return document if isinstance(document, list) else [document]
 
 
-async def _first_delivery(resources: Resources, event_id: str) -> str | None:
-    key = f"{resources.settings.redis_key_prefix}event:{event_id}"
-    return await resources.store.try_lock(key, resources.settings.event_dedupe_seconds)
+def _seen_key(resources: Resources, event_id: str) -> str:
+    return f"{resources.settings.redis_key_prefix}event:{event_id}"
+
+
+async def _seen(resources: Resources, event_id: str) -> bool:
+    return await resources.store.get(_seen_key(resources, event_id)) is not None
+
+
+async def _done(resources: Resources, event_id: str, outcome: str) -> str:
+    """Remembers the event once its change is applied; a failure is retried by Auth0."""
+    if outcome != "failed":
+        # Best effort: if this write fails, a redelivery applies the change again, harmlessly.
+        ttl = resources.settings.event_dedupe_seconds
+        await resources.store.set(_seen_key(resources, event_id), b"1", ttl)
+    return outcome
 
 
 async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
@@ -99,13 +116,14 @@ async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
         user_id = validate_user_id(str(user.get("user_id", "")))
     except APIError as exc:
         raise _Invalid("data.object.user_id is not an Auth0 user id") from exc
-    if await _first_delivery(resources, event["id"]) is None:
+    if await _seen(resources, event["id"]):
         return "duplicate"
     if event_type == "user.deleted":
-        await resources.profiles.invalidate(user_id)
-        return "applied"
-    applied = await resources.profiles.put_if_newer(user)
-    return "applied" if applied else "ignored"
+        deleted = await resources.profiles.invalidate(user_id)
+        return await _done(resources, event["id"], "applied" if deleted else "failed")
+    stored = await resources.profiles.put_if_newer(user)
+    outcome = {"stored": "applied", "older": "ignored", "failed": "failed"}[stored]
+    return await _done(resources, event["id"], outcome)
 
 
 async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
@@ -127,10 +145,10 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         validate_user_id(target)
     except APIError as exc:
         raise _Invalid("the event names no valid user id") from exc
-    if await _first_delivery(resources, entry["log_id"]) is None:
+    if await _seen(resources, entry["log_id"]):
         return "duplicate"
-    await resources.profiles.invalidate(target)
-    return "applied"
+    deleted = await resources.profiles.invalidate(target)
+    return await _done(resources, entry["log_id"], "applied" if deleted else "failed")
 
 
 @router.post(
@@ -139,6 +157,10 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
     responses={
         400: {"model": ErrorBody, "description": "Nothing in the body could be read"},
         401: {"model": ErrorBody, "description": "Wrong or missing shared secret"},
+        503: {
+            "model": ErrorBody,
+            "description": "The shared cache could not take a change: send the delivery again",
+        },
     },
     summary="Receive Auth0 Event Streams and Log Streams",
 )
@@ -148,7 +170,7 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
     if len(raw) > MAX_BODY_BYTES:
         raise APIError(413, "payload_too_large", f"At most {MAX_BODY_BYTES} bytes per delivery.")
     items = _items(raw)
-    outcomes = {"applied": 0, "duplicate": 0, "ignored": 0}
+    outcomes = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     rejected: list[Rejected] = []
     for index, item in enumerate(items):
         try:
@@ -165,6 +187,15 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         outcomes[outcome] += 1
     if rejected and len(rejected) == len(items):
         raise bad_request("No event in the body could be read: " + rejected[0].reason)
+    if outcomes["failed"]:
+        # 5xx, not 4xx: Auth0 retries a delivery only after a 5xx or no answer.
+        raise APIError(
+            503,
+            "cache_unavailable",
+            f"{outcomes['failed']} of {len(items)} events could not be applied to the shared "
+            "cache; send the delivery again (the events already applied count as duplicates).",
+            {"Retry-After": "1"},
+        )
     return EventResult(
         received=len(items),
         applied=outcomes["applied"],

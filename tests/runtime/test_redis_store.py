@@ -81,3 +81,13 @@ async def test_get_many_answers_each_key_in_order(
 async def test_get_many_reads_all_misses_while_redis_is_skipped(store: RedisStore) -> None:
     assert await _blocked_call(store) is DOWN
     assert await store.get_many(["userapi:test:key", "userapi:test:absent"]) == [None, None]
+
+
+async def test_writes_say_whether_they_happened(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    assert await store.set("userapi:test:written", b"x", 60) is True
+    assert await store.delete("userapi:test:written") is True
+    redis_server.kill()
+    assert await store.delete("userapi:test:key") is False  # tried even though Redis is dead
+    assert await store.set("userapi:test:written", b"x", 60) is False  # skipped after that

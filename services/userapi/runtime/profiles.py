@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from userapi.runtime import context
 from userapi.runtime.batch import Batcher
@@ -200,18 +200,20 @@ class ProfileCache:
         raws = await self._store.get_many([self.key(user_id) for user_id in user_ids])
         return [CacheEntry.decode(raw) if raw is not None else None for raw in raws]
 
-    async def _write(self, user_id: str, entry: CacheEntry) -> None:
+    async def _write(self, user_id: str, entry: CacheEntry) -> bool:
         ttl = entry.fresh_until - entry.fetched_at
         if entry.profile is not None:
             ttl += self._settings.profile_stale_ttl_seconds
         if ttl > 0:
-            await self._store.set(self.key(user_id), entry.encode(), ttl)
+            return await self._store.set(self.key(user_id), entry.encode(), ttl)
+        return await self._store.delete(self.key(user_id))
 
-    async def put(self, profile: dict[str, Any]) -> None:
-        """Store a profile fetched by other means (a list, an update, a change event)."""
-        await self._write(str(profile["user_id"]), self._entry(profile))
+    async def put(self, profile: dict[str, Any]) -> bool:
+        """Store a profile fetched by other means (a list, an update, a change event); False
+        when the store could not take it."""
+        return await self._write(str(profile["user_id"]), self._entry(profile))
 
-    async def put_if_newer(self, profile: dict[str, Any]) -> bool:
+    async def put_if_newer(self, profile: dict[str, Any]) -> Literal["stored", "older", "failed"]:
         """Store it unless the cache already holds a newer version (events arrive out of order).
 
         Read-then-write is not atomic; a race can keep the older of two versions for at most
@@ -223,12 +225,12 @@ class ProfileCache:
         if cached is not None and cached.profile is not None and incoming is not None:
             current = _timestamp(cached.updated_at)
             if current is not None and current > incoming:
-                return False
-        await self._write(user_id, self._entry(profile))
-        return True
+                return "older"
+        return "stored" if await self._write(user_id, self._entry(profile)) else "failed"
 
-    async def invalidate(self, user_id: str) -> None:
-        await self._store.delete(self.key(user_id))
+    async def invalidate(self, user_id: str) -> bool:
+        """False when the store could not drop the entry: it may still be served."""
+        return await self._store.delete(self.key(user_id))
 
 
 def _timestamp(value: Any) -> datetime | None:

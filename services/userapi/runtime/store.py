@@ -2,6 +2,7 @@
 
 Both back the profile cache and the Management API token. It is a cache, so it never fails a
 request: every Redis error reads as a miss, a write that did not happen, or a lock not taken.
+Writes say whether they happened, for the one caller that must know (auth0-events).
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ class SharedStore(Protocol):
         """One value (or None) per key, in order, in one round trip."""
         ...
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        """True when the store now holds the value; False when the write failed."""
+        ...
 
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str) -> bool:
+        """True when the store no longer holds the key; False when the delete failed."""
+        ...
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         """A token when this caller now holds the lock, None when someone else does."""
@@ -63,14 +68,16 @@ class MemoryStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
         self._entries[key] = (time.monotonic() + ttl_seconds, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+        return True
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
         self._entries.pop(key, None)
+        return True
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         if await self.get(key) is not None:
@@ -172,14 +179,17 @@ class RedisStore:
             return [None] * len(keys)
         return [value if isinstance(value, bytes) else None for value in values]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        if self._available():
-            milliseconds = max(1, int(ttl_seconds * 1000))
-            await self._call("set", self._client.set(key, value, px=milliseconds))
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+        if not self._available():
+            return False
+        milliseconds = max(1, int(ttl_seconds * 1000))
+        return not isinstance(
+            await self._call("set", self._client.set(key, value, px=milliseconds)), _Failed
+        )
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str) -> bool:
         # Invalidation is the one write worth trying even right after an error.
-        await self._call("delete", self._client.delete(key))
+        return not isinstance(await self._call("delete", self._client.delete(key)), _Failed)
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         token = secrets.token_hex(8)
