@@ -288,3 +288,15 @@ def test_local_backing_services_emulator_and_dev_secrets_are_behind_flags() -> N
     for obj in render({"localBackingServices": {"enabled": True, "auth0Emulator": True}}):
         if not obj["apiVersion"].startswith("serving.knative.dev"):
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_migration_job_removes_itself_so_a_new_image_can_be_applied() -> None:
+    def job(values: dict[str, Any]) -> dict[str, Any]:
+        return next(o for o in render(values) if o["kind"] == "Job")
+
+    assert job({})["spec"]["ttlSecondsAfterFinished"] == 600
+    assert (
+        job({"migrations": {"ttlSecondsAfterFinished": 0}})["spec"]["ttlSecondsAfterFinished"] == 0
+    )
+    with pytest.raises(helm.HelmError, match="ttlSecondsAfterFinished"):
+        render({"migrations": {"ttlSecondsAfterFinished": -1}})
