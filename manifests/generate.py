@@ -4,7 +4,9 @@
     python manifests/generate.py --check  # exit 1 if they differ from the chart (a test runs it)
 
 base/ gets one file per endpoint plus common.yaml. Each overlay's generated-patches.yaml holds
-the ConfigMaps, ServiceAccount and migration Job rendered with its values.yaml, patched over base.
+the ConfigMaps, ServiceAccount and migration Job rendered with its values.yaml, and the Knative
+Services its values change (a Redis URL from a Secret), patched over base: an overlay builds
+into what the chart renders with its values (a test checks it).
 local-backing/ is the chart's localBackingServices and devSecrets, for kind and skaffold dev.
 """
 
@@ -25,7 +27,7 @@ LOCAL_BACKING_KINDS = {"Secret", "Deployment", "Service", "NetworkPolicy"}
 HEADER = "# Generated from helm/userapi by `make manifests`. Do not edit: change the chart.\n"
 
 
-def _render(values: dict[str, Any]) -> list[dict[str, Any]]:
+def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
     rendered = helm.Chart.load(CHART).render(values, name="userapi", namespace="userapi")
     objects = []
     for path, text in sorted(rendered.items()):
@@ -43,12 +45,39 @@ def _values(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _is_knative_service(obj: dict[str, Any]) -> bool:
+    return obj["kind"] == "Service" and str(obj["apiVersion"]).startswith("serving.knative.dev")
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def _patch(base: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """`wanted` as a patch over `base`: a key only `base` has is set to null, which deletes it
+    (in strategic merge and JSON merge patches alike); lists are taken whole."""
+    patch = dict(wanted)
+    for key, value in base.items():
+        if key not in wanted:
+            patch[key] = None
+        elif isinstance(value, dict) and isinstance(wanted[key], dict):
+            patch[key] = _patch(value, wanted[key])
+    return patch
+
+
+def overlay_values(overlay: str) -> dict[str, Any]:
+    """The chart values an overlay stands for: base/values.yaml under its own values.yaml."""
+    overlay_file = ROOT / "overlays" / overlay / "values.yaml"
+    return deep_merge(_values(ROOT / "base" / "values.yaml"), _values(overlay_file))
+
+
 def generated_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
-    objects = _render(_values(ROOT / "base" / "values.yaml"))
+    objects = render_chart(_values(ROOT / "base" / "values.yaml"))
+    by_key = {_key(obj): obj for obj in objects}
     common, resources = [], []
     for obj in objects:
-        if obj["kind"] == "Service" and obj["apiVersion"].startswith("serving.knative.dev"):
+        if _is_knative_service(obj):
             name = f"{obj['metadata']['name']}.yaml"
             files[ROOT / "base" / name] = _dump([obj])
             resources.append(name)
@@ -66,24 +95,25 @@ def generated_files() -> dict[Path, str]:
     files[ROOT / "base" / "kustomization.yaml"] = HEADER + yaml.safe_dump(
         kustomization, sort_keys=False
     )
-    local = deep_merge(
-        _values(ROOT / "base" / "values.yaml"), _values(ROOT / "overlays" / "local" / "values.yaml")
-    )
+    local = overlay_values("local")
     local.update({"localBackingServices": {"enabled": True, "auth0Emulator": True},
                   "devSecrets": {"create": True}})  # fmt: skip
-    backing = [o for o in _render(local) if o["kind"] in LOCAL_BACKING_KINDS
+    backing = [o for o in render_chart(local) if o["kind"] in LOCAL_BACKING_KINDS
                and not o["apiVersion"].startswith("serving.knative.dev")]  # fmt: skip
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "userapi"}}
     files[ROOT / "local-backing" / "backing-services.yaml"] = _dump([namespace, *backing])
     for overlay in OVERLAYS:
         directory = ROOT / "overlays" / overlay
-        values = deep_merge(
-            _values(ROOT / "base" / "values.yaml"), _values(directory / "values.yaml")
-        )
-        configs = [
-            o for o in _render(values) if o["kind"] in ("ConfigMap", "ServiceAccount", "Job")
+        values = overlay_values(overlay)
+        patches = [
+            _patch(by_key[_key(o)], o)
+            for o in render_chart(values)
+            if o["kind"] in ("ConfigMap", "ServiceAccount", "Job")
+            # A custom resource's patch replaces its lists whole, so a Knative Service goes in
+            # only when the overlay changes it, as the full object.
+            or (_is_knative_service(o) and o != by_key[_key(o)])
         ]
-        files[directory / "generated-patches.yaml"] = _dump(configs)
+        files[directory / "generated-patches.yaml"] = _dump(patches)
     return files
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from userapi.endpoints import ENDPOINTS
 
+from manifests.generate import overlay_values, render_chart
 from tests.deploy import knative_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,27 @@ def test_each_overlay_builds_into_valid_objects(overlay: str) -> None:
             kubernetes_validate.validate(obj, "1.32", strict=True)
 
 
+def _without_images(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _without_images(v) for k, v in obj.items() if k != "image"}
+    if isinstance(obj, list):
+        return [_without_images(v) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_builds_into_what_the_chart_renders_with_its_values(overlay: str) -> None:
+    built = {(o["kind"], o["metadata"]["name"]): o for o in _build(overlay)}
+    rendered = render_chart(overlay_values(overlay))
+    assert rendered
+    for obj in rendered:
+        key = (obj["kind"], obj["metadata"]["name"])
+        assert key in built, key
+        # The kustomization sets the namespace, and its `images:` moves images to its registry.
+        expected = {**obj, "metadata": {**obj["metadata"], "namespace": "userapi"}}
+        assert _without_images(built[key]) == _without_images(expected), key
+
+
 def test_cloud_overlays_point_everything_at_their_own_endpoints() -> None:
     for overlay in ("gke", "eks", "aks"):
         objects = _build(overlay)
@@ -64,7 +86,14 @@ def test_cloud_overlays_point_everything_at_their_own_endpoints() -> None:
         job_env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert "host=postgres " not in ini["pgbouncer.ini"]
         assert "@postgres:" not in job_env["DATABASE_URL"]["value"]
-        assert config["REDIS_URL"] != "redis://redis:6379/0"
+        services = [o for o in objects if o["apiVersion"].startswith("serving.knative.dev")]
+        if "REDIS_URL" in config:
+            assert config["REDIS_URL"] != "redis://redis:6379/0"
+        else:  # from a Secret, in every endpoint
+            for service in services:
+                env = service["spec"]["template"]["spec"]["containers"][0]["env"]
+                assert {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {
+                    "name": "userapi-redis", "key": "redis-url"}}} in env  # fmt: skip
         account = next(o for o in objects if o["kind"] == "ServiceAccount")
         assert account["metadata"]["annotations"], f"{overlay}: workload identity annotation"
         assert "Secret" not in {o["kind"] for o in objects}
