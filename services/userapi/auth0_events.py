@@ -132,7 +132,10 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         raise _Invalid("a log event needs a string log_id and a data object")
     target: str | None = None
     if data.get("type") == "sapi":
-        request = (data.get("details") or {}).get("request") or {}
+        details = data.get("details") or {}
+        request = (details.get("request") or {}) if isinstance(details, dict) else None
+        if not isinstance(request, dict):
+            raise _Invalid("data.details.request of an sapi log event must be an object")
         match = _USER_PATH.match(str(request.get("path", "")))
         # data.user_id of an sapi entry is the ACTOR; the target is in the request path.
         if match and str(request.get("method", "")).lower() in _WRITES:
@@ -183,6 +186,12 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         except _Invalid as exc:
             rejected.append(Rejected(index=index, reason=str(exc)))
             log.warning("rejected event", extra={"index": index, "reason": str(exc)})
+            continue
+        except Exception:
+            # An item shaped in a way nobody foresaw is a bug to fix, not a reason to fail the
+            # good items beside it: Auth0 would resend the whole delivery, and fail it again.
+            rejected.append(Rejected(index=index, reason="the event could not be processed"))
+            log.exception("event failed", extra={"index": index})
             continue
         outcomes[outcome] += 1
     if rejected and len(rejected) == len(items):

@@ -518,6 +518,19 @@ def test_a_deleted_event_invalidates(api: API, user, admin, clean_emulator) -> N
     assert clean_emulator.calls(GET_ROUTE) == 1
 
 
+def test_odd_items_are_rejected_one_by_one_never_a_500(api: API, user, admin) -> None:
+    path = user_path(user["user_id"])
+    assert api.call("get-user", "GET", path, admin).status_code == 200  # cached, with a "Z" time
+    naive = _cloud_event("user.updated", user, name="Naive Time")
+    naive["data"]["object"]["updated_at"] = "2099-05-01T09:00:00"  # no offset: read as UTC
+    odd_details = {"log_id": secrets.token_hex(8), "data": {"type": "sapi", "details": "oops"}}
+    deletion = {"log_id": secrets.token_hex(8), "data": {"type": "sdu", "user_id": "auth0|x1"}}
+    result = _events(api, [naive, odd_details, deletion])
+    assert result.status_code == 200, result.text
+    assert (result.json()["applied"], [r["index"] for r in result.json()["rejected"]]) == (2, [1])
+    assert api.call("get-user", "GET", path, admin).json()["name"] == "Naive Time"
+
+
 @pytest.mark.parametrize("raw", ["", "not json at all", "[1, 2]", '{"specversion": "1.0"}'])
 def test_unreadable_deliveries_are_400(api: API, raw: str) -> None:
     response = _events(api, None, raw=raw)
