@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -29,7 +28,7 @@ SORTABLE_FIELDS = frozenset(
     {"email", "name", "given_name", "family_name", "nickname", "created_at", "updated_at",
      "last_login"}
 )  # fmt: skip
-_FIELD_IN_QUERY = re.compile(r"(?:^|[\s(])-?([A-Za-z_][\w.]*)\s*:")
+_FIELD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 router = APIRouter(tags=["users"])
 
@@ -41,13 +40,50 @@ class UserPage(BaseModel):
     total: int
 
 
+def _fields(q: str) -> list[str]:
+    """Every field a Lucene query names: the word before each `:` outside quoted phrases and
+    [ranges]. Whatever precedes it (`+`, `!`, `-`, `(`, `&&`) ends the word, so no prefix
+    hides a field; an escape outside quotes could (`app\\_metadata`), so it is refused."""
+    fields: list[str] = []
+    word, quoted, ranges = "", False, 0
+    escaped = False
+    for char in q:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted, word = True, ""
+        elif char in "[{":
+            ranges, word = ranges + 1, ""
+        elif char in "]}":
+            ranges, word = max(0, ranges - 1), ""
+        elif ranges:
+            continue
+        elif char == "\\":
+            raise bad_request("q: backslash escapes are allowed only inside quotes.")
+        elif char == ":":
+            fields.append(word)
+            word = ""
+        elif char in _FIELD_CHARS:
+            word += char
+        else:
+            word = ""
+    return fields
+
+
 def _check_query(q: str) -> None:
     if len(q) > MAX_QUERY_LENGTH:
         raise bad_request(f"q: at most {MAX_QUERY_LENGTH} characters.")
-    fields = _FIELD_IN_QUERY.findall(q)
+    fields = _fields(q)
     if not fields:
         raise bad_request('q: use field:value terms, e.g. email:"jane@example.com" or name:Jan*.')
     for field in fields:
+        if not field:
+            raise bad_request("q: every ':' must follow a field name (quote values holding one).")
         if field not in SEARCHABLE_FIELDS and not field.startswith(SEARCHABLE_PREFIXES):
             allowed = ", ".join(sorted(SEARCHABLE_FIELDS)) + ", user_metadata.*"
             raise bad_request(f"q: {field!r} is not searchable; searchable fields: {allowed}.")
