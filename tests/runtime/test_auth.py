@@ -12,7 +12,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 from userapi.emulator import Emulator, EmulatorConfig
-from userapi.runtime.auth import InvalidToken, KeySet, Principal, TokenVerifier, authenticate
+from userapi.runtime.auth import (
+    InvalidToken,
+    JWKSUnavailable,
+    KeySet,
+    Principal,
+    TokenVerifier,
+    _parse_jwks,
+    authenticate,
+)
 from userapi.runtime.errors import APIError
 from userapi.runtime.store import MemoryStore
 
@@ -123,6 +131,48 @@ async def test_many_requests_on_a_cold_process_fetch_the_jwks_once(emulator, htt
         for _ in range(50):
             group.start_soon(verifier.verify, token)
     assert emulator.stats().get(JWKS_ROUTE) == 1
+
+
+class _SlowNetwork(httpx.AsyncBaseTransport):
+    """The emulator 50 ms away: in process, a fetch would otherwise finish before the next
+    request starts, and nothing would ever queue behind it."""
+
+    def __init__(self, app: Any) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.05)
+        return await self._inner.handle_async_request(request)
+
+
+async def test_requests_queued_behind_a_failed_jwks_fetch_share_its_failure(emulator) -> None:
+    http = httpx.AsyncClient(transport=_SlowNetwork(emulator.app), base_url=BASE)
+    verifier = make_verifier(http)
+    token = emulator.mint_access_token(USER, audience=AUDIENCE)
+    emulator.add_fault(JWKS_ROUTE, status=503, times=None)
+    emulator.reset_stats()
+    failures: list[Exception] = []
+
+    async def verify() -> None:
+        try:
+            await verifier.verify(token)
+        except JWKSUnavailable as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(verify)
+    assert len(failures) == 20
+    assert emulator.stats().get(JWKS_ROUTE) == 1  # not one fetch each, one after another
+    emulator.clear_faults()
+    assert (await verifier.verify(token)).subject == USER  # the next request tries again
+    await http.aclose()
+
+
+def test_a_malformed_key_in_the_jwks_costs_only_itself(emulator) -> None:
+    good = emulator.keys.jwks()["keys"][0]
+    broken = {"kty": "RSA", "kid": "broken", "use": "sig", "n": "!!", "e": "AQAB"}
+    assert set(_parse_jwks({"keys": [broken, good]})) == {good["kid"]}
 
 
 async def test_unknown_kids_refetch_at_most_once_per_cooldown(emulator, http) -> None:

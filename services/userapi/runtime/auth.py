@@ -84,6 +84,10 @@ class KeySet:
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # Bumped by each fetch that failed with no keys to fall back on: requests that queued
+        # behind it share its failure instead of each trying (and timing out) in turn.
+        self._failures = 0
+        self._last_failure = ""
 
     async def key_for(self, kid: str) -> Any:
         now = time.monotonic()
@@ -97,10 +101,12 @@ class KeySet:
         return key
 
     async def _refresh(self, kid: str, *, force: bool) -> None:
-        fetched_before = self._fetched_at
+        fetched_before, failures_before = self._fetched_at, self._failures
         async with self._lock:
             if self._fetched_at != fetched_before:
                 return  # another request refreshed while we waited: one fetch serves all
+            if self._failures != failures_before:
+                raise JWKSUnavailable(self._last_failure)  # as did its failure
             if not force and time.monotonic() - self._fetched_at < self._cooldown:
                 return
             shared = await self._from_store()
@@ -121,6 +127,8 @@ class KeySet:
                     )
                     self._fetched_at = time.monotonic() - self._cache_seconds + self._cooldown
                     return
+                self._failures += 1
+                self._last_failure = str(exc)
                 raise JWKSUnavailable(str(exc)) from exc
             self._keys = keys
             self._fetched_at = time.monotonic()
@@ -147,7 +155,11 @@ def _parse_jwks(document: Any) -> dict[str, Any]:
             continue
         if jwk.get("use", "sig") != "sig" or jwk.get("alg", "RS256") != "RS256":
             continue
-        keys[str(jwk["kid"])] = RSAAlgorithm.from_jwk(jwk)
+        try:
+            keys[str(jwk["kid"])] = RSAAlgorithm.from_jwk(jwk)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
+            # One malformed key must not cost the valid ones beside it (nor answer a 500).
+            log.warning("skipping an unreadable JWK", extra={"kid": jwk["kid"], "error": repr(exc)})
     return keys
 
 
