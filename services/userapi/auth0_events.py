@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from userapi.runtime.app import Resources
 from userapi.runtime.deps import ResourcesDep
 from userapi.runtime.errors import APIError, ErrorBody, bad_request
+from userapi.runtime.settings import Settings
 from userapi.runtime.users import validate_user_id
 
 ENDPOINT = "auth0-events"
@@ -55,7 +56,12 @@ class _Invalid(Exception):
     pass
 
 
-def _authorize(request: Request, secret: str | None) -> None:
+def _authorize(request: Request, settings: Settings) -> None:
+    try:
+        secret = settings.events_secret()
+    except OSError as exc:
+        log.error("AUTH0_EVENTS_SECRET_FILE could not be read", extra={"error": repr(exc)})
+        raise APIError(503, "not_configured", "The event stream secret could not be read.") from exc
     if secret is None:
         raise APIError(503, "not_configured", "AUTH0_EVENTS_SECRET is not set.")
     given = request.headers.get("authorization", "")
@@ -168,7 +174,7 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
     summary="Receive Auth0 Event Streams and Log Streams",
 )
 async def receive(request: Request, resources: ResourcesDep) -> EventResult:
-    _authorize(request, resources.settings.events_secret())
+    _authorize(request, resources.settings)
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise APIError(413, "payload_too_large", f"At most {MAX_BODY_BYTES} bytes per delivery.")

@@ -13,11 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from userapi import auth0_events
-from userapi.runtime.app import create_app
-from userapi.runtime.settings import Settings
 
-from tests.support import EmulatorHandle, RedisServer, service_env
+from tests.support import EmulatorHandle, RedisServer, in_process, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -33,12 +30,8 @@ async def events(
         "AUTH0_EVENTS_SECRET": SECRET,
         "REDIS_RETRY_AFTER_ERROR_SECONDS": str(RETRY_AFTER_ERROR_SECONDS),
     }
-    settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    app = create_app(auth0_events.ENDPOINT, [auth0_events.router], settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with in_process("auth0-events", env) as client:
+        yield client
 
 
 async def _deliver(client: httpx.AsyncClient, body: Any) -> httpx.Response:

@@ -4,10 +4,12 @@ bench/."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,23 @@ def service_env(
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     return env
+
+
+@contextlib.asynccontextmanager
+async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """One endpoint's app in this process, lifespan included, behind an httpx client: for the
+    tests that change what it depends on between requests (a Redis killed, a file removed)."""
+    from userapi import endpoints
+    from userapi.runtime.app import create_app
+    from userapi.runtime.settings import Settings
+
+    settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
+    module = endpoints.load(endpoint)
+    app = create_app(endpoint, [module.router], settings, direct=endpoints.direct_routes([module]))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
 
 
 class Service:

@@ -129,10 +129,15 @@ class ManagementToken:
 
     async def _fetch(self, deadline: _Deadline) -> tuple[str, float]:
         settings = self._settings
+        try:
+            secret = settings.client_secret()
+        except OSError as exc:  # a mount gone wrong: the operator must know, the caller gets 502
+            log.error("AUTH0_CLIENT_SECRET_FILE could not be read", extra={"error": repr(exc)})
+            raise Auth0Error("the client secret could not be read") from exc
         payload = {
             "grant_type": "client_credentials",
             "client_id": settings.auth0_client_id,
-            "client_secret": settings.client_secret(),
+            "client_secret": secret,
             "audience": settings.management_audience,
         }
         for attempt in range(settings.auth0_max_retries + 1):

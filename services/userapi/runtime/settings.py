@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     def management_audience(self) -> str:
         return self.auth0_management_audience or f"{self.auth0_base_url}/api/v2/"
 
+    # The two secret readers read their file on every use, synchronously: a few bytes on the
+    # tmpfs of a Secret mount, cheaper than a hop to a thread, and a rotated secret is live at
+    # once. An unreadable file raises OSError, which the callers answer as 502/503.
     def events_secret(self) -> str | None:
         if self.auth0_events_secret_file is not None:
             return self.auth0_events_secret_file.read_text(encoding="utf-8").strip() or None
