@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from userapi.runtime.app import Resources
 from userapi.runtime.deps import ResourcesDep
 from userapi.runtime.errors import APIError, ErrorBody, bad_request
+from userapi.runtime.profiles import parse_timestamp
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import validate_user_id
 
@@ -125,9 +126,9 @@ async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
     if await _seen(resources, event["id"]):
         return "duplicate"
     if event_type == "user.deleted":
-        deleted = await resources.profiles.invalidate(user_id)
+        deleted = await resources.profiles.tombstone(user_id, parse_timestamp(event.get("time")))
         return await _done(resources, event["id"], "applied" if deleted else "failed")
-    stored = await resources.profiles.put_if_newer(user)
+    stored = await resources.profiles.put(user)
     outcome = {"stored": "applied", "older": "ignored", "failed": "failed"}[stored]
     return await _done(resources, event["id"], outcome)
 
@@ -137,6 +138,7 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
     if not isinstance(entry.get("log_id"), str) or not isinstance(data, dict):
         raise _Invalid("a log event needs a string log_id and a data object")
     target: str | None = None
+    deletion = data.get("type") == "sdu"
     if data.get("type") == "sapi":
         details = data.get("details") or {}
         request = (details.get("request") or {}) if isinstance(details, dict) else None
@@ -144,8 +146,10 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
             raise _Invalid("data.details.request of an sapi log event must be an object")
         match = _USER_PATH.match(str(request.get("path", "")))
         # data.user_id of an sapi entry is the ACTOR; the target is in the request path.
-        if match and str(request.get("method", "")).lower() in _WRITES:
+        method = str(request.get("method", "")).lower()
+        if match and method in _WRITES:
             target = unquote(match[1])
+            deletion = method == "delete" and match.end() == len(str(request.get("path", "")))
     elif data.get("type") == "sdu":
         target = str(data.get("user_id", ""))
     if target is None:
@@ -156,8 +160,12 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         raise _Invalid("the event names no valid user id") from exc
     if await _seen(resources, entry["log_id"]):
         return "duplicate"
-    deleted = await resources.profiles.invalidate(target)
-    return await _done(resources, entry["log_id"], "applied" if deleted else "failed")
+    profiles = resources.profiles
+    if deletion:
+        done = await profiles.tombstone(target, parse_timestamp(data.get("date")))
+    else:  # a log entry carries no profile: the next read fetches the new one
+        done = await profiles.invalidate(target)
+    return await _done(resources, entry["log_id"], "applied" if done else "failed")
 
 
 @router.post(

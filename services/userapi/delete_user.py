@@ -28,6 +28,9 @@ async def delete_user(user_id: str, principal: PrincipalDep, resources: Resource
     target = target_user(user_id, principal)
     # Auth0 first: if it fails, nothing here has changed and the caller can simply retry.
     await resources.auth0.delete_user(target)
+    # Readers see the deletion at once, even if the database step below fails; the tombstone
+    # also keeps a read that was already fetching the old profile from caching it again.
+    await resources.profiles.tombstone(target)
     async with resources.database.transaction() as session:
         await resources.accounts.delete(session, target)
         await audit.record(
@@ -37,5 +40,4 @@ async def delete_user(user_id: str, principal: PrincipalDep, resources: Resource
             action="delete",
             target_user_id=target,
         )
-    await resources.profiles.invalidate(target)
     return Response(status_code=204)

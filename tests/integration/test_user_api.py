@@ -515,13 +515,19 @@ def test_log_stream_writes_and_deletions_invalidate(api: API, user, admin, clean
     assert clean_emulator.calls(GET_ROUTE) == 1  # the entry was dropped: fetched again
 
 
-def test_a_deleted_event_invalidates(api: API, user, admin, clean_emulator) -> None:
+def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
+    api: API, user, admin, clean_emulator
+) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200
-    assert _events(api, _cloud_event("user.deleted", user)).json()["applied"] == 1
+    deleted = _cloud_event("user.deleted", user)
+    deleted["time"] = "2099-01-01T00:00:00Z"
+    late = _cloud_event("user.updated", user, updated_at="2098-12-31T23:59:59.000Z")
+    result = _events(api, [deleted, late])  # the older update arrives after the deletion
+    assert (result.json()["applied"], result.json()["ignored"]) == (1, 1), result.text
     clean_emulator.reset()
-    api.call("get-user", "GET", path, admin)
-    assert clean_emulator.calls(GET_ROUTE) == 1
+    assert api.call("get-user", "GET", path, admin).status_code == 404
+    assert clean_emulator.calls(GET_ROUTE) == 0  # the cache knows it is gone
 
 
 def test_odd_items_are_rejected_one_by_one_never_a_500(api: API, user, admin) -> None:

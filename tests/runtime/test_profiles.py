@@ -252,3 +252,41 @@ async def test_concurrent_reads_of_different_users_share_one_store_read() -> Non
     assert store.reads == 1
     assert sorted(store.keys_read) == sorted(cache.key(user) for user in users)
     assert outcomes == dict.fromkeys(users, "hit")
+
+
+NEWER = {**PROFILE, "name": "Ada Updated", "updated_at": "2026-06-01T00:00:00.000Z"}
+
+
+async def test_a_read_that_was_fetching_does_not_undo_an_update() -> None:
+    origin = Origin(delay=0.2)  # Auth0 answers with the profile as it was before the update
+    cache = make_cache(origin)
+    async with anyio.create_task_group() as group:
+        group.start_soon(cache.get, USER)
+        await anyio.sleep(0.05)
+        assert await cache.put(NEWER) == "stored"  # update-user, while the read fetches
+    lookup = await cache.get(USER)
+    assert (lookup.outcome, lookup.profile and lookup.profile["name"]) == ("hit", "Ada Updated")
+
+
+async def test_a_read_that_was_fetching_does_not_bring_back_a_deleted_user() -> None:
+    origin = Origin(delay=0.2)
+    cache = make_cache(origin)
+    async with anyio.create_task_group() as group:
+        group.start_soon(cache.get, USER)
+        await anyio.sleep(0.05)
+        assert await cache.tombstone(USER) is True  # delete-user, while the read fetches
+    lookup = await cache.get(USER)
+    assert (lookup.outcome, lookup.profile) == ("hit", None)
+    assert origin.calls == 1
+
+
+async def test_older_profiles_never_replace_newer_ones_or_a_deletion() -> None:
+    cache = make_cache(Origin())
+    assert await cache.put(NEWER) == "stored"
+    assert await cache.put(PROFILE) == "older"  # a lagging search result, a late event
+    assert (await cache.get(USER)).profile["name"] == "Ada Updated"  # type: ignore[index]
+    assert await cache.tombstone(USER) is True
+    assert await cache.put(NEWER) == "older"  # updated before it was deleted
+    assert (await cache.get(USER)).profile is None
+    recreated = {**PROFILE, "updated_at": "2999-01-01T00:00:00.000Z"}
+    assert await cache.put(recreated) == "stored"  # a change after the deletion stands

@@ -4,6 +4,12 @@ An entry holds the allowlisted profile, when it was fetched and Auth0's updated_
 for PROFILE_FRESH_TTL_SECONDS (with jitter so that entries filled together do not expire
 together), then kept for PROFILE_STALE_TTL_SECONDS more to stand in when Auth0 fails
 (RFC 5861 stale-if-error). A 404 is remembered for PROFILE_NEGATIVE_TTL_SECONDS.
+
+Writes never put older knowledge over newer. A profile replaces the entry unless the entry's
+Auth0 updated_at is later (search results lag behind writes, events arrive out of order). A
+deleted user leaves a tombstone, a negative entry stamped with the deletion time, so that
+neither an older profile nor a read that was already fetching brings the user back. A miss
+writes what it fetched only if nobody wrote the entry after its fetch began.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class CacheEntry:
     profile: dict[str, Any] | None  # None: Auth0 said the user does not exist
     fetched_at: float
     fresh_until: float
-    updated_at: str | None
+    updated_at: str | None  # Auth0's; for a tombstone, when the user was deleted
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
@@ -161,6 +167,7 @@ class ProfileCache:
                 entry = await self._read(user_id)
                 if entry is not None and entry.is_fresh(time.time()):
                     return Lookup(entry.profile, "coalesced", entry.fetched_at)
+            started = time.time()
             try:
                 profile = await self._fetch(user_id)
             except Auth0Error as exc:
@@ -175,6 +182,11 @@ class ProfileCache:
                     )
                     return Lookup(stale.profile, "stale", stale.fetched_at)
                 raise
+            # A write that landed while we fetched (an update, a deletion, a change event) is
+            # newer than what we hold: it stays, and is what this read answers.
+            current = await self._read(user_id)
+            if current is not None and current.fetched_at > started:
+                return Lookup(current.profile, "miss", current.fetched_at)
             entry = self._entry(profile)
             await self._write(user_id, entry)
             return Lookup(entry.profile, "miss", entry.fetched_at)
@@ -208,32 +220,38 @@ class ProfileCache:
             return await self._store.set(self.key(user_id), entry.encode(), ttl)
         return await self._store.delete(self.key(user_id))
 
-    async def put(self, profile: dict[str, Any]) -> bool:
-        """Store a profile fetched by other means (a list, an update, a change event); False
-        when the store could not take it."""
-        return await self._write(str(profile["user_id"]), self._entry(profile))
-
-    async def put_if_newer(self, profile: dict[str, Any]) -> Literal["stored", "older", "failed"]:
-        """Store it unless the cache already holds a newer version (events arrive out of order).
+    async def put(self, profile: dict[str, Any]) -> Literal["stored", "older", "failed"]:
+        """Store a profile fetched by other means (a create, an update, a list, a change event)
+        unless the entry is newer: a later Auth0 updated_at, or a later deletion.
 
         Read-then-write is not atomic; a race can keep the older of two versions for at most
         one fresh TTL, which the next change event or expiry repairs.
         """
         user_id = str(profile["user_id"])
         cached = await self._read(user_id)
-        incoming = _timestamp(profile.get("updated_at"))
-        if cached is not None and cached.profile is not None and incoming is not None:
-            current = _timestamp(cached.updated_at)
+        incoming = parse_timestamp(profile.get("updated_at"))
+        if cached is not None and incoming is not None:
+            current = parse_timestamp(cached.updated_at)
             if current is not None and current > incoming:
                 return "older"
         return "stored" if await self._write(user_id, self._entry(profile)) else "failed"
+
+    async def tombstone(self, user_id: str, deleted_at: datetime | None = None) -> bool:
+        """The user was deleted (at `deleted_at`, default now): answer 404 from the cache, and
+        outlive any read already fetching the old profile. False when the store refused."""
+        now = time.time()
+        settings = self._settings
+        lifetime = max(settings.profile_negative_ttl_seconds, settings.auth0_request_budget_seconds)
+        stamp = (deleted_at or datetime.now(UTC)).isoformat()
+        return await self._write(user_id, CacheEntry(None, now, now + lifetime, stamp))
 
     async def invalidate(self, user_id: str) -> bool:
         """False when the store could not drop the entry: it may still be served."""
         return await self._store.delete(self.key(user_id))
 
 
-def _timestamp(value: Any) -> datetime | None:
+def parse_timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 time as Auth0 writes it; None when it is not one."""
     if not isinstance(value, str):
         return None
     try:
