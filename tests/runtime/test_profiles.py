@@ -88,6 +88,17 @@ async def test_app_metadata_is_kept_only_when_configured() -> None:
     assert "identities" not in lookup.profile
 
 
+async def test_pods_keeping_app_metadata_and_pods_not_keeping_it_never_share_entries() -> None:
+    store, origin = MemoryStore(100), Origin()
+    keeping = ProfileCache(settings(profile_include_app_metadata=True), store, origin.fetch)
+    not_keeping = ProfileCache(settings(), store, origin.fetch)
+    assert (await keeping.get(USER)).profile["app_metadata"]  # type: ignore[index]
+    lookup = await not_keeping.get(USER)  # after the setting is turned off, say
+    assert lookup.profile is not None
+    assert "app_metadata" not in lookup.profile
+    assert lookup.outcome == "miss"
+
+
 async def test_concurrent_misses_make_one_auth0_call() -> None:
     origin = Origin(delay=0.05)
     cache = make_cache(origin)

@@ -111,7 +111,10 @@ class ProfileCache:
         self._settings = settings
         self._store = store
         self._fetch = fetch
-        self._prefix = f"{settings.redis_key_prefix}profile:v1:"
+        # Entries hold what the allowlist kept, so pods that keep app_metadata and pods that do
+        # not (a changed setting, a rolling deploy) must not read each other's.
+        variant = "+app_metadata" if settings.profile_include_app_metadata else ""
+        self._prefix = f"{settings.redis_key_prefix}profile:v1{variant}:"
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
         # reads of one user as one key: a burst costs one round trip, not one per request.
