@@ -147,7 +147,8 @@ async def _create(
                 _auth0_body(create, resources.settings.auth0_connection)
             )
         except Auth0Rejected as exc:
-            if exc.status != 409 or claim is None:
+            # Only a retry may adopt: on a first attempt the 409 is someone else's user.
+            if exc.status != 409 or claim is None or not claim.taken_over:
                 raise
             profile = await _adopt_existing(resources, create.email, claim)
             if profile is None:

@@ -266,6 +266,41 @@ def test_concurrent_requests_with_one_key_create_one_user(
     assert api.sql(f"SELECT count(*) FROM accounts WHERE user_id = '{user_id}'") == ["1"]
 
 
+def test_a_concurrent_create_of_the_same_email_under_another_key_is_409(
+    api: API, admin: str, clean_emulator
+) -> None:
+    body = _new_user_body()
+    clean_emulator.latency(300)  # both requests hold fresh claims when Auth0 answers
+
+    def create(key: str) -> httpx.Response:
+        return api.call(
+            "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        responses = list(pool.map(create, [secrets.token_hex(8), secrets.token_hex(8)]))
+    assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert clean_emulator.calls(POST_ROUTE) == 2
+
+
+def test_a_retry_adopts_the_user_an_attempt_created_without_learning_its_id(
+    api: API, admin: str, clean_emulator
+) -> None:
+    body, key = _new_user_body(), secrets.token_hex(8)
+    clean_emulator.fault(POST_ROUTE, kind="hang", times=1)
+    lost = api.call(
+        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
+    )
+    assert lost.status_code == 504
+    # What a lost answer looks like from here: Auth0 did create the user.
+    created = clean_emulator.create_user(body["email"], name=body["name"])
+    retried = api.call(
+        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
+    )
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["user_id"] == created["user_id"]
+
+
 def test_a_retry_finishes_what_a_database_failure_interrupted(
     api: API, admin: str, clean_emulator
 ) -> None:

@@ -46,6 +46,9 @@ class Claim:
     auth0_user_id: str | None  # set: Auth0 already created the user; finish the rest
     replay_status: int | None = None
     replay_body: Any = None
+    # Taken over from an earlier attempt that failed or died: Auth0 may have created the user
+    # without that attempt learning its id. A fresh claim knows nobody tried before it.
+    taken_over: bool = False
 
     @property
     def is_replay(self) -> bool:
@@ -108,7 +111,7 @@ class IdempotencyKeys:
                     endpoint, actor, key, now + self._lease, row["locked_until"],
                 )  # fmt: skip
                 if taken is not None:
-                    return Claim(key, row["created_at"], taken["auth0_user_id"])
+                    return Claim(key, row["created_at"], taken["auth0_user_id"], taken_over=True)
                 continue
             if time.monotonic() >= deadline:
                 raise APIError(
