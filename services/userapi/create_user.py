@@ -114,7 +114,9 @@ async def create_user(
     claim = None
     if idempotency_key is not None:
         key = validate_key(idempotency_key)
-        fingerprint = request_fingerprint(create.model_dump())
+        # The password stays out: the table keeps the hash as long as the key, and a hash of
+        # a password is a password to anyone who can read the table and guess.
+        fingerprint = request_fingerprint(create.model_dump(exclude={"password"}))
         claim = await keys.claim(ENDPOINT, principal.subject, key, fingerprint)
         if claim.is_replay:
             assert claim.replay_status is not None

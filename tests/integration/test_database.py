@@ -179,3 +179,44 @@ async def test_concurrent_account_reads_share_one_query_through_pgbouncer(
         assert "IN ($1, " in database.queries[0]
     finally:
         await database.close()
+
+
+@pytest.mark.anyio
+async def test_expired_idempotency_records_are_swept_by_new_claims(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from userapi.runtime import idempotency
+
+    migrate(database_url)
+    settings = Settings(
+        auth0_domain="example.us.auth0.com",
+        auth0_audience="https://api",
+        auth0_client_id="id",
+        auth0_client_secret="secret",
+        database_url=database_url,
+    )
+    database = PostgresDatabase(settings)
+    short = idempotency.IdempotencyKeys(database, ttl_seconds=0.05, lease_seconds=5)
+    long = idempotency.IdempotencyKeys(database, ttl_seconds=3600, lease_seconds=5)
+
+    async def records() -> int:
+        sql = "SELECT count(*) AS n FROM idempotency_keys WHERE actor = $1"
+        row = await database.fetchrow(sql, "auth0|sweeper")
+        assert row is not None
+        return int(row["n"])
+
+    try:
+        for index in range(3):
+            await short.claim("create-user", "auth0|sweeper", f"old-{index}", "hash")
+        await long.claim("create-user", "auth0|sweeper", "kept", "hash")
+        await asyncio.sleep(0.1)
+        monkeypatch.setattr(idempotency, "_next_purge", 0.0)  # due now
+        await long.claim("create-user", "auth0|sweeper", "new", "hash")
+        assert await records() == 2  # kept and new
+        # Not due again for PURGE_INTERVAL_SECONDS: claims do not sweep on every request.
+        await short.claim("create-user", "auth0|sweeper", "old-again", "hash")
+        await asyncio.sleep(0.1)
+        await long.claim("create-user", "auth0|sweeper", "newer", "hash")
+        assert await records() == 4
+    finally:
+        await database.close()

@@ -246,6 +246,24 @@ def test_a_retry_with_the_same_key_replays_the_response(
     assert other.json()["error"] == "idempotency_key_reused"
 
 
+def test_the_stored_fingerprint_holds_nothing_of_the_password(
+    api: API, admin: str, clean_emulator
+) -> None:
+    body, key = _new_user_body(), secrets.token_hex(8)
+    first = api.call(
+        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
+    )
+    assert first.status_code == 201
+    # A retry that differs only in the password replays: the password was never fingerprinted.
+    other_password = {**body, "password": "An0ther-passw0rd!"}
+    retry = api.call(
+        "create-user", "POST", "/users", admin, json=other_password,
+        headers={"Idempotency-Key": key},
+    )  # fmt: skip
+    assert (retry.status_code, retry.headers.get("idempotent-replayed")) == (201, "true")
+    assert clean_emulator.calls(POST_ROUTE) == 1
+
+
 def test_concurrent_requests_with_one_key_create_one_user(
     api: API, admin: str, clean_emulator
 ) -> None:

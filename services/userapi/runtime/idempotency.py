@@ -20,6 +20,11 @@ from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import APIError
 
 _POLL_SECONDS = 0.1
+# Expired records of keys nobody sends again are swept by the claims of new keys, at most once
+# per interval per process: the table holds response bodies (emails, names), which must not
+# outlive IDEMPOTENCY_TTL_SECONDS by more than that.
+PURGE_INTERVAL_SECONDS = 600.0
+_next_purge = 0.0
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 
 
@@ -83,6 +88,7 @@ class IdempotencyKeys:
                 endpoint, actor, key, fingerprint, now + self._lease, now, now + self._ttl,
             )  # fmt: skip
             if inserted is not None:
+                await self._purge_when_due(now)
                 return Claim(key, now, None)
             row = await self._database.fetchrow(
                 "SELECT request_hash, state, locked_until, auth0_user_id, response_status,"
@@ -120,6 +126,17 @@ class IdempotencyKeys:
                     {"Retry-After": "1"},
                 )  # fmt: skip
             await asyncio.sleep(_POLL_SECONDS)
+
+    async def purge_expired(self, now: datetime | None = None) -> None:
+        await self._database.execute(
+            "DELETE FROM idempotency_keys WHERE expires_at < $1", now or datetime.now(UTC)
+        )
+
+    async def _purge_when_due(self, now: datetime) -> None:
+        global _next_purge
+        if time.monotonic() >= _next_purge:
+            _next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+            await self.purge_expired(now)
 
     async def record_auth0_user(self, endpoint: str, actor: str, key: str, user_id: str) -> None:
         await self._database.execute(
