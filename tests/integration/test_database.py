@@ -150,19 +150,22 @@ class _CountingDatabase(PostgresDatabase):
         return await super().fetch(sql, *args)
 
 
-@pytest.mark.anyio
-async def test_concurrent_account_reads_share_one_query_through_pgbouncer(
-    database_url: str,
-) -> None:
-    migrate(database_url)
-    settings = Settings(
+def _settings(database_url: str) -> Settings:
+    return Settings(
         auth0_domain="example.us.auth0.com",
         auth0_audience="https://api",
         auth0_client_id="id",
         auth0_client_secret="secret",
         database_url=database_url,
     )
-    database = _CountingDatabase(settings)
+
+
+@pytest.mark.anyio
+async def test_concurrent_account_reads_share_one_query_through_pgbouncer(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    database = _CountingDatabase(_settings(database_url))
     accounts = Accounts(database)
     try:
         users = [f"auth0|batch{index}" for index in range(30)]
@@ -188,14 +191,7 @@ async def test_expired_idempotency_records_are_swept_by_new_claims(
     from userapi.runtime import idempotency
 
     migrate(database_url)
-    settings = Settings(
-        auth0_domain="example.us.auth0.com",
-        auth0_audience="https://api",
-        auth0_client_id="id",
-        auth0_client_secret="secret",
-        database_url=database_url,
-    )
-    database = PostgresDatabase(settings)
+    database = PostgresDatabase(_settings(database_url))
     short = idempotency.IdempotencyKeys(database, ttl_seconds=0.05, lease_seconds=5)
     long = idempotency.IdempotencyKeys(database, ttl_seconds=3600, lease_seconds=5)
 

@@ -149,6 +149,11 @@ def test_a_slow_auth0_search_is_a_503_with_retry_after(
 # create-user ---------------------------------------------------------------------------------
 
 
+def _create(api: API, admin: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return api.call("create-user", "POST", "/users", admin, json=body, headers=headers)
+
+
 def _new_user_body(**overrides: Any) -> dict[str, Any]:
     return {
         "email": f"new-{secrets.token_hex(4)}@example.com",
@@ -162,7 +167,7 @@ def _new_user_body(**overrides: Any) -> dict[str, Any]:
 
 def test_create_user_creates_auth0_user_account_and_audit(api: API, admin: str) -> None:
     body = _new_user_body()
-    response = api.call("create-user", "POST", "/users", admin, json=body)
+    response = _create(api, admin, body)
     assert response.status_code == 201, response.text
     created = response.json()
     assert response.headers["location"] == user_path(created["user_id"])
@@ -194,7 +199,7 @@ def test_create_user_creates_auth0_user_account_and_audit(api: API, admin: str) 
 def test_create_user_validates_the_body(api: API, admin: str, body, fragment) -> None:
     if body.get("password") is None:
         body.pop("password")
-    response = api.call("create-user", "POST", "/users", admin, json=body)
+    response = _create(api, admin, body)
     assert response.status_code == 400, response.text
     assert fragment in response.json()["message"]
 
@@ -202,7 +207,7 @@ def test_create_user_validates_the_body(api: API, admin: str, body, fragment) ->
 def test_create_user_without_password_uses_verify_email(api: API, admin: str) -> None:
     body = _new_user_body(verify_email=True)
     body.pop("password")
-    assert api.call("create-user", "POST", "/users", admin, json=body).status_code == 201
+    assert _create(api, admin, body).status_code == 201
 
 
 def test_create_user_needs_create_users(api: API, clean_emulator) -> None:
@@ -214,8 +219,8 @@ def test_create_user_needs_create_users(api: API, clean_emulator) -> None:
 
 def test_an_existing_email_is_409(api: API, admin: str) -> None:
     body = _new_user_body()
-    assert api.call("create-user", "POST", "/users", admin, json=body).status_code == 201
-    again = api.call("create-user", "POST", "/users", admin, json=body)
+    assert _create(api, admin, body).status_code == 201
+    again = _create(api, admin, body)
     assert again.status_code == 409
     assert again.json()["error"] == "conflict"
 
@@ -224,24 +229,13 @@ def test_a_retry_with_the_same_key_replays_the_response(
     api: API, admin: str, clean_emulator
 ) -> None:
     body, key = _new_user_body(), secrets.token_hex(8)
-    first = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
-    second = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
+    first = _create(api, admin, body, key)
+    second = _create(api, admin, body, key)
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.json() == first.json()
     assert second.headers["idempotent-replayed"] == "true"
     assert clean_emulator.calls(POST_ROUTE) == 1
-    other = api.call(
-        "create-user",
-        "POST",
-        "/users",
-        admin,
-        json=_new_user_body(),
-        headers={"Idempotency-Key": key},
-    )
+    other = _create(api, admin, _new_user_body(), key)
     assert other.status_code == 422
     assert other.json()["error"] == "idempotency_key_reused"
 
@@ -250,16 +244,11 @@ def test_the_stored_fingerprint_holds_nothing_of_the_password(
     api: API, admin: str, clean_emulator
 ) -> None:
     body, key = _new_user_body(), secrets.token_hex(8)
-    first = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
+    first = _create(api, admin, body, key)
     assert first.status_code == 201
     # A retry that differs only in the password replays: the password was never fingerprinted.
     other_password = {**body, "password": "An0ther-passw0rd!"}
-    retry = api.call(
-        "create-user", "POST", "/users", admin, json=other_password,
-        headers={"Idempotency-Key": key},
-    )  # fmt: skip
+    retry = _create(api, admin, other_password, key)
     assert (retry.status_code, retry.headers.get("idempotent-replayed")) == (201, "true")
     assert clean_emulator.calls(POST_ROUTE) == 1
 
@@ -271,9 +260,7 @@ def test_concurrent_requests_with_one_key_create_one_user(
     clean_emulator.latency(300)  # the first request is still in Auth0 when the others arrive
 
     def create(_: int) -> httpx.Response:
-        return api.call(
-            "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-        )
+        return _create(api, admin, body, key)
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         responses = list(pool.map(create, range(5)))
@@ -291,9 +278,7 @@ def test_a_concurrent_create_of_the_same_email_under_another_key_is_409(
     clean_emulator.latency(300)  # both requests hold fresh claims when Auth0 answers
 
     def create(key: str) -> httpx.Response:
-        return api.call(
-            "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-        )
+        return _create(api, admin, body, key)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         responses = list(pool.map(create, [secrets.token_hex(8), secrets.token_hex(8)]))
@@ -306,15 +291,11 @@ def test_a_retry_adopts_the_user_an_attempt_created_without_learning_its_id(
 ) -> None:
     body, key = _new_user_body(), secrets.token_hex(8)
     clean_emulator.fault(POST_ROUTE, kind="hang", times=1)
-    lost = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
+    lost = _create(api, admin, body, key)
     assert lost.status_code == 504
     # What a lost answer looks like from here: Auth0 did create the user.
     created = clean_emulator.create_user(body["email"], name=body["name"])
-    retried = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
+    retried = _create(api, admin, body, key)
     assert retried.status_code == 201, retried.text
     assert retried.json()["user_id"] == created["user_id"]
 
@@ -337,17 +318,13 @@ def test_a_retry_finishes_what_a_database_failure_interrupted(
     )
     body, key = _new_user_body(), secrets.token_hex(8)
     try:
-        failed = api.call(
-            "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-        )
+        failed = _create(api, admin, body, key)
         assert failed.status_code == 500
         assert set(failed.json()) == {"error", "message", "request_id"}
         assert "injected" in api.services["create-user"].process.log_text()
     finally:
         api.postgres.psql("DROP TRIGGER test_fail ON accounts", database=api.db)
-    retried = api.call(
-        "create-user", "POST", "/users", admin, json=body, headers={"Idempotency-Key": key}
-    )
+    retried = _create(api, admin, body, key)
     assert retried.status_code == 201, retried.text
     assert clean_emulator.calls(POST_ROUTE) == 1  # the retry did not create a second user
     assert retried.json()["account"]["plan"] == "team"
@@ -459,7 +436,7 @@ def test_updating_an_unknown_user_is_404(api: API, admin: str) -> None:
 
 
 def test_delete_user_is_idempotent_and_clears_everything(api: API, admin: str) -> None:
-    created = api.call("create-user", "POST", "/users", admin, json=_new_user_body()).json()
+    created = _create(api, admin, _new_user_body()).json()
     path = user_path(created["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200  # cached
     assert api.call("delete-user", "DELETE", path, admin).status_code == 204
@@ -613,7 +590,7 @@ def test_every_service_serves_its_own_openapi(api: API) -> None:
 def test_time_budget_holds_for_writes(api: API, admin: str, clean_emulator) -> None:
     clean_emulator.fault(POST_ROUTE, kind="hang", times=1)
     started = time.monotonic()
-    response = api.call("create-user", "POST", "/users", admin, json=_new_user_body())
+    response = _create(api, admin, _new_user_body())
     assert response.status_code == 504
     assert time.monotonic() - started < 5
     assert clean_emulator.calls(POST_ROUTE) == 1  # a POST whose answer was lost is not retried
