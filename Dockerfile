@@ -19,7 +19,7 @@ RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation -w /tmp/wh
  # Bytecode compiled now: a read-only root filesystem cannot cache it at cold start.
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
 
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS base
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -33,7 +33,7 @@ CMD ["get-user"]
 
 # skaffold dev only: files synced into site-packages are reloaded by uvicorn, so this stage
 # keeps them writable by the app's user; the chart relaxes readOnlyRootFilesystem for it alone.
-FROM runtime AS dev
+FROM base AS dev
 USER 0
 RUN chown -R 10001:10001 /opt/venv/lib/python3.11/site-packages/userapi
 USER 10001:10001
@@ -41,3 +41,7 @@ ENTRYPOINT ["uvicorn", "--factory", "userapi.asgi:create", "--reload", \
             "--reload-dir", "/opt/venv/lib/python3.11/site-packages/userapi", \
             "--host", "0.0.0.0", "--port", "8080"]
 CMD []
+
+# Last, so that a plain `docker build .` builds it (the image the chart and the manifests
+# run), not the dev stage above, whose entrypoint takes no endpoint argument.
+FROM base AS runtime

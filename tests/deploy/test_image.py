@@ -40,6 +40,11 @@ def test_the_dockerfile_is_multi_stage_non_root_and_exec_form() -> None:
     assert '\nENTRYPOINT ["userapi", "serve"]\n' in dockerfile
     assert "--require-hashes" in dockerfile
     assert "compileall" in dockerfile
+    # `docker build .` builds the last stage: it must be what the chart runs, not skaffold's.
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, re.M)
+    assert stages[-1] == ("base", "runtime")
+    base = dockerfile[dockerfile.index("AS base\n") : dockerfile.index("AS dev\n")]
+    assert '\nENTRYPOINT ["userapi", "serve"]\n' in base
 
 
 def test_the_build_context_excludes_everything_but_the_sources() -> None:
