@@ -300,3 +300,17 @@ def test_the_migration_job_removes_itself_so_a_new_image_can_be_applied() -> Non
     )
     with pytest.raises(helm.HelmError, match="ttlSecondsAfterFinished"):
         render({"migrations": {"ttlSecondsAfterFinished": -1}})
+
+
+def test_the_migration_hook_needs_nothing_the_release_creates_before_it_runs() -> None:
+    def job(values: dict[str, Any]) -> dict[str, Any]:
+        return next(o for o in render(values) if o["kind"] == "Job")
+
+    production = job({})
+    assert production["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    pod = production["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod  # the chart's account does not exist yet
+    assert pod["automountServiceAccountToken"] is False
+    # Its Secret reference is one the operator creates before installing (docs/deploying.md).
+    local = job({"localBackingServices": {"enabled": True}, "devSecrets": {"create": True}})
+    assert local["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"

@@ -50,7 +50,7 @@ def test_the_dev_profile_syncs_python_into_the_dev_stage() -> None:
     sync = patches["/build/artifacts/0/sync"]["manual"][0]
     assert sync["src"] == "services/userapi/**/*.py"
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "FROM runtime AS dev" in dockerfile
+    assert "FROM base AS dev" in dockerfile
     assert sync["dest"] in dockerfile  # the dev stage makes exactly that directory writable
     assert "--reload" in dockerfile
     assert patches["/manifests/helm/releases/0/setValues"]["devMode"] is True
