@@ -314,3 +314,11 @@ def test_the_migration_hook_needs_nothing_the_release_creates_before_it_runs() -
     # Its Secret reference is one the operator creates before installing (docs/deploying.md).
     local = job({"localBackingServices": {"enabled": True}, "devSecrets": {"create": True}})
     assert local["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+
+
+def test_the_default_request_timeout_leaves_the_app_time_to_shut_down() -> None:
+    # Knative sets terminationGracePeriodSeconds = timeoutSeconds, and queue-proxy's drain
+    # takes at least 30 s of it before SIGTERM (shared reference: knative.md).
+    drain, shutdown = 30, 10  # SHUTDOWN_TIMEOUT_SECONDS' default
+    for service in knative_services(render()).values():
+        assert service["spec"]["template"]["spec"]["timeoutSeconds"] > drain + shutdown
