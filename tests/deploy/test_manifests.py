@@ -110,3 +110,22 @@ def test_the_local_overlay_brings_its_backing_services_behind_network_policies()
             for container in obj["spec"]["template"]["spec"]["containers"]:
                 assert container["securityContext"]["runAsNonRoot"] is True
                 assert container["resources"]["limits"]
+
+
+def test_the_documented_schema_first_apply_selects_all_but_the_endpoints() -> None:
+    # docs/deploying.md applies `-l "app.kubernetes.io/component notin ($ENDPOINTS)"` first,
+    # waits for the migration Job, then applies the rest: kustomize has no hook order.
+    guide = (ROOT / "docs" / "deploying.md").read_text()
+    documented = next(
+        line.split("=", 1)[1] for line in guide.splitlines() if line.startswith("ENDPOINTS=")
+    )
+    assert documented.split(",") == list(ENDPOINTS)
+    for overlay in OVERLAYS:
+        first = {
+            (o["kind"], o["metadata"]["name"])
+            for o in _build(overlay)
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") not in ENDPOINTS
+        }
+        assert ("Job", "userapi-migrate") in first
+        assert ("ConfigMap", "userapi-config") in first
+        assert not any(kind == "Service" and name in ENDPOINTS for kind, name in first)
