@@ -21,4 +21,7 @@ def create() -> FastAPI:
     settings = load_settings()
     require_auth0(settings)
     logs.configure(settings.log_level)
-    return create_app(endpoint, [endpoints.load(endpoint).router], settings)
+    module = endpoints.load(endpoint)
+    return create_app(
+        endpoint, [module.router], settings, max_body_bytes=endpoints.max_body_bytes([module])
+    )

@@ -30,7 +30,13 @@ def serve(endpoint: str, host: str, port: int) -> None:
         module = endpoints.load(endpoint)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
-    app = create_app(endpoint, [module.router], settings, direct=endpoints.direct_routes([module]))
+    app = create_app(
+        endpoint,
+        [module.router],
+        settings,
+        direct=endpoints.direct_routes([module]),
+        max_body_bytes=endpoints.max_body_bytes([module]),
+    )
     run_uvicorn(app, host, port, settings)
 
 

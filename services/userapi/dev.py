@@ -75,7 +75,10 @@ def run(host: str, port: int) -> None:
     modules = [endpoints.load(name) for name in endpoints.ENDPOINTS]
     routers = [module.router for module in modules]
     direct = endpoints.direct_routes(modules)
-    app = create_app("dev", routers, settings, mounts=mounts, direct=direct)
+    app = create_app(
+        "dev", routers, settings, mounts=mounts, direct=direct,
+        max_body_bytes=endpoints.max_body_bytes(modules),
+    )  # fmt: skip
     _print_banner(base_url, settings, emulator)
     run_uvicorn(app, host, port, settings)
 

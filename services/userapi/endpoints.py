@@ -35,3 +35,10 @@ def load(name: str) -> ModuleType:
 
 def direct_routes(modules: Iterable[ModuleType]) -> tuple[DirectGet, ...]:
     return tuple(route for module in modules for route in getattr(module, "DIRECT_ROUTES", ()))
+
+
+def max_body_bytes(modules: Iterable[ModuleType]) -> int:
+    """The largest request body these endpoints accept (runtime/app.py's default, or more)."""
+    from userapi.runtime.app import MAX_BODY_BYTES
+
+    return max([MAX_BODY_BYTES, *(getattr(module, "MAX_BODY_BYTES", 0) for module in modules)])

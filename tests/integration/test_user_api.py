@@ -204,6 +204,12 @@ def test_create_user_validates_the_body(api: API, admin: str, body, fragment) ->
     assert fragment in response.json()["message"]
 
 
+def test_an_oversized_body_is_a_413_from_the_real_server(api: API, admin: str) -> None:
+    response = api.call("create-user", "POST", "/users", admin, content=b" " * (2 << 20))
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "payload_too_large"
+
+
 def test_create_user_without_password_uses_verify_email(api: API, admin: str) -> None:
     body = _new_user_body(verify_email=True)
     body.pop("password")

@@ -131,7 +131,13 @@ async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.
 
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
     module = endpoints.load(endpoint)
-    app = create_app(endpoint, [module.router], settings, direct=endpoints.direct_routes([module]))
+    app = create_app(
+        endpoint,
+        [module.router],
+        settings,
+        direct=endpoints.direct_routes([module]),
+        max_body_bytes=endpoints.max_body_bytes([module]),
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

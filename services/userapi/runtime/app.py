@@ -98,6 +98,12 @@ class Resources:
                 log.warning("closing %s failed", name, extra={"error": repr(exc)})
 
 
+# A request body larger than this is refused with a 413 before it is read whole: a pod's
+# memory limit must not depend on what a client chooses to send. Auth0's user fields stay far
+# below it (metadata is capped at 16 KB); an endpoint module may raise it (`MAX_BODY_BYTES`).
+MAX_BODY_BYTES = 1024 * 1024
+
+
 def create_app(
     name: str,
     routers: Sequence[APIRouter],
@@ -105,6 +111,7 @@ def create_app(
     *,
     mounts: Sequence[tuple[str, ASGIApp]] = (),
     direct: Sequence[DirectGet] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,7 +141,7 @@ def create_app(
     if direct:
         # Inside RequestMiddleware: direct answers get the request id and the log line too.
         app.add_middleware(DirectRoutes, routes=tuple(direct))
-    app.add_middleware(RequestMiddleware, endpoint=name)
+    app.add_middleware(RequestMiddleware, endpoint=name, max_body_bytes=max_body_bytes)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -7,6 +7,7 @@ import re
 import secrets
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from userapi.runtime import context
@@ -18,6 +19,34 @@ log = logging.getLogger("userapi.request")
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"The request body may be at most {limit} bytes.")
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, failing with a 413 as soon as the body passes `limit` bytes: a chunked upload
+    has no Content-Length to refuse up front, and must not be buffered whole first."""
+    received = 0
+
+    async def receive_within_limit() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(limit)  # FastAPI and the handlers answer it as JSON
+        return message
+
+    return receive_within_limit
+
+
 def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
@@ -26,9 +55,16 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, endpoint: str) -> None:
+    """Request id, the log line, and the body size limit.
+
+    The limit is here rather than in Starlette's RequestBodyLimitMiddleware, which FastAPI
+    places outside every user middleware: its 413 is plain text, without a request id, and
+    reaches this middleware as an exception."""
+
+    def __init__(self, app: ASGIApp, endpoint: str, max_body_bytes: int) -> None:
         self.app = app
         self.endpoint = endpoint
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +86,14 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                error = _too_large(self.max_body_bytes)
+                await error_response(413, "payload_too_large", str(error.detail))(
+                    scope, receive, send_with_id
+                )
+            else:
+                await self.app(scope, _limited(receive, self.max_body_bytes), send_with_id)
         except Exception:
             # Here, not in an exception handler: Starlette runs those outside this middleware,
             # where the request id is gone. The traceback goes to the log, never to the caller.
