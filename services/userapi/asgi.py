@@ -14,14 +14,10 @@ from fastapi import FastAPI
 def create() -> FastAPI:
     from userapi import endpoints
     from userapi.runtime import logs
-    from userapi.runtime.app import create_app
     from userapi.runtime.process import load_settings, require_auth0
 
     endpoint = os.environ.get("USERAPI_ENDPOINT", "get-user")
     settings = load_settings()
     require_auth0(settings)
     logs.configure(settings.log_level)
-    module = endpoints.load(endpoint)
-    return create_app(
-        endpoint, [module.router], settings, max_body_bytes=endpoints.max_body_bytes([module])
-    )
+    return endpoints.build_app(endpoint, settings)

@@ -20,23 +20,15 @@ def _default_port() -> int:
 def serve(endpoint: str, host: str, port: int) -> None:
     from userapi import endpoints
     from userapi.runtime import logs
-    from userapi.runtime.app import create_app
     from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
 
     settings = load_settings()
     require_auth0(settings)
     logs.configure(settings.log_level)
     try:
-        module = endpoints.load(endpoint)
+        app = endpoints.build_app(endpoint, settings)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
-    app = create_app(
-        endpoint,
-        [module.router],
-        settings,
-        direct=endpoints.direct_routes([module]),
-        max_body_bytes=endpoints.max_body_bytes([module]),
-    )
     run_uvicorn(app, host, port, settings)
 
 

@@ -12,7 +12,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from userapi.runtime.direct import DirectGet
+    from userapi.runtime.settings import Settings
 
 ENDPOINTS: dict[str, str] = {
     "get-user": "userapi.get_user",
@@ -42,3 +45,17 @@ def max_body_bytes(modules: Iterable[ModuleType]) -> int:
     from userapi.runtime.app import MAX_BODY_BYTES
 
     return max([MAX_BODY_BYTES, *(getattr(module, "MAX_BODY_BYTES", 0) for module in modules)])
+
+
+def build_app(name: str, settings: Settings) -> FastAPI:
+    """One endpoint's app as `userapi serve` runs it: its router, direct routes and body bound."""
+    from userapi.runtime.app import create_app
+
+    module = load(name)
+    return create_app(
+        name,
+        [module.router],
+        settings,
+        direct=direct_routes([module]),
+        max_body_bytes=max_body_bytes([module]),
+    )

@@ -126,18 +126,10 @@ async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.
     """One endpoint's app in this process, lifespan included, behind an httpx client: for the
     tests that change what it depends on between requests (a Redis killed, a file removed)."""
     from userapi import endpoints
-    from userapi.runtime.app import create_app
     from userapi.runtime.settings import Settings
 
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    module = endpoints.load(endpoint)
-    app = create_app(
-        endpoint,
-        [module.router],
-        settings,
-        direct=endpoints.direct_routes([module]),
-        max_body_bytes=endpoints.max_body_bytes([module]),
-    )
+    app = endpoints.build_app(endpoint, settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
