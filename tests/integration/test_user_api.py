@@ -551,6 +551,27 @@ def test_log_stream_writes_and_deletions_invalidate(api: API, user, admin, clean
     assert clean_emulator.calls(GET_ROUTE) == 1  # the entry was dropped: fetched again
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix", "status"),
+    [("delete", "", 404), ("delete", "/multifactor/google-authenticator", 200)],
+)
+def test_a_logged_management_delete_of_the_user_leaves_a_tombstone(
+    api: API, user, admin, clean_emulator, method: str, suffix: str, status: int
+) -> None:
+    path = user_path(user["user_id"])
+    assert api.call("get-user", "GET", path, admin).status_code == 200
+    request = {"method": method, "path": "/api/v2/users/" + path.split("/")[-1] + suffix}
+    entry = {
+        "log_id": secrets.token_hex(8),
+        "data": {"type": "sapi", "date": "2099-01-01T00:00:00Z",
+                 "user_id": "auth0|theadminwhodidit0000000", "details": {"request": request}},
+    }  # fmt: skip
+    assert _events(api, [entry]).json()["applied"] == 1
+    # Deleting the user is a tombstone (404 from the cache); deleting one of its
+    # sub-resources only invalidates, and the next read fetches the user again.
+    assert api.call("get-user", "GET", path, admin).status_code == status
+
+
 def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
     api: API, user, admin, clean_emulator
 ) -> None:
