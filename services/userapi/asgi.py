@@ -20,4 +20,4 @@ def create() -> FastAPI:
     settings = load_settings()
     require_auth0(settings)
     logs.configure(settings.log_level)
-    return endpoints.build_app(endpoint, settings)
+    return endpoints.build_app(endpoint, [endpoint], settings)

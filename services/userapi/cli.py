@@ -26,7 +26,7 @@ def serve(endpoint: str, host: str, port: int) -> None:
     require_auth0(settings)
     logs.configure(settings.log_level)
     try:
-        app = endpoints.build_app(endpoint, settings)
+        app = endpoints.build_app(endpoint, [endpoint], settings)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
     run_uvicorn(app, host, port, settings)

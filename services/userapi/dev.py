@@ -15,7 +15,6 @@ from typing import Any
 
 from userapi import endpoints
 from userapi.runtime import logs
-from userapi.runtime.app import create_app
 from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
 from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
@@ -72,13 +71,7 @@ def run(host: str, port: int) -> None:
     sample_user = next(iter(emulator.users)) if emulator is not None else None
     asyncio.run(_prepare_database(settings, sample_user))
 
-    modules = [endpoints.load(name) for name in endpoints.ENDPOINTS]
-    routers = [module.router for module in modules]
-    direct = endpoints.direct_routes(modules)
-    app = create_app(
-        "dev", routers, settings, mounts=mounts, direct=direct,
-        max_body_bytes=endpoints.max_body_bytes(modules),
-    )  # fmt: skip
+    app = endpoints.build_app("dev", list(endpoints.ENDPOINTS), settings, mounts=mounts)
     _print_banner(base_url, settings, emulator)
     run_uvicorn(app, host, port, settings)
 

@@ -1,5 +1,6 @@
 """The endpoint registry: name (the Knative Service name) -> the module that defines its router
-(and, for a hot GET route, its `DIRECT_ROUTES`: see runtime/direct.py).
+(and, optionally, `DIRECT_ROUTES` for a hot GET route, see runtime/direct.py, and a larger
+`MAX_BODY_BYTES` than runtime/app.py's).
 
 Kept as strings so that serving one endpoint imports that module only.
 """
@@ -7,12 +8,13 @@ Kept as strings so that serving one endpoint imports that module only.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
     from userapi.runtime.direct import DirectGet
     from userapi.runtime.settings import Settings
@@ -36,26 +38,28 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(module_name)
 
 
-def direct_routes(modules: Iterable[ModuleType]) -> tuple[DirectGet, ...]:
-    return tuple(route for module in modules for route in getattr(module, "DIRECT_ROUTES", ()))
+def build_app(
+    app_name: str,
+    names: Sequence[str],
+    settings: Settings,
+    *,
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
+) -> FastAPI:
+    """The app serving these endpoints (one for `userapi serve`, all for `userapi dev`): their
+    routers, their direct routes, and the largest body bound any of them declares."""
+    from userapi.runtime.app import MAX_BODY_BYTES, create_app
 
-
-def max_body_bytes(modules: Iterable[ModuleType]) -> int:
-    """The largest request body these endpoints accept (runtime/app.py's default, or more)."""
-    from userapi.runtime.app import MAX_BODY_BYTES
-
-    return max([MAX_BODY_BYTES, *(getattr(module, "MAX_BODY_BYTES", 0) for module in modules)])
-
-
-def build_app(name: str, settings: Settings) -> FastAPI:
-    """One endpoint's app as `userapi serve` runs it: its router, direct routes and body bound."""
-    from userapi.runtime.app import create_app
-
-    module = load(name)
+    modules = [load(name) for name in names]
+    direct: tuple[DirectGet, ...] = tuple(
+        route for module in modules for route in getattr(module, "DIRECT_ROUTES", ())
+    )
     return create_app(
-        name,
-        [module.router],
+        app_name,
+        [module.router for module in modules],
         settings,
-        direct=direct_routes([module]),
-        max_body_bytes=max_body_bytes([module]),
+        mounts=mounts,
+        direct=direct,
+        max_body_bytes=max(
+            [MAX_BODY_BYTES, *(getattr(module, "MAX_BODY_BYTES", 0) for module in modules)]
+        ),
     )

@@ -129,7 +129,7 @@ async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.
     from userapi.runtime.settings import Settings
 
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    app = endpoints.build_app(endpoint, settings)
+    app = endpoints.build_app(endpoint, [endpoint], settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
