@@ -19,15 +19,24 @@ log = logging.getLogger("userapi.request")
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
-def _content_length(scope: Scope) -> int | None:
+def _read_headers(scope: Scope) -> tuple[str | None, int | None, bool]:
+    """In one pass: the caller's request id when it is sane, the declared Content-Length, and
+    whether the body comes chunked."""
+    request_id: str | None = None
+    seen_id, length, chunked = False, None, False
     for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+        if name == b"x-request-id" and not seen_id:
+            seen_id = True
+            request_id = value.decode("ascii") if _SANE_REQUEST_ID.match(value) else None
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"transfer-encoding":
+            chunked = True
+    return request_id, length, chunked
 
 
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"The request body may be at most {limit} bytes.")
+def _too_large(limit: int) -> str:
+    return f"The request body may be at most {limit} bytes."
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
@@ -41,17 +50,11 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise _too_large(limit)  # FastAPI and the handlers answer it as JSON
+                # FastAPI re-raises an HTTPException from the body; the handlers render JSON.
+                raise HTTPException(413, _too_large(limit))
         return message
 
     return receive_within_limit
-
-
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            return value.decode("ascii") if _SANE_REQUEST_ID.match(value) else None
-    return None
 
 
 class RequestMiddleware:
@@ -70,7 +73,8 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        ctx = context.RequestContext(_incoming_request_id(scope) or secrets.token_hex(16))
+        request_id, declared, chunked = _read_headers(scope)
+        ctx = context.RequestContext(request_id or secrets.token_hex(16))
         token = context.bind(ctx)
         started = time.perf_counter()
         status = 500
@@ -86,14 +90,16 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
-                error = _too_large(self.max_body_bytes)
-                await error_response(413, "payload_too_large", str(error.detail))(
+            limit = self.max_body_bytes
+            if declared is not None and declared > limit:
+                await error_response(413, "payload_too_large", _too_large(limit))(
                     scope, receive, send_with_id
                 )
             else:
-                await self.app(scope, _limited(receive, self.max_body_bytes), send_with_id)
+                # The server delivers no more than a Content-Length declares: only a chunked
+                # body needs counting (and a GET, with neither, costs nothing here).
+                body_receive = _limited(receive, limit) if chunked else receive
+                await self.app(scope, body_receive, send_with_id)
         except Exception:
             # Here, not in an exception handler: Starlette runs those outside this middleware,
             # where the request id is gone. The traceback goes to the log, never to the caller.
