@@ -7,7 +7,6 @@ between Auth0 and the database finishes the work instead of creating a second us
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -25,7 +24,7 @@ from userapi.runtime.idempotency import (
     request_fingerprint,
     validate_key,
 )
-from userapi.runtime.profiles import allowlisted
+from userapi.runtime.profiles import allowlisted, parse_timestamp
 from userapi.runtime.users import EMAIL_PATTERN, Account, User, etag
 
 ENDPOINT = "create-user"
@@ -73,12 +72,8 @@ def _auth0_body(create: UserCreate, connection: str) -> dict[str, Any]:
 async def _adopt_existing(resources: Resources, email: str, claim: Claim) -> dict[str, Any] | None:
     """After a lost answer Auth0 may have created the user although we never learnt its id."""
     for user in await resources.auth0.users_by_email(email):
-        created = str(user.get("created_at", ""))
-        try:
-            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if created_at >= claim.created_at:
+        created_at = parse_timestamp(user.get("created_at"))
+        if created_at is not None and created_at >= claim.created_at:
             return user
     return None
 
