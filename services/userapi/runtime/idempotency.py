@@ -127,16 +127,11 @@ class IdempotencyKeys:
                 )  # fmt: skip
             await asyncio.sleep(_POLL_SECONDS)
 
-    async def purge_expired(self, now: datetime | None = None) -> None:
-        await self._database.execute(
-            "DELETE FROM idempotency_keys WHERE expires_at < $1", now or datetime.now(UTC)
-        )
-
     async def _purge_when_due(self, now: datetime) -> None:
         global _next_purge
         if time.monotonic() >= _next_purge:
             _next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
-            await self.purge_expired(now)
+            await self._database.execute("DELETE FROM idempotency_keys WHERE expires_at < $1", now)
 
     async def record_auth0_user(self, endpoint: str, actor: str, key: str, user_id: str) -> None:
         await self._database.execute(
