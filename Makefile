@@ -4,24 +4,30 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev emulator lint test test-fast bench openapi manifests clean
+.PHONY: help install dev emulator lint test test-fast bench openapi manifests clean \
+	bootstrap-dev bootstrap-test bootstrap-bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# What each target needs from the machine, installed with apt-get when missing (Debian): the
+# order-only prerequisites run first even under `make -j`.
+bootstrap-dev bootstrap-test bootstrap-bench:
+	@PYTHON=$(PYTHON) scripts/bootstrap $(@:bootstrap-%=%)
+
+$(VENV)/.installed: pyproject.toml | bootstrap-dev
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 KNATIVE_SCHEMA := tests/deploy/knative-schema
-$(KNATIVE_SCHEMA)/node_modules/.package-lock.json: $(KNATIVE_SCHEMA)/package-lock.json
+$(KNATIVE_SCHEMA)/node_modules/.package-lock.json: $(KNATIVE_SCHEMA)/package-lock.json | bootstrap-test
 	cd $(KNATIVE_SCHEMA) && npm ci --no-audit --no-fund --loglevel=error
 
 install: $(VENV)/.installed ## create .venv with userapi, its test and bench tools
 
-dev: install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
+dev: bootstrap-dev install ## every endpoint + the Auth0 emulator on http://127.0.0.1:8000
 	$(VENV)/bin/userapi dev
 
 emulator: install ## the Auth0 emulator alone on :8765
@@ -32,14 +38,13 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
+test: bootstrap-test lint $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
 	$(PY) -m pytest
 
 test-fast: install ## tests that need no servers
 	$(PY) -m pytest -m 'not integration'
 
-bench: install ## measure cold start, warm path, cache, stampede, connection budget (needs wrk)
-	@command -v wrk >/dev/null || { echo "bench: wrk not found: apt-get install wrk"; exit 1; }
+bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede, connection budget
 	$(PY) -m bench
 
 openapi: install ## regenerate docs/openapi.json from the code

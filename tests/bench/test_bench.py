@@ -74,7 +74,7 @@ def test_a_second_auth0_fetch_or_a_connection_over_the_cap_misses_its_target() -
 @pytest.mark.integration
 def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
-        pytest.fail("wrk is missing: apt-get install wrk (.ci/run installs it)")
+        pytest.fail("wrk is missing: apt-get install wrk (scripts/bootstrap installs it)")
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--profile", "smoke", "--output", str(tmp_path),
          "--no-docs"],

@@ -16,7 +16,7 @@ VALIDATOR = Path(__file__).resolve().parent / "knative-schema"
 
 def schema_errors(services: list[dict[str, Any]]) -> dict[str, str]:
     node = shutil.which("node")
-    assert node, "node is needed (apt-get install nodejs); .ci/run installs it"
+    assert node, "node is needed (apt-get install nodejs); scripts/bootstrap installs it"
     assert (VALIDATOR / "node_modules").exists(), (
         "run `make install` (npm ci in tests/deploy/knative-schema)"
     )
