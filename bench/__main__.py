@@ -23,7 +23,7 @@ from bench.config import PROFILES, Profile
 from bench.load import wrk_binary
 from bench.scenarios import breakdown, budget, cache, coldstart, stampede, tokens, warm
 from bench.stack import ROOT, Stack
-from tests.support import install_signal_cleanup
+from harness.processes import install_signal_cleanup
 
 Scenario = Callable[[Stack, Profile, Path], Coroutine[Any, Any, dict[str, Any]]]
 

@@ -18,19 +18,12 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.support import (
-    USERAPI,
-    EmulatorHandle,
-    PgBouncer,
-    PostgresServer,
-    RedisServer,
-    ServiceProcess,
-    free_port,
-    migrate,
-    service_env,
-    stop_all,
-    user_path,
-)
+from harness.emulator import start_emulator
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.processes import USERAPI, ServiceProcess, free_port, stop_all
+from harness.redis_server import RedisServer
+from harness.userapi import migrate, service_env, user_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -114,13 +107,8 @@ class Stack:
         self.database = self.postgres.database
         self.bouncer = self.pgbouncer()
         migrate(self.bouncer.dsn(self.database))
-        port = free_port()
-        self.emulator_process = ServiceProcess([USERAPI, "emulator", "--port", str(port)], env={})
-        self.emulator_process.wait_healthy(f"http://127.0.0.1:{port}/.well-known/jwks.json", 30)
-        self.emulator = EmulatorHandle(f"http://127.0.0.1:{port}")
-        self.emulator.http.put(
-            "/__emulator/rate-limit", json={"burst": 100_000, "per_second": 100_000.0}
-        ).raise_for_status()
+        self.emulator = start_emulator()
+        self.emulator.rate_limit(burst=100_000, per_second=100_000.0)
         self.token = self.emulator.token(USER, READ_USERS)
         self.auth = {"Authorization": f"Bearer {self.token}"}
 
@@ -193,8 +181,7 @@ class Stack:
         }
 
     def close(self) -> None:
-        self.emulator.http.close()
-        self.emulator_process.terminate()
+        self.emulator.close()
         stop_all()
 
 

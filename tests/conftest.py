@@ -1,7 +1,7 @@
 """Session-wide real servers, each started on a free port the first time a test needs it.
 
 Set USERAPI_TEST_POSTGRES_DSN to an existing server's admin DSN to skip initdb (see
-tests/support/processes.py); Redis and PgBouncer are always our own.
+harness/postgres.py); Redis and PgBouncer are always our own.
 """
 
 from __future__ import annotations
@@ -10,19 +10,13 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.support import (
-    PgBouncer,
-    PostgresServer,
-    RedisServer,
-    install_signal_cleanup,
-    stop_all,
-)
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.processes import install_signal_cleanup, stop_all
+from harness.redis_server import RedisServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "integration: starts real Redis, PostgreSQL, PgBouncer and userapi processes"
-    )
     install_signal_cleanup()
 
 

@@ -10,14 +10,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support import (
-    PgBouncer,
-    PostgresServer,
-    RedisServer,
-    ServiceProcess,
-    free_port,
-    wait_for_port,
-)
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.processes import ServiceProcess, free_port, wait_for_port
+from harness.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

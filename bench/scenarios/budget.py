@@ -17,7 +17,8 @@ from userapi.runtime.settings import Settings
 from bench.config import Profile
 from bench.load import LoadResult, wrk
 from bench.stack import Server, Stack
-from tests.support import PgBouncer, migrate
+from harness.pgbouncer import PgBouncer
+from harness.userapi import migrate
 
 _COUNT = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'"

@@ -13,7 +13,7 @@ from userapi.emulator.app import ROUTE_GET_USER
 from bench.config import Profile
 from bench.load import fire, percentiles
 from bench.stack import USER, Stack
-from tests.support import user_path
+from harness.userapi import user_path
 
 PROFILE_KEY = "userapi:profile:v1:{}"
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1

@@ -12,7 +12,7 @@ from userapi.emulator.app import ROUTE_GET_USER, ROUTE_OAUTH
 from bench.config import Profile
 from bench.load import fire, percentiles
 from bench.stack import Stack
-from tests.support import user_path
+from harness.userapi import user_path
 
 AUTH0_LATENCY_MS = 150.0
 

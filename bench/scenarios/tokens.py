@@ -11,7 +11,7 @@ from userapi.emulator.app import ROUTE_OAUTH
 from bench.config import Profile
 from bench.load import fire
 from bench.stack import Stack
-from tests.support import user_path
+from harness.userapi import user_path
 
 
 async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, wrk
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
-from tests.support import user_path
+from harness.userapi import user_path
 
 WARM_USERS = 200
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from userapi.cluster import Cluster
 
-from tests.support import free_port, wait_for_port
+from harness.processes import free_port, wait_for_port
 
 USERAPI = str(Path(sys.executable).parent / "userapi")
 

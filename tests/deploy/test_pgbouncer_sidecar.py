@@ -10,9 +10,9 @@ from urllib.parse import quote
 
 import pytest
 
+from harness.postgres import PostgresServer, run_psql
+from harness.processes import HOST, binary, free_port, new_workdir, spawn, wait_for_port
 from tests.deploy.test_helm import knative_services, render
-from tests.support import PostgresServer, binary, free_port, run_psql, spawn, wait_for_port
-from tests.support.processes import HOST, _workdir
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_the_rendered_sidecar_logs_in_with_a_password_full_of_quotes(
     assert created.returncode == 0, created.stderr
 
     port = free_port()
-    workdir = _workdir("sidecar", service_user=True)
+    workdir = new_workdir("sidecar", service_user=True)
     objects = render(
         {
             "database": {

@@ -7,26 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import USERAPI, EmulatorHandle, ServiceProcess, free_port
+from harness.emulator import EmulatorHandle, start_emulator
 
 
 @pytest.fixture(scope="session")
-def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    port = free_port()
-    process = ServiceProcess([USERAPI, "emulator", "--port", str(port)], env={})
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_healthy(f"{base_url}/.well-known/jwks.json", timeout=20)
-        handle = EmulatorHandle(base_url)
-        yield handle
-        handle.http.close()
-    finally:
-        process.terminate()
-
-
-@pytest.fixture(scope="session")
-def emulator(emulator_process: EmulatorHandle) -> EmulatorHandle:
-    return emulator_process
+def emulator() -> Iterator[EmulatorHandle]:
+    handle = start_emulator(timeout=20)
+    yield handle
+    handle.close()
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from userapi.runtime.app import MAX_BODY_BYTES
 
-from tests.support import EmulatorHandle, in_process, service_env
+from harness.emulator import EmulatorHandle
+from harness.userapi import in_process, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

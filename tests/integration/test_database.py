@@ -14,17 +14,11 @@ from userapi.runtime.migrate import load_migrations
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import Accounts
 
-from tests.support import (
-    USERAPI,
-    EmulatorHandle,
-    PgBouncer,
-    PostgresServer,
-    free_port,
-    migrate,
-    service_env,
-    start_service,
-    user_path,
-)
+from harness.emulator import EmulatorHandle
+from harness.pgbouncer import PgBouncer
+from harness.postgres import PostgresServer
+from harness.processes import USERAPI, free_port
+from harness.userapi import migrate, service_env, start_service, user_path
 
 pytestmark = pytest.mark.integration
 

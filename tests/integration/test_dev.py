@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import USERAPI, ServiceProcess, free_port
+from harness.processes import USERAPI, ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration
 

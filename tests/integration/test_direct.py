@@ -15,7 +15,9 @@ from userapi import get_user
 from userapi.runtime.app import create_app
 from userapi.runtime.settings import Settings
 
-from tests.support import EmulatorHandle, RedisServer, migrate, service_env, user_path
+from harness.emulator import EmulatorHandle
+from harness.redis_server import RedisServer
+from harness.userapi import migrate, service_env, user_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -14,7 +14,9 @@ import httpx
 import pytest
 import redis
 
-from tests.support import EmulatorHandle, RedisServer, in_process, service_env
+from harness.emulator import EmulatorHandle
+from harness.redis_server import RedisServer
+from harness.userapi import in_process, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

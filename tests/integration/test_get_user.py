@@ -18,16 +18,9 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 
+from harness.emulator import AUDIENCE, EmulatorHandle
+from harness.userapi import Service, migrate, service_env, start_service, user_path
 from tests import tokens
-from tests.support import (
-    AUDIENCE,
-    EmulatorHandle,
-    Service,
-    migrate,
-    service_env,
-    start_service,
-    user_path,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import EmulatorHandle, in_process, service_env, user_path
+from harness.emulator import EmulatorHandle
+from harness.userapi import in_process, service_env, user_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

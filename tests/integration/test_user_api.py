@@ -12,15 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import (
-    EmulatorHandle,
-    PostgresServer,
-    Service,
-    migrate,
-    service_env,
-    start_service,
-    user_path,
-)
+from harness.emulator import EmulatorHandle
+from harness.postgres import PostgresServer
+from harness.userapi import Service, migrate, service_env, start_service, user_path
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import BUSY, DOWN, RedisStore
 
-from tests.support import RedisServer
+from harness.redis_server import RedisServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -1,92 +1,19 @@
-"""Driving real userapi processes: the Auth0 emulator's control API, `userapi serve <endpoint>`
-wired to real Redis and PostgreSQL, and `userapi migrate`. Used by the integration tests and by
-bench/."""
+"""Endpoint processes: `userapi serve <endpoint>` wired to real Redis, PostgreSQL and the emulator,
+the same app in-process behind httpx, and `userapi migrate`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.processes import ServiceProcess, free_port
-
-AUDIENCE = "https://userapi.local/api"
-CLIENT_ID = "userapi-m2m"
-CLIENT_SECRET = "userapi-dev-secret"
-USERAPI = str(Path(sys.executable).parent / "userapi")
-
-
-class EmulatorHandle:
-    """Talks to a running emulator: Auth0's own API plus its /__emulator control routes."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=10)
-        self._management_token: str | None = None
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.http.get("/__emulator/stats").json()["requests"])
-
-    def calls(self, route: str) -> int:
-        return self.stats().get(route, 0)
-
-    def reset(self) -> None:
-        self.http.post("/__emulator/reset").raise_for_status()
-
-    def fault(self, route: str, **fault: Any) -> None:
-        self.http.post("/__emulator/faults", json={"route": route, **fault}).raise_for_status()
-
-    def latency(self, ms: float) -> None:
-        self.http.put("/__emulator/latency", json={"latency_ms": ms}).raise_for_status()
-
-    def token(self, sub: str, permissions: list[str] | None = None, **extra: Any) -> str:
-        body = {"sub": sub, "permissions": permissions or [], "audience": AUDIENCE, **extra}
-        response = self.http.post("/__emulator/tokens", json=body)
-        response.raise_for_status()
-        return str(response.json()["access_token"])
-
-    def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        response = self.http.post(
-            "/__emulator/sign", json={"claims": claims, "headers": headers or {}}
-        )
-        response.raise_for_status()
-        return str(response.json()["token"])
-
-    def management_token(self) -> str:
-        if self._management_token is None:
-            response = self.http.post(
-                "/oauth/token",
-                json={
-                    "grant_type": "client_credentials",
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
-                    "audience": f"{self.base_url}/api/v2/",
-                },
-            )
-            response.raise_for_status()
-            self._management_token = str(response.json()["access_token"])
-        return self._management_token
-
-    def create_user(self, email: str, **fields: Any) -> dict[str, Any]:
-        response = self.http.post(
-            "/api/v2/users",
-            headers={"Authorization": f"Bearer {self.management_token()}"},
-            json={
-                "connection": "Username-Password-Authentication",
-                "email": email,
-                "password": "Pa55word!x",
-                **fields,
-            },
-        )
-        response.raise_for_status()
-        return dict(response.json())
+from harness.emulator import AUDIENCE, CLIENT_ID, CLIENT_SECRET, EmulatorHandle
+from harness.processes import HOST, USERAPI, ServiceProcess, free_port
 
 
 def migrate(database_url: str) -> str:
@@ -98,7 +25,8 @@ def migrate(database_url: str) -> str:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stderr + result.stdout
+    if result.returncode != 0:
+        raise RuntimeError(f"userapi migrate failed:\n{result.stderr}{result.stdout}")
     return result.stdout
 
 
@@ -177,7 +105,7 @@ class Service:
 def start_service(endpoint: str, env: dict[str, str]) -> Service:
     port = free_port()
     process = ServiceProcess([USERAPI, "serve", endpoint, "--port", str(port)], env=env)
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://{HOST}:{port}"
     process.wait_healthy(f"{base_url}/healthz", timeout=30)
     return Service(process, base_url)
 

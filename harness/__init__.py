@@ -1,0 +1,19 @@
+"""Real servers on free ports for the tests, bench/ and the pod and cluster tests: started and
+stopped by whoever uses them, never the machine's own services. Not part of the userapi wheel.
+
+One module per job; import from the module (`from harness.redis_server import RedisServer`).
+Importing any of them starts nothing.
+
+    processes     the registry every server goes through: spawn/stop_process/stop_all, the
+                  watchdog that cleans up after a killed caller, work directories, free_port,
+                  wait_for_port/wait_for_http, finding executables, ServiceProcess (any server
+                  process with its output in a file), USERAPI (this environment's console script)
+    redis_server  redis-server without persistence; kill, pause (SIGSTOP) and restart
+    postgres      a throwaway PostgreSQL cluster (or databases on USERAPI_TEST_POSTGRES_DSN), psql
+    pgbouncer     PgBouncer in transaction mode as the chart's sidecar, its admin console
+    emulator      `userapi emulator` as a process and a client for its Auth0 and control APIs
+    userapi       endpoint processes (`userapi serve`), the same app in-process, `userapi migrate`
+
+A new kind of server (a podman pod, a Kubernetes control plane) gets its own module here, built
+on `processes` so that `stop_all()` and the watchdog clean it up too.
+"""

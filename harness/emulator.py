@@ -1,0 +1,104 @@
+"""The Auth0 emulator as a process (`userapi emulator`) and a client for it: Auth0's own API plus
+the emulator's /__emulator control routes (tokens, faults, latency, request counts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from harness.processes import HOST, USERAPI, ServiceProcess, free_port
+
+AUDIENCE = "https://userapi.local/api"
+CLIENT_ID = "userapi-m2m"
+CLIENT_SECRET = "userapi-dev-secret"
+
+
+class EmulatorHandle:
+    """Talks to a running emulator; `close()` also stops it when `start_emulator` started it."""
+
+    def __init__(self, base_url: str, process: ServiceProcess | None = None) -> None:
+        self.base_url = base_url
+        self.process = process
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+        self._management_token: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+        if self.process is not None:
+            self.process.terminate()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.http.get("/__emulator/stats").json()["requests"])
+
+    def calls(self, route: str) -> int:
+        return self.stats().get(route, 0)
+
+    def reset(self) -> None:
+        self.http.post("/__emulator/reset").raise_for_status()
+
+    def fault(self, route: str, **fault: Any) -> None:
+        self.http.post("/__emulator/faults", json={"route": route, **fault}).raise_for_status()
+
+    def latency(self, ms: float) -> None:
+        self.http.put("/__emulator/latency", json={"latency_ms": ms}).raise_for_status()
+
+    def rate_limit(self, burst: int, per_second: float) -> None:
+        self.http.put(
+            "/__emulator/rate-limit", json={"burst": burst, "per_second": per_second}
+        ).raise_for_status()
+
+    def token(self, sub: str, permissions: list[str] | None = None, **extra: Any) -> str:
+        body = {"sub": sub, "permissions": permissions or [], "audience": AUDIENCE, **extra}
+        response = self.http.post("/__emulator/tokens", json=body)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+        response = self.http.post(
+            "/__emulator/sign", json={"claims": claims, "headers": headers or {}}
+        )
+        response.raise_for_status()
+        return str(response.json()["token"])
+
+    def management_token(self) -> str:
+        if self._management_token is None:
+            response = self.http.post(
+                "/oauth/token",
+                json={
+                    "grant_type": "client_credentials",
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "audience": f"{self.base_url}/api/v2/",
+                },
+            )
+            response.raise_for_status()
+            self._management_token = str(response.json()["access_token"])
+        return self._management_token
+
+    def create_user(self, email: str, **fields: Any) -> dict[str, Any]:
+        response = self.http.post(
+            "/api/v2/users",
+            headers={"Authorization": f"Bearer {self.management_token()}"},
+            json={
+                "connection": "Username-Password-Authentication",
+                "email": email,
+                "password": "Pa55word!x",
+                **fields,
+            },
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+
+def start_emulator(timeout: float = 30) -> EmulatorHandle:
+    """`userapi emulator` on a free port, answering once this returns."""
+    port = free_port()
+    process = ServiceProcess([USERAPI, "emulator", "--port", str(port)], env={})
+    base_url = f"http://{HOST}:{port}"
+    try:
+        process.wait_healthy(f"{base_url}/.well-known/jwks.json", timeout)
+    except BaseException:
+        process.terminate()
+        raise
+    return EmulatorHandle(base_url, process)
