@@ -6,12 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 
 from harness.processes import HOST, USERAPI, ServiceProcess, free_port
-
-AUDIENCE = "https://userapi.local/api"
-CLIENT_ID = "userapi-m2m"
-CLIENT_SECRET = "userapi-dev-secret"
 
 
 class EmulatorHandle:
@@ -49,7 +46,7 @@ class EmulatorHandle:
         ).raise_for_status()
 
     def token(self, sub: str, permissions: list[str] | None = None, **extra: Any) -> str:
-        body = {"sub": sub, "permissions": permissions or [], "audience": AUDIENCE, **extra}
+        body = {"sub": sub, "permissions": permissions or [], "audience": DEV_AUDIENCE, **extra}
         response = self.http.post("/__emulator/tokens", json=body)
         response.raise_for_status()
         return str(response.json()["access_token"])
@@ -67,8 +64,8 @@ class EmulatorHandle:
                 "/oauth/token",
                 json={
                     "grant_type": "client_credentials",
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
+                    "client_id": DEV_CLIENT_ID,
+                    "client_secret": DEV_CLIENT_SECRET,
                     "audience": f"{self.base_url}/api/v2/",
                 },
             )

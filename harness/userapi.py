@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 
-from harness.emulator import AUDIENCE, CLIENT_ID, CLIENT_SECRET, EmulatorHandle
+from harness.emulator import EmulatorHandle
 from harness.processes import HOST, USERAPI, ServiceProcess, free_port
 
 
@@ -35,9 +36,9 @@ def service_env(
 ) -> dict[str, str]:
     env = {
         "AUTH0_DOMAIN": emulator.base_url,
-        "AUTH0_AUDIENCE": AUDIENCE,
-        "AUTH0_CLIENT_ID": CLIENT_ID,
-        "AUTH0_CLIENT_SECRET": CLIENT_SECRET,
+        "AUTH0_AUDIENCE": DEV_AUDIENCE,
+        "AUTH0_CLIENT_ID": DEV_CLIENT_ID,
+        "AUTH0_CLIENT_SECRET": DEV_CLIENT_SECRET,
         "DATABASE_URL": database_url,
         # Short budgets so failure paths answer in test time, not production time.
         "AUTH0_READ_TIMEOUT_SECONDS": "0.5",

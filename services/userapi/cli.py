@@ -7,41 +7,30 @@ other endpoints or the Kubernetes client.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 
-def _default_port() -> int:
-    # Knative sets PORT for the serving container.
-    return int(os.environ.get("PORT", "8080"))
-
-
-def serve(endpoint: str, host: str, port: int) -> None:
+def serve(endpoint: str, host: str, port: int | None) -> None:
     from userapi import endpoints
-    from userapi.runtime import logs
-    from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
+    from userapi.runtime.process import run_uvicorn, startup
 
-    settings = load_settings()
-    require_auth0(settings)
-    logs.configure(settings.log_level)
+    settings = startup()
     try:
         app = endpoints.build_app(endpoint, [endpoint], settings)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
-    run_uvicorn(app, host, port, settings)
+    run_uvicorn(app, host, settings.port if port is None else port, settings)
 
 
 def migrate() -> None:
     import asyncio
 
-    from userapi.runtime import logs
     from userapi.runtime.db import create_database
     from userapi.runtime.migrate import apply_migrations
-    from userapi.runtime.process import load_settings
+    from userapi.runtime.process import startup
 
-    settings = load_settings()
-    logs.configure(settings.log_level)
+    settings = startup(serving=False)
 
     async def run() -> list[str]:
         database = create_database(settings)
@@ -56,11 +45,19 @@ def migrate() -> None:
 
 
 def emulator(
-    host: str, port: int, seed: str | None, latency_ms: float, base_url: str | None
+    host: str, port: int | None, seed: str | None, latency_ms: float | None, base_url: str | None
 ) -> None:
     from userapi.emulator import run
+    from userapi.runtime.process import load_settings
 
-    run(host, port, seed_path=seed, latency_ms=latency_ms, base_url=base_url)
+    settings = load_settings()
+    run(
+        host,
+        settings.emulator_port if port is None else port,
+        seed_path=seed or settings.emulator_seed,
+        latency_ms=settings.emulator_latency_ms if latency_ms is None else latency_ms,
+        base_url=base_url or settings.emulator_base_url,
+    )
 
 
 def openapi(output: str | None) -> None:
@@ -98,7 +95,7 @@ def cluster(args: argparse.Namespace) -> None:
         )
 
 
-def dev(host: str, port: int) -> None:
+def dev(host: str, port: int | None) -> None:
     from userapi.dev import run
 
     run(host, port)
@@ -115,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("dev", help="every endpoint and the Auth0 emulator on one local port")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("USERAPI_DEV_PORT", "8000")))
+    p.add_argument("--port", type=int, default=None, help="default: $USERAPI_DEV_PORT, else 8000")
 
     commands.add_parser("migrate", help="create or upgrade the schema at DATABASE_URL")
 
@@ -138,22 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("emulator", help="run the Auth0 emulator (development and tests)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("EMULATOR_PORT", "8765")))
-    p.add_argument("--seed", default=os.environ.get("EMULATOR_SEED"), help="users JSON file")
+    p.add_argument("--port", type=int, default=None, help="default: $EMULATOR_PORT, else 8765")
+    p.add_argument("--seed", default=None, help="users JSON file (default: $EMULATOR_SEED)")
     p.add_argument(
         "--latency-ms",
         type=float,
-        default=float(os.environ.get("EMULATOR_LATENCY_MS", "0")),
-        help="added to every Management API call",
+        default=None,
+        help="added to every Management API call (default: $EMULATOR_LATENCY_MS, else 0)",
     )
-    p.add_argument("--base-url", default=os.environ.get("EMULATOR_BASE_URL"))
+    p.add_argument("--base-url", default=None, help="default: $EMULATOR_BASE_URL")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.endpoint, args.host, args.port if args.port is not None else _default_port())
+        serve(args.endpoint, args.host, args.port)
     elif args.command == "dev":
         dev(args.host, args.port)
     elif args.command == "migrate":

@@ -8,22 +8,15 @@ other AUTH0_* settings), REDIS_URL or DATABASE_URL to use the real thing instead
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-from importlib import resources
 from typing import Any
 
 from userapi import endpoints
-from userapi.runtime import logs
 from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
-from userapi.runtime.process import load_settings, require_auth0, run_uvicorn
+from userapi.runtime.process import load_settings, run_uvicorn, startup
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import Accounts
-
-DEV_AUDIENCE = "https://userapi.local/api"
-DEV_CLIENT_ID = "userapi-m2m"
-DEV_CLIENT_SECRET = "userapi-dev-secret"  # noqa: S105 - the emulator's own client
 
 
 async def _prepare_database(settings: Settings, sample_user: str | None) -> None:
@@ -38,23 +31,30 @@ async def _prepare_database(settings: Settings, sample_user: str | None) -> None
         await database.close()
 
 
-def run(host: str, port: int) -> None:
+def run(host: str, port: int | None) -> None:
+    configured = load_settings()
+    port = configured.userapi_dev_port if port is None else port
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{url_host}:{port}"
     mounts: list[tuple[str, Any]] = []
     overrides: dict[str, object] = {}
     emulator = None
-    if not os.environ.get("AUTH0_DOMAIN"):
-        from userapi.emulator import Emulator, EmulatorConfig, load_seed
+    if not configured.auth0_domain:
+        from userapi.emulator import (
+            DEV_AUDIENCE,
+            DEV_CLIENT_ID,
+            DEV_CLIENT_SECRET,
+            Emulator,
+            EmulatorConfig,
+            default_seed_path,
+            load_seed,
+        )
 
-        seed = load_seed(str(resources.files("userapi.emulator") / "seed_users.json"))
         emulator = Emulator(
             EmulatorConfig(
                 base_url=base_url,
-                clients={DEV_CLIENT_ID: DEV_CLIENT_SECRET},
-                api_audiences=[DEV_AUDIENCE],
-                seed_users=seed,
-                latency_ms=float(os.environ.get("EMULATOR_LATENCY_MS", "0")),
+                seed_users=load_seed(configured.emulator_seed or default_seed_path()),
+                latency_ms=configured.emulator_latency_ms,
             )
         )
         # Mounted last: the endpoints' routes match first, the emulator takes the rest.
@@ -65,9 +65,7 @@ def run(host: str, port: int) -> None:
             "auth0_client_id": DEV_CLIENT_ID,
             "auth0_client_secret": DEV_CLIENT_SECRET,
         }
-    settings = load_settings(**overrides)
-    require_auth0(settings)
-    logs.configure(settings.log_level)
+    settings = startup(overrides)
     sample_user = next(iter(emulator.users)) if emulator is not None else None
     asyncio.run(_prepare_database(settings, sample_user))
 
@@ -89,7 +87,7 @@ def _print_banner(base_url: str, settings: Settings, emulator: Any) -> None:
     if emulator is not None:
         user = next(iter(emulator.users.values()))
         token = emulator.mint_access_token(
-            user["user_id"], audience=DEV_AUDIENCE, permissions=["read:users"], expires_in=86400
+            user["user_id"], permissions=["read:users"], expires_in=86400
         )
         user_path = "/users/" + user["user_id"].replace("|", "%7C")
         lines += [

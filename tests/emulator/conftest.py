@@ -7,13 +7,17 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.emulator import Emulator, EmulatorConfig, default_seed_path, load_seed
+from userapi.emulator import (
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    Emulator,
+    EmulatorConfig,
+    default_seed_path,
+    load_seed,
+)
 
 BASE_URL = "http://auth0.test"
 MANAGEMENT_AUDIENCE = f"{BASE_URL}/api/v2/"
-API_AUDIENCE = "https://userapi.local/api"
-CLIENT_ID = "userapi-m2m"
-CLIENT_SECRET = "userapi-dev-secret"  # the emulator's default dev client
 ADA = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"  # seed user with a password and read:users
 ADA_EMAIL = "ada@example.com"
 ADA_PASSWORD = "correct horse battery staple"
@@ -51,8 +55,8 @@ async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
 async def management_token(http: httpx.AsyncClient, scope: str | None = None) -> str:
     form = {
         "grant_type": "client_credentials",
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
+        "client_id": DEV_CLIENT_ID,
+        "client_secret": DEV_CLIENT_SECRET,
         "audience": MANAGEMENT_AUDIENCE,
     }
     if scope is not None:

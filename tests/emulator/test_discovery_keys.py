@@ -12,14 +12,14 @@ import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from userapi.emulator import Emulator, EmulatorConfig
+from userapi.emulator import DEV_AUDIENCE, Emulator, EmulatorConfig
 
-from tests.emulator.conftest import ADA, API_AUDIENCE, BASE_URL, management_token, user_path
+from tests.emulator.conftest import ADA, BASE_URL, management_token, user_path
 
 pytestmark = pytest.mark.anyio
 
 
-def verify(token: str, jwks: dict[str, Any], audience: str = API_AUDIENCE) -> dict[str, Any]:
+def verify(token: str, jwks: dict[str, Any], audience: str = DEV_AUDIENCE) -> dict[str, Any]:
     """What a resource server does: pick the JWK by kid, pin RS256, check iss/aud/exp."""
     kid = jwt.get_unverified_header(token)["kid"]
     jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
@@ -83,7 +83,7 @@ async def test_minted_token_verifies_against_the_published_jwks(
     )
     claims = verify(token, (await http.get("/.well-known/jwks.json")).json())
     assert claims["sub"] == "auth0|abc"
-    assert claims["aud"] == [API_AUDIENCE, "http://auth0.test/userinfo"]
+    assert claims["aud"] == [DEV_AUDIENCE, "http://auth0.test/userinfo"]
     assert claims["permissions"] == ["read:users"]
     assert claims["org_id"] == "org_1"
     assert claims["azp"] == "userapi-m2m"

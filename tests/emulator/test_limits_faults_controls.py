@@ -9,11 +9,10 @@ import anyio
 import httpx
 import jwt
 import pytest
-from userapi.emulator import ROUTE_NAMES, Emulator, Fault
+from userapi.emulator import DEV_AUDIENCE, ROUTE_NAMES, Emulator, Fault
 
 from tests.emulator.conftest import (
     ADA,
-    API_AUDIENCE,
     BASE_URL,
     client_for,
     make_emulator,
@@ -345,7 +344,7 @@ async def test_tokens_route_mints_user_tokens(emulator: Emulator, http: httpx.As
     assert response.status_code == 200
     key = emulator.keys.current.private_key.public_key()
     claims = jwt.decode(
-        response.json()["access_token"], key, algorithms=["RS256"], audience=API_AUDIENCE,
+        response.json()["access_token"], key, algorithms=["RS256"], audience=DEV_AUDIENCE,
         issuer=BASE_URL + "/",
     )  # fmt: skip
     assert (claims["sub"], claims["permissions"], claims["org_id"]) == (

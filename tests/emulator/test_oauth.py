@@ -8,16 +8,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from userapi.emulator import Emulator
+from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET, Emulator
 
 from tests.emulator.conftest import (
     ADA,
     ADA_EMAIL,
     ADA_PASSWORD,
-    API_AUDIENCE,
     BASE_URL,
-    CLIENT_ID,
-    CLIENT_SECRET,
     GRACE,
     MANAGEMENT_AUDIENCE,
     client_for,
@@ -28,15 +25,15 @@ pytestmark = pytest.mark.anyio
 
 CREDENTIALS = {
     "grant_type": "client_credentials",
-    "client_id": CLIENT_ID,
-    "client_secret": CLIENT_SECRET,
+    "client_id": DEV_CLIENT_ID,
+    "client_secret": DEV_CLIENT_SECRET,
     "audience": MANAGEMENT_AUDIENCE,
 }
 PASSWORD_GRANT = {
     "grant_type": "password",
-    "client_id": CLIENT_ID,
-    "client_secret": CLIENT_SECRET,
-    "audience": API_AUDIENCE,
+    "client_id": DEV_CLIENT_ID,
+    "client_secret": DEV_CLIENT_SECRET,
+    "audience": DEV_AUDIENCE,
     "username": ADA_EMAIL,
     "password": ADA_PASSWORD,
 }
@@ -61,8 +58,8 @@ async def test_management_token_from_a_form_body(
     assert body["scope"].split() == ["read:users", "update:users", "delete:users", "create:users"]
     assert response.headers["cache-control"] == "no-store"
     claims = verified(emulator, body["access_token"], MANAGEMENT_AUDIENCE)
-    assert claims["sub"] == f"{CLIENT_ID}@clients"
-    assert claims["azp"] == CLIENT_ID
+    assert claims["sub"] == f"{DEV_CLIENT_ID}@clients"
+    assert claims["azp"] == DEV_CLIENT_ID
     assert claims["gty"] == "client-credentials"
     assert claims["aud"] == MANAGEMENT_AUDIENCE
     assert claims["scope"] == body["scope"]
@@ -74,14 +71,14 @@ async def test_management_token_from_json_and_basic_auth(
     emulator: Emulator, http: httpx.AsyncClient
 ) -> None:
     assert (await http.post("/oauth/token", json=CREDENTIALS)).status_code == 200
-    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    basic = base64.b64encode(f"{DEV_CLIENT_ID}:{DEV_CLIENT_SECRET}".encode()).decode()
     body = {"grant_type": "client_credentials", "audience": MANAGEMENT_AUDIENCE}
     response = await http.post(
         "/oauth/token", data=body, headers={"Authorization": f"Basic {basic}"}
     )
     assert response.status_code == 200
     claims = verified(emulator, response.json()["access_token"], MANAGEMENT_AUDIENCE)
-    assert claims["sub"] == f"{CLIENT_ID}@clients"
+    assert claims["sub"] == f"{DEV_CLIENT_ID}@clients"
 
 
 async def test_management_token_with_fewer_scopes(
@@ -107,14 +104,14 @@ async def test_management_scopes_outside_the_grant_are_refused(http: httpx.Async
 async def test_api_token_carries_requested_permissions(
     emulator: Emulator, http: httpx.AsyncClient
 ) -> None:
-    form = {**CREDENTIALS, "audience": API_AUDIENCE, "scope": "read:users update:users"}
+    form = {**CREDENTIALS, "audience": DEV_AUDIENCE, "scope": "read:users update:users"}
     response = await http.post("/oauth/token", data=form)
     assert response.status_code == 200
     assert response.json()["expires_in"] == 3600
-    claims = verified(emulator, response.json()["access_token"], API_AUDIENCE)
+    claims = verified(emulator, response.json()["access_token"], DEV_AUDIENCE)
     assert claims["permissions"] == ["read:users", "update:users"]
     assert claims["scope"] == "read:users update:users"
-    assert claims["sub"] == f"{CLIENT_ID}@clients"
+    assert claims["sub"] == f"{DEV_CLIENT_ID}@clients"
     assert claims["gty"] == "client-credentials"
 
 
@@ -126,10 +123,10 @@ async def test_password_grant_issues_a_user_token(
     assert response.status_code == 200
     body = response.json()
     assert "id_token" not in body
-    claims = verified(emulator, body["access_token"], API_AUDIENCE)
+    claims = verified(emulator, body["access_token"], DEV_AUDIENCE)
     assert claims["sub"] == ADA
     assert claims["permissions"] == ["read:users"]  # the seed user's, not the requested scope
-    assert claims["aud"] == API_AUDIENCE
+    assert claims["aud"] == DEV_AUDIENCE
     assert "gty" not in claims
     assert emulator.users[ADA]["logins_count"] == logins + 1
 
@@ -139,9 +136,9 @@ async def test_password_grant_with_openid_adds_userinfo_audience_and_id_token(
 ) -> None:
     form = {**PASSWORD_GRANT, "username": "ADA@Example.com", "scope": "openid profile"}
     body = (await http.post("/oauth/token", data=form)).json()
-    claims = verified(emulator, body["access_token"], API_AUDIENCE)
-    assert claims["aud"] == [API_AUDIENCE, f"{BASE_URL}/userinfo"]
-    id_claims = verified(emulator, body["id_token"], CLIENT_ID)
+    claims = verified(emulator, body["access_token"], DEV_AUDIENCE)
+    assert claims["aud"] == [DEV_AUDIENCE, f"{BASE_URL}/userinfo"]
+    id_claims = verified(emulator, body["id_token"], DEV_CLIENT_ID)
     assert (id_claims["sub"], id_claims["email"]) == (ADA, ADA_EMAIL)
 
 
@@ -154,7 +151,7 @@ async def test_password_grant_for_the_admin_seed_user(
         "password": "admin admin admin admin",
     }
     body = (await http.post("/oauth/token", data=form)).json()
-    claims = verified(emulator, body["access_token"], API_AUDIENCE)
+    claims = verified(emulator, body["access_token"], DEV_AUDIENCE)
     assert claims["sub"] == GRACE
     assert sorted(claims["permissions"]) == [
         "create:users", "delete:users", "read:users", "update:users",
@@ -170,7 +167,7 @@ async def test_password_grant_for_a_created_user(
     )  # fmt: skip
     form = {**PASSWORD_GRANT, "username": "new@example.com", "password": "s3cret-pässword"}
     body = (await http.post("/oauth/token", data=form)).json()
-    claims = verified(emulator, body["access_token"], API_AUDIENCE)
+    claims = verified(emulator, body["access_token"], DEV_AUDIENCE)
     assert (claims["sub"], claims["permissions"]) == (user["user_id"], [])
 
 

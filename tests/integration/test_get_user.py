@@ -17,8 +17,9 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
+from userapi.emulator import DEV_AUDIENCE
 
-from harness.emulator import AUDIENCE, EmulatorHandle
+from harness.emulator import EmulatorHandle
 from harness.userapi import Service, migrate, service_env, start_service, user_path
 from tests import tokens
 
@@ -266,7 +267,7 @@ def _bad_token(emulator: EmulatorHandle, case: str, sub: str) -> str | None:
     good = {
         "iss": emulator.base_url + "/",
         "sub": sub,
-        "aud": AUDIENCE,
+        "aud": DEV_AUDIENCE,
         "iat": now,
         "exp": now + 600,
         "permissions": ["read:users"],

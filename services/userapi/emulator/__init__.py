@@ -16,10 +16,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from userapi.emulator.app import ROUTE_NAMES, Emulator, EmulatorConfig
+from userapi.emulator.app import (
+    DEV_AUDIENCE,
+    DEV_CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    ROUTE_NAMES,
+    Emulator,
+    EmulatorConfig,
+)
 from userapi.emulator.limits import Fault
 
 __all__ = [
+    "DEV_AUDIENCE",
+    "DEV_CLIENT_ID",
+    "DEV_CLIENT_SECRET",
     "ROUTE_NAMES",
     "Emulator",
     "EmulatorConfig",
@@ -53,7 +63,7 @@ def run(
     host: str,
     port: int,
     *,
-    seed_path: str | None = None,
+    seed_path: str | Path | None = None,
     latency_ms: float = 0.0,
     base_url: str | None = None,
 ) -> None:

@@ -44,6 +44,13 @@ ROUTE_NAMES = (
 )  # fmt: skip
 HANG_SECONDS = 300.0
 
+# The dev client: the machine-to-machine app and API every emulator knows unless configured
+# otherwise. `userapi dev`, the tests and bench/ use these; the chart's dev Secret
+# (helm/userapi/templates/dev-secrets.yaml) holds the same secret for a local cluster.
+DEV_CLIENT_ID = "userapi-m2m"
+DEV_CLIENT_SECRET = "userapi-dev-secret"  # noqa: S105 - a published dev credential
+DEV_AUDIENCE = "https://userapi.local/api"
+
 Handler = Callable[[Request], Awaitable[Response]]
 StoreHandler = Callable[[UserStore, Request], Awaitable[Response]]
 
@@ -51,8 +58,8 @@ StoreHandler = Callable[[UserStore, Request], Awaitable[Response]]
 @dataclass
 class EmulatorConfig:
     base_url: str  # e.g. "http://127.0.0.1:8765"; the issuer is base_url + "/"
-    clients: dict[str, str] = field(default_factory=lambda: {"userapi-m2m": "userapi-dev-secret"})
-    api_audiences: list[str] = field(default_factory=lambda: ["https://userapi.local/api"])
+    clients: dict[str, str] = field(default_factory=lambda: {DEV_CLIENT_ID: DEV_CLIENT_SECRET})
+    api_audiences: list[str] = field(default_factory=lambda: [DEV_AUDIENCE])
     seed_users: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: float = 0.0  # added to every Management API request
     rate_limit_burst: int = 1000

@@ -1,11 +1,15 @@
-"""Process start-up shared by `userapi serve` and `userapi dev`: settings, then uvicorn."""
+"""Process start-up: one way for every command to read its settings and begin logging, then
+uvicorn for the ones that serve."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from userapi.runtime.settings import ConfigurationError, Settings
 
 
 def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and `overrides`); a SystemExit naming every problem."""
     from pydantic import ValidationError
 
     try:
@@ -18,11 +22,19 @@ def load_settings(**overrides: object) -> Settings:
         raise SystemExit(f"userapi: configuration error: {problems}") from None
 
 
-def require_auth0(settings: Settings) -> None:
-    try:
-        settings.require_auth0()
-    except ConfigurationError as exc:
-        raise SystemExit(f"userapi: configuration error: {exc}") from None
+def startup(overrides: Mapping[str, object] | None = None, *, serving: bool = True) -> Settings:
+    """What `userapi serve`, `userapi dev`, `userapi migrate` and the skaffold factory do first:
+    the settings, the Auth0 ones an endpoint needs when `serving`, then JSON logging."""
+    from userapi.runtime import logs
+
+    settings = load_settings(**(overrides or {}))
+    if serving:
+        try:
+            settings.require_auth0()
+        except ConfigurationError as exc:
+            raise SystemExit(f"userapi: configuration error: {exc}") from None
+    logs.configure(settings.log_level)
+    return settings
 
 
 def run_uvicorn(app: object, host: str, port: int, settings: Settings) -> None:

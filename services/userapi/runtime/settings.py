@@ -99,8 +99,22 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # Process -----------------------------------------------------------------------------------
+    port: int = Field(
+        default=8080, ge=1, le=65535, description="`userapi serve` (Knative sets it)."
+    )
+    userapi_endpoint: str = Field(
+        default="get-user",
+        description="The endpoint `uvicorn --factory userapi.asgi:create` serves.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout_seconds: int = Field(default=10, ge=0, le=600)
+
+    # Development tools (`userapi dev`, `userapi emulator`) ---------------------------------------
+    userapi_dev_port: int = Field(default=8000, ge=1, le=65535)
+    emulator_port: int = Field(default=8765, ge=1, le=65535)
+    emulator_seed: Path | None = Field(default=None, description="Unset: the bundled seed users.")
+    emulator_latency_ms: float = Field(default=0.0, ge=0)
+    emulator_base_url: str | None = Field(default=None, description="Unset: http://HOST:PORT.")
 
     @model_validator(mode="after")
     def _database_url_scheme(self) -> Settings:
