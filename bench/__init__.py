@@ -1,1 +1,2 @@
-"""Benchmarks (issue 5). quick.py is a first measurement; the full harness is still to come."""
+"""`make bench` (`python -m bench`): the measurements of docs/performance.md, one module per
+scenario in bench/scenarios/, on real servers started with harness/."""

@@ -61,7 +61,7 @@ class Server:
 
     def cache_outcomes(self, at_least: int = 0, timeout: float = 5.0) -> dict[str, int]:
         """How the profile cache served each request so far, from userapi's request log lines:
-        hit, miss, coalesced (waited for another request's fetch), stale, negative.
+        hit, miss, coalesced (waited for another request's fetch), stale.
 
         The line is written just after the response is sent, so a client that has its answer
         may be ahead of it: `at_least` waits (up to `timeout`) for that many lines."""

@@ -1,1 +1,1 @@
-"""One module per measurement of issue #5; each `run` returns a JSON-ready dict."""
+"""One module per measurement; each `run(stack, profile, workdir)` returns a JSON-ready dict."""

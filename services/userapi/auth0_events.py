@@ -31,7 +31,6 @@ from userapi.runtime.profiles import parse_timestamp
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import validate_user_id
 
-ENDPOINT = "auth0-events"
 # Auth0 decides how many events a delivery batches; larger than the other endpoints' limit.
 MAX_BODY_BYTES = 5 * 1024 * 1024
 _USER_PATH = re.compile(r"^/api/v2/users/([^/?#]+)")

@@ -12,7 +12,6 @@ from userapi.runtime.direct import DirectGet
 from userapi.runtime.errors import ERROR_RESPONSES, not_found
 from userapi.runtime.users import User, etag, etag_matches, target_user
 
-ENDPOINT = "get-user"
 READ_USERS = "read:users"
 
 router = APIRouter(tags=["users"])

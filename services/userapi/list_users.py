@@ -13,7 +13,6 @@ from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Error, bad_re
 from userapi.runtime.profiles import PROFILE_FIELDS
 from userapi.runtime.users import UserProfile
 
-ENDPOINT = "list-users"
 READ_USERS = "read:users"
 MAX_QUERY_LENGTH = 512
 MAX_REACHABLE = 1000  # Auth0 returns at most the first 1000 results of a search

@@ -37,9 +37,6 @@ class Principal:
     permissions: frozenset[str]
     claims: dict[str, Any]
 
-    def has(self, permission: str) -> bool:
-        return permission in self.permissions
-
     def require(self, permission: str) -> None:
         if permission not in self.permissions:
             raise forbidden(permission)

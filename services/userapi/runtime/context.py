@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class RequestContext:
     request_id: str
-    cache: str | None = None  # hit | miss | stale | negative | coalesced
+    cache: str | None = None  # hit | miss | stale | coalesced (profiles.Lookup)
     auth0_ms: float = 0.0
     auth0_calls: int = 0
     subject: str | None = None

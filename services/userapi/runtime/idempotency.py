@@ -59,10 +59,6 @@ class Claim:
     def is_replay(self) -> bool:
         return self.replay_status is not None
 
-    @property
-    def resumed(self) -> bool:
-        return self.auth0_user_id is not None
-
 
 class IdempotencyKeys:
     def __init__(self, database: Database, *, ttl_seconds: float, lease_seconds: float) -> None:
