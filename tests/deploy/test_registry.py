@@ -1,0 +1,50 @@
+"""The endpoint registry (userapi.endpoints.ENDPOINTS) is the one list of endpoints: the chart's
+values, what it renders, manifests/ and the README's API table must name the same ones.
+docs/adding-an-endpoint.md lists every place a new endpoint touches; this test fails on any
+that was missed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from userapi.endpoints import ENDPOINTS
+
+from tests.deploy.test_helm import CHART, knative_services, render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def camel_case(name: str) -> str:
+    first, *rest = name.split("-")
+    return first + "".join(part.title() for part in rest)
+
+
+def test_the_chart_values_have_one_block_per_registered_endpoint() -> None:
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    blocks = {key: block["name"] for key, block in values["endpoints"].items()}
+    assert blocks == {camel_case(name): name for name in ENDPOINTS}
+    assert all(block["enabled"] for block in values["endpoints"].values())
+
+
+def test_the_chart_runs_each_registered_endpoint_in_its_own_service() -> None:
+    services = knative_services(render())
+    assert set(services) == set(ENDPOINTS)
+    for name, service in services.items():
+        app = service["spec"]["template"]["spec"]["containers"][0]
+        assert app["args"] == [name]  # `userapi serve <name>`: the registry's key
+
+
+def test_manifests_base_has_one_file_per_registered_endpoint() -> None:
+    kustomization = yaml.safe_load((ROOT / "manifests" / "base" / "kustomization.yaml").read_text())
+    per_endpoint = set(kustomization["resources"]) - {"common.yaml", "migrate-job.yaml"}
+    assert per_endpoint == {f"{name}.yaml" for name in ENDPOINTS}
+
+
+def test_the_readme_api_table_lists_every_registered_endpoint() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## The API", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no header
+    assert [re.split(r"\s*\|\s*", row)[1] for row in rows] == list(ENDPOINTS)
