@@ -15,7 +15,7 @@ from bench.load import fire, percentiles
 from bench.stack import USER, Stack
 from harness.userapi import user_path
 
-PROFILE_KEY = "userapi:profile:v1:{}"
+PROFILE_KEY = "userapi:profile:v2:{}"
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
 ZIPF_LATENCY_MS = 150.0
 

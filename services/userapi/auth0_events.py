@@ -15,15 +15,16 @@ once) is harmless: an invalidation repeats, and an older profile never replaces 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from userapi.runtime import body
 from userapi.runtime.app import Resources
 from userapi.runtime.deps import ResourcesDep
 from userapi.runtime.errors import APIError, ErrorBody, bad_request
@@ -75,21 +76,29 @@ def _authorize(request: Request, settings: Settings) -> None:
                        {"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A JSON line that the body reader refused: rejected as an item, like any bad event."""
+
+    reason: str
+
+
 def _items(raw: bytes) -> list[Any]:
-    """One JSON document (object or array), or JSON lines; an unparsable line stays a string."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    if not text:
-        raise bad_request("The body is empty.")
+    """One JSON document (object or array), or JSON lines, each read by the strict body reader
+    (runtime/body.py). A document that is neither is refused whole (400, which Auth0 does not
+    retry); in JSON lines, a line the reader refuses is one rejected item."""
     try:
-        document = json.loads(text)
-    except ValueError:
-        lines = [line for line in text.splitlines() if line.strip()]
+        document = body.parse(raw)
+    except APIError:
+        lines = [line for line in raw.splitlines() if line.strip()]
+        if len(lines) < 2:
+            raise  # one document, unreadable: the reader's 400 says why
         items: list[Any] = []
         for line in lines:
             try:
-                items.append(json.loads(line))
-            except ValueError:
-                items.append(line)
+                items.append(body.parse(line))
+            except APIError as exc:
+                items.append(_Unreadable(exc.message))
         return items
     return document if isinstance(document, list) else [document]
 
@@ -174,21 +183,43 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
     responses={
         400: {"model": ErrorBody, "description": "Nothing in the body could be read"},
         401: {"model": ErrorBody, "description": "Wrong or missing shared secret"},
+        **body.ERROR_RESPONSES,
         503: {
             "model": ErrorBody,
             "description": "The shared cache could not take a change: send the delivery again",
         },
     },
     summary="Receive Auth0 Event Streams and Log Streams",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "One CloudEvent or log event, an array of them, or JSON lines.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"type": "object"},
+                            {"type": "array", "items": {"type": "object"}},
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
 async def receive(request: Request, resources: ResourcesDep) -> EventResult:
     _authorize(request, resources.settings)
-    raw = await request.body()  # at most MAX_BODY_BYTES: RequestMiddleware refuses more
-    items = _items(raw)
+    # Read after the secret is checked; at most MAX_BODY_BYTES (RequestMiddleware refuses more).
+    items = _items(await request.body())
     outcomes = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     rejected: list[Rejected] = []
     for index, item in enumerate(items):
         try:
+            if isinstance(item, _Unreadable):
+                raise _Invalid(item.reason)
+            problem = body.unstorable(item)
+            if problem is not None:
+                raise _Invalid(": ".join(problem))
             if isinstance(item, dict) and "specversion" in item:
                 outcome = await _cloud_event(resources, item)
             elif isinstance(item, dict) and "log_id" in item:

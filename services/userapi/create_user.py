@@ -9,15 +9,15 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from userapi.runtime import audit
+from userapi.runtime import audit, body
 from userapi.runtime.app import Resources
 from userapi.runtime.auth import Principal
-from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Rejected
+from userapi.runtime.deps import ResourcesDep, authorized
+from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Rejected, ErrorBody
 from userapi.runtime.idempotency import (
     Claim,
     IdempotencyKeys,
@@ -47,16 +47,13 @@ class UserCreate(BaseModel):
     given_name: Name | None = None
     family_name: Name | None = None
     nickname: Name | None = None
-    user_metadata: dict[str, Any] = Field(default_factory=dict)
+    user_metadata: body.Metadata = Field(default_factory=dict)
     plan: Annotated[str, Field(min_length=1, max_length=64)] = "free"
 
     @model_validator(mode="after")
     def _password_or_verification(self) -> UserCreate:
         if self.password is None and not self.verify_email:
             raise ValueError("send a password, or verify_email: true to let the user set one")
-        for key in self.user_metadata:
-            if not key or "." in key or "$" in key:
-                raise ValueError(f"user_metadata key {key!r} may not be empty or contain . or $")
         return self
 
 
@@ -84,22 +81,29 @@ async def _adopt_existing(resources: Resources, email: str, claim: Claim) -> dic
     response_model=User,
     responses={
         **ERROR_RESPONSES,
-        409: {"description": "The user exists, or a request with this key is in progress"},
-        422: {"description": "The Idempotency-Key was used with another body"},
+        **body.ERROR_RESPONSES,
+        409: {
+            "model": ErrorBody,
+            "description": "The user exists, or a request with this key is in progress",
+        },
+        422: {"model": ErrorBody, "description": "The Idempotency-Key was used with another body"},
     },
     summary="Create a user",
     description=(
         f"Needs `{CREATE_USERS}`. Send an Idempotency-Key to make retries safe: a retry with the "
         "same key and body replays the response; the same key with another body is a 422."
     ),
+    openapi_extra=body.request_body(UserCreate),
 )
 async def create_user(
-    create: UserCreate,
-    principal: PrincipalDep,
+    request: Request,
+    principal: Annotated[Principal, authorized(CREATE_USERS)],
     resources: ResourcesDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    principal.require(CREATE_USERS)
+    # Read only now: 401 and 403 come first, and nothing below runs on a body that Auth0, the
+    # database or the response could refuse.
+    create = await body.read(request, UserCreate)
     settings = resources.settings
     keys = IdempotencyKeys(
         resources.database,
@@ -117,13 +121,13 @@ async def create_user(
             assert claim.replay_status is not None
             return _response(claim.replay_status, claim.replay_body, replayed=True)
     try:
-        status, body = await _create(resources, principal, create, keys, claim)
+        status, created = await _create(resources, principal, create, keys, claim)
     except BaseException as exc:
         if claim is not None:
             definitive = isinstance(exc, Auth0Rejected | APIError)
             await keys.release(ENDPOINT, principal.subject, claim.key, forget=definitive)
         raise
-    return _response(status, body, replayed=False)
+    return _response(status, created, replayed=False)
 
 
 async def _create(
@@ -163,7 +167,8 @@ async def _create(
             session, actor=principal.subject, endpoint=ENDPOINT, action="create",
             target_user_id=user_id, changed_fields=create.model_dump(exclude_unset=True),
         )  # fmt: skip
-        visible = allowlisted(profile, resources.settings.profile_include_app_metadata)
+        # Everything create-user sent passed runtime/body.py's limits: nothing is omitted.
+        visible = allowlisted(profile, resources.settings.profile_include_app_metadata).profile
         body = User.model_validate({**visible, "account": account}).model_dump(mode="json")
         if claim is not None:
             await keys.complete(session, ENDPOINT, principal.subject, claim.key, 201, body)

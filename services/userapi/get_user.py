@@ -10,7 +10,14 @@ from fastapi import APIRouter, Header, Request, Response
 from userapi.runtime.deps import PrincipalDep, ResourcesDep, principal_of, resources_of
 from userapi.runtime.direct import DirectGet
 from userapi.runtime.errors import ERROR_RESPONSES, not_found
-from userapi.runtime.users import User, etag, etag_matches, target_user
+from userapi.runtime.users import (
+    OMITTED_FIELDS,
+    User,
+    authorized_target,
+    etag,
+    etag_matches,
+    omitted_fields,
+)
 
 READ_USERS = "read:users"
 
@@ -20,12 +27,17 @@ router = APIRouter(tags=["users"])
 @router.get(
     "/users/{user_id}",
     response_model=User,
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        304: {"description": "If-None-Match holds the current ETag: no body"},
+    },
     summary="Get a user",
     description=(
         "An Auth0 user's profile and the app's account row. `me` is the caller. Reading another "
         f"user needs the `{READ_USERS}` permission. The ETag changes with the profile or the "
-        "account; send it back in If-None-Match for a 304, or in If-Match to update-user."
+        "account; send it back in If-None-Match for a 304, or in If-Match to update-user. "
+        "Metadata that this API could not have stored (too deep, over 16 kB, unencodable) is "
+        "left out, key by key, and named in the Omitted-Fields header."
     ),
 )
 async def get_user(
@@ -35,9 +47,7 @@ async def get_user(
     response: Response,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> User | Response:
-    target = target_user(user_id, principal)
-    if target != principal.subject:
-        principal.require(READ_USERS)
+    target = authorized_target(user_id, principal, READ_USERS)
 
     # The account row and the profile are independent: read both at once.
     account_read = asyncio.create_task(resources.accounts.get(target))
@@ -53,6 +63,7 @@ async def get_user(
     if etag_matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
     response.headers["ETag"] = tag
+    response.headers.update(omitted_fields(lookup.omitted))
     return User.model_validate({**lookup.profile, "account": account})
 
 
@@ -67,11 +78,10 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     )
     if isinstance(result, Response):
         return result
-    return Response(
-        result.model_dump_json(),
-        media_type="application/json",
-        headers={"ETag": response.headers["ETag"]},
-    )
+    headers = {"ETag": response.headers["ETag"]}
+    if OMITTED_FIELDS in response.headers:
+        headers[OMITTED_FIELDS] = response.headers[OMITTED_FIELDS]
+    return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
 
 # The API's hot path: FastAPI's parameter solving was a third of a cached read's CPU.

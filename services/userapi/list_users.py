@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.auth import Principal
+from userapi.runtime.deps import ResourcesDep, authorized
 from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Error, bad_request
-from userapi.runtime.profiles import PROFILE_FIELDS
-from userapi.runtime.users import UserProfile
+from userapi.runtime.profiles import PROFILE_FIELDS, allowlisted
+from userapi.runtime.users import UserProfile, omitted_fields
 
 READ_USERS = "read:users"
 MAX_QUERY_LENGTH = 512
@@ -103,18 +104,20 @@ def _check_sort(sort: str) -> None:
     description=(
         f"Auth0 user search (Lucene syntax, v3). Needs `{READ_USERS}`. Searchable fields: "
         + ", ".join(sorted(SEARCHABLE_FIELDS))
-        + ", user_metadata.*. At most the first 1000 results can be reached."
+        + ", user_metadata.*. At most the first 1000 results can be reached. Metadata left "
+        "out of a profile (see get-user) is named in Omitted-Fields as users[i].<field>."
     ),
 )
 async def list_users(
-    principal: PrincipalDep,
+    # A dependency: checked before the query parameters are (403 before 400).
+    principal: Annotated[Principal, authorized(READ_USERS)],
     resources: ResourcesDep,
+    response: Response,
     q: Annotated[str | None, Query(description="Lucene query, e.g. email:*@example.com")] = None,
     page: Annotated[int, Query(ge=0, description="0-based page number")] = 0,
     per_page: Annotated[int, Query(ge=1, le=50)] = 50,
     sort: Annotated[str | None, Query(description="field:1 (ascending) or field:-1")] = None,
 ) -> UserPage:
-    principal.require(READ_USERS)
     if q is not None:
         _check_query(q)
     if sort is not None:
@@ -139,8 +142,13 @@ async def list_users(
     users = [u for u in result.get("users", []) if isinstance(u, dict) and "user_id" in u]
     # Every profile fetched here is as fresh as a get-user miss: keep it for the next reads.
     await asyncio.gather(*(resources.profiles.put(user) for user in users))
+    include = resources.settings.profile_include_app_metadata
+    visible = [allowlisted(user, include) for user in users]
+    response.headers.update(
+        omitted_fields(f"users[{i}].{name}" for i, v in enumerate(visible) for name in v.omitted)
+    )
     return UserPage(
-        users=[UserProfile.model_validate(u) for u in users],
+        users=[UserProfile.model_validate(v.profile) for v in visible],
         page=page,
         per_page=per_page,
         total=int(result.get("total", len(users))),

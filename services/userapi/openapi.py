@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from userapi import __version__, endpoints
-from userapi.runtime.deps import document_bearer_auth
+from userapi.runtime.deps import document
 from userapi.runtime.errors import install_error_handlers
 
 
@@ -27,7 +27,7 @@ def merged_spec() -> dict[str, Any]:
     for router in routers:
         app.include_router(router)
     spec = app.openapi()
-    document_bearer_auth(spec, routers)
+    document(spec, routers)
     # Which Knative Service answers each operation.
     for name, router in zip(endpoints.ENDPOINTS, routers, strict=True):
         for route in router.routes:

@@ -162,7 +162,7 @@ def _cache_then_expire(service: Service, token: str, redis_url: str, user_id: st
 
 
 def _expire(client: redis.Redis, service: Service, token: str, user_id: str) -> None:
-    key = f"userapi:profile:v1:{user_id}"
+    key = f"userapi:profile:v2:{user_id}"
     deadline = time.monotonic() + 5
     while (raw := client.get(key)) is None:
         assert time.monotonic() < deadline, "the profile never reached Redis"

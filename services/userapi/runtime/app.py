@@ -145,9 +145,9 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from userapi.runtime.deps import document_bearer_auth
+            from userapi.runtime.deps import document
 
-            document_bearer_auth(FastAPI.openapi(app), routers)
+            document(FastAPI.openapi(app), routers)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

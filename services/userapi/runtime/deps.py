@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from userapi.runtime import context
+from userapi.runtime import body, context
 from userapi.runtime.app import Resources
 from userapi.runtime.auth import Principal, authenticate
 
@@ -44,6 +45,36 @@ async def principal_of(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(principal_of)]
+
+
+def authorized(permission: str) -> Any:
+    """`Depends` on a caller holding `permission`: 401, then 403, before FastAPI validates any
+    parameter (dependencies are solved before an endpoint's own query and header parameters)."""
+
+    async def authorized_caller(principal: PrincipalDep) -> Principal:
+        principal.require(permission)
+        return principal
+
+    return Depends(authorized_caller)
+
+
+def document(spec: dict[str, Any], routers: Iterable[APIRouter]) -> None:
+    """Completes FastAPI's document of `routers` with what userapi does that FastAPI cannot see:
+    the bearer scheme, the bodies read by runtime/body.py, and no 422 "Validation Error" where
+    userapi answers a 400 (runtime/errors.py renders validation errors so)."""
+    document_bearer_auth(spec, routers)
+    body.document_bodies(spec)
+    validation = "#/components/schemas/HTTPValidationError"
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            unprocessable = operation.get("responses", {}).get("422", {})
+            media = unprocessable.get("content", {}).get("application/json", {})
+            if media.get("schema", {}).get("$ref") == validation:
+                del operation["responses"]["422"]
+    schemas = spec.get("components", {}).get("schemas", {})
+    if validation not in json.dumps(spec.get("paths", {})):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def document_bearer_auth(spec: dict[str, Any], routers: Iterable[APIRouter]) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from userapi.runtime import context
 from userapi.runtime.batch import Batcher
+from userapi.runtime.body import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, unstorable
 from userapi.runtime.errors import Auth0Error
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
@@ -52,11 +53,63 @@ PROFILE_FIELDS = (
 _LOCK_POLL_SECONDS = 0.02
 
 
-def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Visible:
+    """What an endpoint may show of an Auth0 profile, and the metadata it had to leave out."""
+
+    profile: dict[str, Any]
+    omitted: tuple[str, ...] = ()
+
+
+def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> Visible:
+    """The allowlisted fields, with metadata cut to what this API would accept as a write.
+
+    Auth0 may hold metadata that no write through this API could have stored (the dashboard,
+    an Action, another app): nested too deep to render (pydantic gives up at about 255 levels),
+    an unpaired surrogate that no response can encode, or far over 16 kB. A read still answers:
+    each top-level metadata key that breaks a limit of runtime/body.py is left out, largest
+    first for size, and named (`user_metadata.<key>`) in `omitted`.
+    """
     kept = {name: profile[name] for name in PROFILE_FIELDS if name in profile}
     if include_app_metadata and "app_metadata" in profile:
         kept["app_metadata"] = profile["app_metadata"]
-    return kept
+    omitted: list[str] = []
+    for field in ("user_metadata", "app_metadata"):
+        metadata = kept.get(field)
+        if metadata is None:
+            continue
+        if not isinstance(metadata, dict):
+            del kept[field]
+            omitted.append(field)
+            continue
+        shown, left_out = _presentable(metadata)
+        if left_out:
+            kept[field] = shown
+            omitted.extend(f"{field}.{key}" for key in left_out)
+    return Visible(kept, tuple(omitted))
+
+
+def _presentable(metadata: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    # Each value sits one level below the metadata object, as in body.Metadata's check.
+    left_out = [
+        key
+        for key, value in metadata.items()
+        if unstorable({key: value}, METADATA_MAX_DEPTH) is not None
+    ]
+    shown = {key: value for key, value in metadata.items() if key not in left_out}
+    sizes = {key: _json_size(value) for key, value in shown.items()}
+    total = sum(sizes.values()) + sum(_json_size(key) + 2 for key in sizes)  # ':' and ','
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= METADATA_MAX_BYTES:
+            break
+        total -= sizes[key] + _json_size(key) + 2
+        del shown[key]
+        left_out.append(key)
+    return shown, left_out
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 @dataclass(frozen=True)
@@ -65,6 +118,7 @@ class CacheEntry:
     fetched_at: float
     fresh_until: float
     updated_at: str | None  # Auth0's; for a tombstone, when the user was deleted
+    omitted: tuple[str, ...] = ()  # what allowlisted() left out of the profile
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
@@ -76,6 +130,7 @@ class CacheEntry:
                 "fetched_at": self.fetched_at,
                 "fresh_until": self.fresh_until,
                 "updated_at": self.updated_at,
+                "omitted": self.omitted,
             },
             separators=(",", ":"),
         ).encode()
@@ -89,6 +144,7 @@ class CacheEntry:
                 fetched_at=float(data["fetched_at"]),
                 fresh_until=float(data["fresh_until"]),
                 updated_at=data.get("updated_at"),
+                omitted=tuple(data["omitted"]),
             )
         except (ValueError, KeyError, TypeError):
             return None  # an entry from an incompatible version is just a miss
@@ -99,6 +155,7 @@ class Lookup:
     profile: dict[str, Any] | None
     outcome: str  # hit | miss | stale | coalesced
     fetched_at: float
+    omitted: tuple[str, ...] = ()
 
 
 class ProfileCache:
@@ -114,7 +171,8 @@ class ProfileCache:
         # Entries hold what the allowlist kept, so pods that keep app_metadata and pods that do
         # not (a changed setting, a rolling deploy) must not read each other's.
         variant = "+app_metadata" if settings.profile_include_app_metadata else ""
-        self._prefix = f"{settings.redis_key_prefix}profile:v1{variant}:"
+        # v2: entries hold what allowlisted() cut to the write limits, and say what it left out.
+        self._prefix = f"{settings.redis_key_prefix}profile:v2{variant}:"
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
         # reads of one user as one key: a burst costs one round trip, not one per request.
@@ -134,7 +192,7 @@ class ProfileCache:
     async def _lookup(self, user_id: str) -> Lookup:
         cached = await self._read(user_id)
         if cached is not None and cached.is_fresh(time.time()):
-            return Lookup(cached.profile, "hit", cached.fetched_at)
+            return Lookup(cached.profile, "hit", cached.fetched_at, cached.omitted)
         # Single-flight: concurrent misses for one user in this process share one Auth0 call. The
         # fill runs as its own task so that a caller hanging up does not cancel the others.
         task = self._inflight.get(user_id)
@@ -144,7 +202,7 @@ class ProfileCache:
             task.add_done_callback(lambda done: self._settle(user_id, done))
             return await asyncio.shield(task)
         shared = await asyncio.shield(task)
-        return Lookup(shared.profile, "coalesced", shared.fetched_at)
+        return Lookup(shared.profile, "coalesced", shared.fetched_at, shared.omitted)
 
     def _settle(self, user_id: str, task: asyncio.Task[Lookup]) -> None:
         self._inflight.pop(user_id, None)
@@ -161,7 +219,7 @@ class ProfileCache:
                 await asyncio.sleep(_LOCK_POLL_SECONDS)
                 entry = await self._read(user_id)
                 if entry is not None and entry.is_fresh(time.time()):
-                    return Lookup(entry.profile, "coalesced", entry.fetched_at)
+                    return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
         try:
             if lock is not None:
                 # Checked again under the lock: the previous holder may have filled the entry
@@ -169,7 +227,7 @@ class ProfileCache:
                 # lock exists to prevent.
                 entry = await self._read(user_id)
                 if entry is not None and entry.is_fresh(time.time()):
-                    return Lookup(entry.profile, "coalesced", entry.fetched_at)
+                    return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
             started = time.time()
             try:
                 profile = await self._fetch(user_id)
@@ -183,16 +241,16 @@ class ProfileCache:
                             "error": repr(exc),
                         },
                     )
-                    return Lookup(stale.profile, "stale", stale.fetched_at)
+                    return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
                 raise
             # A write that landed while we fetched (an update, a deletion, a change event) is
             # newer than what we hold: it stays, and is what this read answers.
             current = await self._read(user_id)
             if current is not None and current.fetched_at > started:
-                return Lookup(current.profile, "miss", current.fetched_at)
+                return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
             entry = self._entry(profile)
             await self._write(user_id, entry)
-            return Lookup(entry.profile, "miss", entry.fetched_at)
+            return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
         finally:
             if lock is not None:
                 await self._store.unlock(lock_key, lock)
@@ -204,8 +262,9 @@ class ProfileCache:
             return CacheEntry(None, now, now + settings.profile_negative_ttl_seconds, None)
         jitter = 1 + random.uniform(-settings.profile_ttl_jitter, settings.profile_ttl_jitter)
         kept = allowlisted(profile, settings.profile_include_app_metadata)
+        fresh_until = now + settings.profile_fresh_ttl_seconds * jitter
         return CacheEntry(
-            kept, now, now + settings.profile_fresh_ttl_seconds * jitter, kept.get("updated_at")
+            kept.profile, now, fresh_until, kept.profile.get("updated_at"), kept.omitted
         )
 
     async def _read(self, user_id: str) -> CacheEntry | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +49,23 @@ def etag_matches(header: str | None, current: str) -> bool:
     return "*" in tags or current in tags
 
 
+# The response header naming the metadata a read left out (runtime/profiles.allowlisted).
+OMITTED_FIELDS = "Omitted-Fields"
+_MAX_OMITTED_NAMED = 20
+
+
+def omitted_fields(names: Iterable[str]) -> dict[str, str]:
+    """The Omitted-Fields header for `names`, or none. Keys are percent-encoded (a metadata key
+    may hold a comma or a line break) and at most 20 are named, then "...": a header has room
+    for a list, not for every key of a pathological profile."""
+    named = [quote(name, safe="._-[]") for name in names]
+    if not named:
+        return {}
+    if len(named) > _MAX_OMITTED_NAMED:
+        named = [*named[:_MAX_OMITTED_NAMED], "..."]
+    return {OMITTED_FIELDS: ", ".join(named)}
+
+
 def target_user(user_id: str, principal: Principal) -> str:
     """The user a path names: `me` is the caller, which must then be a user, not an app."""
     if user_id != "me":
@@ -55,6 +73,14 @@ def target_user(user_id: str, principal: Principal) -> str:
     if principal.subject.endswith("@clients"):
         raise bad_request("'me' needs a user's token; this one belongs to an application.")
     return principal.subject
+
+
+def authorized_target(user_id: str, principal: Principal, permission: str) -> str:
+    """The user a path names, once the caller may act on it: anyone else than the caller needs
+    `permission`, and a caller without it gets its 403 before the id is judged (a 400)."""
+    if user_id not in ("me", principal.subject):
+        principal.require(permission)
+    return target_user(user_id, principal)
 
 
 class Account(BaseModel):

@@ -1,0 +1,291 @@
+"""Issue 11's reproducers, one test each: hostile bodies are a JSON 400 (413 for size) before
+anything reaches Auth0, a profile already bad in Auth0 still reads, and 401 then 403 come
+before anything about the body. On real Redis and PostgreSQL through PgBouncer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import EmulatorHandle, in_process, migrate, service_env, user_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+SECRET = "hostile-input-events-secret-0123"
+CREATE = "POST /api/v2/users"
+UPDATE = "PATCH /api/v2/users/{id}"
+ALL = ["read:users", "create:users", "update:users", "delete:users"]
+ENDPOINTS = ("get-user", "list-users", "create-user", "update-user", "delete-user", "auth0-events")
+
+
+@pytest.fixture(scope="module")
+def migrated(database_url: str) -> str:
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def api(
+    clean_emulator: EmulatorHandle, redis_server: Any, migrated: str
+) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    env = service_env(clean_emulator, redis_server.url, migrated)
+    env["AUTH0_EVENTS_SECRET"] = SECRET
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(in_process(name, env)) for name in ENDPOINTS
+        }
+        for client in clients.values():
+            # As a client sends JSON: without it, a framework may never parse what is tested.
+            client.headers["Content-Type"] = "application/json"
+        yield clients
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _json_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "message", "request_id"}, body
+    return body
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def _email() -> str:
+    return f"hostile-{secrets.token_hex(4)}@example.com"
+
+
+def _create_body(**fields: Any) -> dict[str, Any]:
+    return {"email": _email(), "password": "Passw0rd!x", **fields}
+
+
+def _raw(body: dict[str, Any]) -> bytes:
+    """Encoded as an attacker would: NaN and lone surrogates written out, not refused."""
+    return json.dumps(body, allow_nan=True).encode()
+
+
+# 1. NUL (and other characters nothing downstream can store) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"plan": "a\u0000b"},
+        {"name": "Ada\u0000"},
+        {"user_metadata": {"k\u0000": 1}},
+        {"user_metadata": {"k": ["x", "\ud800"]}},
+    ],
+    ids=["nul-in-plan", "nul-in-name", "nul-in-metadata-key", "lone-surrogate"],
+)
+async def test_unstorable_characters_are_a_400_before_auth0_creates_anything(
+    api, clean_emulator, fields
+) -> None:
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    body = _create_body(**fields)
+    for key in (None, secrets.token_hex(8), None):  # and a retry with the same key
+        headers = _bearer(token) | ({"Idempotency-Key": key} if key else {})
+        response = await api["create-user"].post("/users", content=_raw(body), headers=headers)
+        assert _json_error(response, 400)["error"] == "unstorable_value"
+    assert clean_emulator.calls(CREATE) == 0
+    assert (
+        clean_emulator.http.get(
+            "/api/v2/users-by-email",
+            params={"email": body["email"]},
+            headers=_bearer(clean_emulator.management_token()),
+        ).json()
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"plan": "a\u0000b"}, {"preferences": {"k\u0000": 1}}, {"preferences": {"k": "v\u0000"}}],
+    ids=["plan", "preferences-key", "preferences-value"],
+)
+async def test_update_user_refuses_nul_before_auth0_changes(api, clean_emulator, fields) -> None:
+    user = clean_emulator.create_user(_email())
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    fields = {"name": "Changed", **fields}  # an Auth0 field too: Auth0 would be written first
+    response = await api["update-user"].patch(
+        user_path(user["user_id"]), content=_raw(fields), headers=_bearer(token)
+    )
+    _json_error(response, 400)
+    assert clean_emulator.calls(UPDATE) == 0
+
+
+# 2. NaN and Infinity -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_nan_and_infinity_are_a_400(api, clean_emulator, literal) -> None:
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    body = f'{{"email":"{_email()}","password":"Passw0rd!x","user_metadata":{{"n":{literal}}}}}'
+    response = await api["create-user"].post("/users", content=body, headers=_bearer(token))
+    _json_error(response, 400)
+    assert clean_emulator.calls(CREATE) == 0
+
+
+# 3. Deep nesting, and a profile that is already bad in Auth0 ---------------------------------
+
+
+async def test_deep_metadata_is_a_400_and_creates_no_user(api, clean_emulator) -> None:
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    for depth in (17, 400, 100_000):
+        body = '{"email":"%s","password":"Passw0rd!x","user_metadata":%s}' % (  # noqa: UP031
+            _email(),
+            '{"n":' * depth + "1" + "}" * depth,
+        )
+        response = await api["create-user"].post("/users", content=body, headers=_bearer(token))
+        _json_error(response, 400)
+    assert clean_emulator.calls(CREATE) == 0
+
+
+async def test_deep_self_service_metadata_is_a_400_and_the_profile_stays_readable(
+    api, clean_emulator
+) -> None:
+    user = clean_emulator.create_user(_email())
+    token = clean_emulator.token(user["user_id"])  # no permission: users edit their own
+    response = await api["update-user"].patch(
+        "/users/me", json={"user_metadata": {"deep": _nested(300)}}, headers=_bearer(token)
+    )
+    _json_error(response, 400)
+    assert clean_emulator.calls(UPDATE) == 0
+    assert (await api["get-user"].get("/users/me", headers=_bearer(token))).status_code == 200
+
+
+async def test_a_profile_already_bad_in_auth0_still_reads(api, clean_emulator) -> None:
+    """Metadata written around this API (the dashboard, an Action) too deep to render: the read
+    answers 200 without that key and names it in Omitted-Fields; the rest is intact."""
+    marker = secrets.token_hex(4)
+    user = clean_emulator.create_user(
+        f"bad-{marker}@example.com",
+        user_metadata={"deep": _nested(300), "theme": "dark"},
+    )
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    for _ in range(2):  # from Auth0, then from the shared cache
+        response = await api["get-user"].get(user_path(user["user_id"]), headers=_bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json()["user_metadata"] == {"theme": "dark"}
+        assert response.headers["omitted-fields"] == "user_metadata.deep"
+    listed = await api["list-users"].get(
+        "/users", params={"q": f"email:bad-{marker}*"}, headers=_bearer(token)
+    )
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["users"][0]["user_metadata"] == {"theme": "dark"}
+    assert listed.headers["omitted-fields"] == "users[0].user_metadata.deep"
+
+
+# 4. auth0-events -----------------------------------------------------------------------------
+
+
+async def test_a_deeply_nested_delivery_is_a_400_not_a_500(api) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=deep, headers=_bearer(SECRET)
+    )
+    _json_error(response, 400)
+
+
+async def test_a_deeply_nested_json_line_is_one_rejected_item(api, clean_emulator) -> None:
+    user = clean_emulator.create_user(_email())
+    good = {
+        "log_id": secrets.token_hex(8),
+        "data": {"type": "sdu", "user_id": user["user_id"], "date": "2026-01-01T00:00:00Z"},
+    }
+    nul = {"log_id": "nul\u0000", "data": {"type": "sdu", "user_id": user["user_id"]}}
+    lines = [json.dumps(good).encode(), b"[" * 100_000 + b"]" * 100_000, json.dumps(nul).encode()]
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=b"\n".join(lines), headers=_bearer(SECRET)
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["received"], result["applied"]) == (3, 1)
+    assert [item["index"] for item in result["rejected"]] == [1, 2]
+
+
+# 6. 401, then 403, then the body -------------------------------------------------------------
+
+
+GARBAGE = b'{"email": nonsense'
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path"),
+    [
+        ("create-user", "POST", "/users"),
+        ("update-user", "PATCH", user_path("auth0|someoneelse00000000000000")),
+        ("update-user", "PATCH", "/users/me"),
+        ("delete-user", "DELETE", "/users/not-an-id"),
+        ("get-user", "GET", "/users/not-an-id"),
+        ("list-users", "GET", "/users?per_page=0&q=nonsense"),
+        ("auth0-events", "POST", "/events/auth0"),
+    ],
+)
+async def test_no_token_is_a_401_whatever_the_body(api, endpoint, method, path) -> None:
+    response = await api[endpoint].request(method, path, content=GARBAGE)
+    _json_error(response, 401)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path"),
+    [
+        ("create-user", "POST", "/users"),
+        ("update-user", "PATCH", user_path("auth0|someoneelse00000000000000")),
+        ("delete-user", "DELETE", "/users/not-an-id"),
+        ("get-user", "GET", "/users/not-an-id"),
+        ("list-users", "GET", "/users?per_page=0&q=nonsense"),
+    ],
+)
+async def test_a_token_without_the_permission_is_a_403_whatever_the_body(
+    api, clean_emulator, endpoint, method, path
+) -> None:
+    token = clean_emulator.token("auth0|nopermission000000000000000")
+    response = await api[endpoint].request(method, path, content=GARBAGE, headers=_bearer(token))
+    _json_error(response, 403)
+
+
+async def test_the_body_is_judged_once_the_caller_may_call(api, clean_emulator) -> None:
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    for endpoint, method, path in (
+        ("create-user", "POST", "/users"),
+        ("update-user", "PATCH", "/users/me"),
+    ):
+        response = await api[endpoint].request(
+            method, path, content=GARBAGE, headers=_bearer(token)
+        )
+        _json_error(response, 400)
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=GARBAGE, headers=_bearer(SECRET)
+    )
+    _json_error(response, 400)
+
+
+# 7. The contract says what the API does ------------------------------------------------------
+
+
+async def test_openapi_declares_304_and_no_null_the_api_refuses(api, clean_emulator) -> None:
+    get_spec = (await api["get-user"].get("/openapi.json")).json()
+    assert "304" in get_spec["paths"]["/users/{user_id}"]["get"]["responses"]
+    update_spec = (await api["update-user"].get("/openapi.json")).json()
+    fields = update_spec["components"]["schemas"]["UserUpdate"]["properties"]
+    assert "null" not in json.dumps(fields)
+    user = clean_emulator.create_user(_email())
+    token = clean_emulator.token(user["user_id"])
+    for field in fields:
+        response = await api["update-user"].patch(
+            "/users/me", json={field: None}, headers=_bearer(token)
+        )
+        assert _json_error(response, 400)["message"].startswith(field), field
