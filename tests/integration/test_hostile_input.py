@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import EmulatorHandle, in_process, migrate, service_env, user_path
+from harness.emulator import EmulatorHandle
+from harness.userapi import in_process, migrate, service_env, user_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
