@@ -25,10 +25,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from userapi.runtime import body
-from userapi.runtime.app import Resources
 from userapi.runtime.deps import ResourcesDep
-from userapi.runtime.errors import APIError, ErrorBody, bad_request
+from userapi.runtime.error_responses import ErrorBody
+from userapi.runtime.errors import APIError, bad_request
 from userapi.runtime.profiles import parse_timestamp
+from userapi.runtime.resources import Resources
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import validate_user_id
 

@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from userapi.runtime import audit, body
-from userapi.runtime.app import Resources
 from userapi.runtime.auth import Principal
 from userapi.runtime.deps import ResourcesDep, authorized
-from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Rejected, ErrorBody
+from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
+from userapi.runtime.errors import APIError, Auth0Rejected
 from userapi.runtime.idempotency import (
     Claim,
     IdempotencyKeys,
@@ -25,6 +25,7 @@ from userapi.runtime.idempotency import (
     validate_key,
 )
 from userapi.runtime.profiles import allowlisted, parse_timestamp
+from userapi.runtime.resources import Resources
 from userapi.runtime.users import EMAIL_PATTERN, Account, User, etag
 
 ENDPOINT = "create-user"

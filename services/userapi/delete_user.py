@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from userapi.runtime import audit
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES
+from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.users import target_user
 
 ENDPOINT = "delete-user"

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Request, Response
 
 from userapi.runtime.deps import PrincipalDep, ResourcesDep, principal_of, resources_of
 from userapi.runtime.direct import DirectGet
-from userapi.runtime.errors import ERROR_RESPONSES, not_found
+from userapi.runtime.error_responses import ERROR_RESPONSES
+from userapi.runtime.errors import not_found
 from userapi.runtime.users import (
     OMITTED_FIELDS,
     User,

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from userapi.runtime.auth import Principal
 from userapi.runtime.deps import ResourcesDep, authorized
-from userapi.runtime.errors import ERROR_RESPONSES, APIError, Auth0Error, bad_request
+from userapi.runtime.error_responses import ERROR_RESPONSES
+from userapi.runtime.errors import APIError, Auth0Error, bad_request
 from userapi.runtime.profiles import PROFILE_FIELDS, allowlisted
 from userapi.runtime.users import UserProfile, omitted_fields
 

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from userapi import __version__, endpoints
 from userapi.runtime.deps import document
-from userapi.runtime.errors import install_error_handlers
+from userapi.runtime.error_responses import install_error_handlers
 
 
 def merged_spec() -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pydantic.json_schema import SkipJsonSchema
 
 from userapi.runtime import audit, body
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
-from userapi.runtime.errors import ERROR_RESPONSES, APIError, ErrorBody, bad_request, not_found
+from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
+from userapi.runtime.errors import APIError, bad_request, not_found
 from userapi.runtime.profiles import allowlisted
 from userapi.runtime.users import (
     EMAIL_PATTERN,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import userapi
 from userapi.endpoints import ENDPOINTS
 
 
@@ -41,3 +44,65 @@ def test_drivers_load_on_first_use_not_at_import() -> None:
     modules = imported_after("import userapi.get_user")
     assert "asyncpg" not in modules
     assert "redis" not in modules
+
+
+def test_the_clients_and_their_errors_import_no_web_framework() -> None:
+    # They raise runtime/errors.py's exceptions; only runtime/error_responses.py renders them.
+    modules = imported_after(
+        "import userapi.runtime.errors, userapi.runtime.auth0, userapi.runtime.auth,"
+        " userapi.runtime.db, userapi.runtime.profiles, userapi.runtime.idempotency"
+    )
+    assert {m for m in modules if m.split(".")[0] in ("fastapi", "starlette")} == set()
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each userapi module's imports of other userapi modules, at the top or deferred into a
+    function (a deferred import that only avoids a cycle at import is still a cycle), but not
+    those under TYPE_CHECKING, which are for the type checker alone."""
+    package = Path(userapi.__file__).parent
+    sources: dict[str, ast.Module] = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        sources[name] = ast.parse(path.read_text(encoding="utf-8"))
+    graph: dict[str, set[str]] = {}
+    for name, tree in sources.items():
+        imported: set[str] = set()
+        type_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    # `from package import submodule` needs the submodule, not the package's
+                    # other exports.
+                    submodule = f"{node.module}.{alias.name}"
+                    imported.add(submodule if submodule in sources else node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        graph[name] = {m for m in imported if m in sources and m != name}
+    return graph
+
+
+def test_userapi_modules_import_each_other_one_way() -> None:
+    graph = _module_imports()
+    assert "userapi.runtime.resources" in graph["userapi.runtime.deps"]  # the graph is real
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for imported in sorted(graph[name]):
+            if imported in path:
+                cycles.append([*path[path.index(imported) :], imported])
+            elif imported not in done:
+                visit(imported, [*path, imported])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [name])
+    assert cycles == []

@@ -1,4 +1,4 @@
-"""The app factory every endpoint is built with, and the per-process resources it owns."""
+"""The app factory every endpoint is built with: lifespan, middleware, error handlers, /healthz."""
 
 from __future__ import annotations
 
@@ -6,96 +6,20 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp
 
 from userapi import __version__
-from userapi.runtime.auth import KeySet, TokenVerifier
-from userapi.runtime.db import Database, create_database
+from userapi.runtime.deps import document
 from userapi.runtime.direct import DirectGet, DirectRoutes
-from userapi.runtime.errors import install_error_handlers
-from userapi.runtime.http import LazyHTTP
+from userapi.runtime.error_responses import install_error_handlers
 from userapi.runtime.middleware import RequestMiddleware
-from userapi.runtime.profiles import ProfileCache
+from userapi.runtime.resources import Resources
 from userapi.runtime.settings import Settings
-from userapi.runtime.store import SharedStore, create_store
-from userapi.runtime.users import Accounts
-
-if TYPE_CHECKING:
-    from userapi.runtime.auth0 import ManagementClient
 
 log = logging.getLogger("userapi.app")
-
-
-@dataclass
-class Resources:
-    """Clients shared by every request of one process. Creating them does no I/O: Redis, the
-    database and Auth0 are contacted by the first request that needs them."""
-
-    settings: Settings
-    http: LazyHTTP
-    store: SharedStore
-    verifier: TokenVerifier
-    database: Database
-    accounts: Accounts
-
-    @classmethod
-    def create(cls, settings: Settings) -> Resources:
-        http = LazyHTTP(settings)
-        store = create_store(settings)
-        keys = KeySet(
-            http.client,
-            f"{settings.auth0_base_url}/.well-known/jwks.json",
-            cache_seconds=settings.jwks_cache_seconds,
-            refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
-            store=store,
-            key_prefix=settings.redis_key_prefix,
-        )
-        verifier = TokenVerifier(
-            keys,
-            issuer=settings.issuer,
-            audience=settings.auth0_audience,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
-        database = create_database(settings)
-        return cls(
-            settings=settings,
-            http=http,
-            store=store,
-            verifier=verifier,
-            database=database,
-            accounts=Accounts(database),
-        )
-
-    @cached_property
-    def auth0(self) -> ManagementClient:
-        # Built on first use, with httpx: a cache hit never needs either.
-        from userapi.runtime.auth0 import ManagementClient
-
-        return ManagementClient(self.settings, self.http.client(), self.store)
-
-    @cached_property
-    def profiles(self) -> ProfileCache:
-        return ProfileCache(self.settings, self.store, self._fetch_profile)
-
-    async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
-        return await self.auth0.get_user(user_id)
-
-    async def close(self) -> None:
-        # Each close is attempted even if another fails: a pod must not leak connections.
-        for name, close in (
-            ("database", self.database.close),
-            ("store", self.store.close),
-            ("http", self.http.aclose),
-        ):
-            try:
-                await close()
-            except Exception as exc:
-                log.warning("closing %s failed", name, extra={"error": repr(exc)})
 
 
 # A request body larger than this is refused with a 413 before it is read whole: a pod's
@@ -145,8 +69,6 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from userapi.runtime.deps import document
-
             document(FastAPI.openapi(app), routers)
         return app.openapi_schema  # type: ignore[return-value]
 

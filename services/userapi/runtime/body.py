@@ -29,7 +29,8 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ValidationError
 
-from userapi.runtime.errors import ErrorBody, bad_request
+from userapi.runtime.error_responses import ErrorBody
+from userapi.runtime.errors import bad_request
 
 MAX_DEPTH = 32
 METADATA_MAX_BYTES = 16 * 1024

@@ -11,8 +11,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from userapi.runtime import body, context
-from userapi.runtime.app import Resources
 from userapi.runtime.auth import Principal, authenticate
+from userapi.runtime.resources import Resources
 
 BEARER_SCHEME = "HTTPBearer"
 _BEARER = {

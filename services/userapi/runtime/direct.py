@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from userapi.runtime.errors import APIError, UpstreamError, render_error
+from userapi.runtime.error_responses import render_error
+from userapi.runtime.errors import APIError, UpstreamError
 
 # Given the request and the path's one parameter, the response.
 DirectHandler = Callable[[Request, str], Awaitable[Response]]

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from userapi.runtime import context
-from userapi.runtime.errors import error_response
+from userapi.runtime.error_responses import error_response
 
 log = logging.getLogger("userapi.request")
 
