@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from userapi.runtime import body
+from userapi.runtime import body, values
 from userapi.runtime.deps import ResourcesDep
 from userapi.runtime.error_responses import ErrorBody
 from userapi.runtime.errors import APIError, bad_request
@@ -86,10 +86,10 @@ class _Unreadable:
 
 def _items(raw: bytes) -> list[Any]:
     """One JSON document (object or array), or JSON lines, each read by the strict body reader
-    (runtime/body.py). A document that is neither is refused whole (400, which Auth0 does not
+    (runtime/values.py). A document that is neither is refused whole (400, which Auth0 does not
     retry); in JSON lines, a line the reader refuses is one rejected item."""
     try:
-        document = body.parse(raw)
+        document = values.parse(raw)
     except APIError:
         lines = [line for line in raw.splitlines() if line.strip()]
         if len(lines) < 2:
@@ -97,7 +97,7 @@ def _items(raw: bytes) -> list[Any]:
         items: list[Any] = []
         for line in lines:
             try:
-                items.append(body.parse(line))
+                items.append(values.parse(line))
             except APIError as exc:
                 items.append(_Unreadable(exc.message))
         return items
@@ -218,7 +218,7 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         try:
             if isinstance(item, _Unreadable):
                 raise _Invalid(item.reason)
-            problem = body.unstorable(item)
+            problem = values.unstorable(item)
             if problem is not None:
                 raise _Invalid(": ".join(problem))
             if isinstance(item, dict) and "specversion" in item:

@@ -18,6 +18,7 @@ from userapi.runtime.auth import Principal
 from userapi.runtime.deps import ResourcesDep, authorized
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, Auth0Rejected
+from userapi.runtime.fields import Email, Metadata, Name, Password, Plan
 from userapi.runtime.idempotency import (
     Claim,
     IdempotencyKeys,
@@ -26,21 +27,19 @@ from userapi.runtime.idempotency import (
 )
 from userapi.runtime.profiles import allowlisted, parse_timestamp
 from userapi.runtime.resources import Resources
-from userapi.runtime.users import EMAIL_PATTERN, Account, User, etag
+from userapi.runtime.users import Account, User, etag
 
 ENDPOINT = "create-user"
 CREATE_USERS = "create:users"
 
 router = APIRouter(tags=["users"])
 
-Name = Annotated[str, Field(min_length=1, max_length=150)]
-
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]
-    password: Annotated[str, Field(min_length=8, max_length=128)] | None = Field(
+    email: Email
+    password: Password | None = Field(
         default=None, description="Omit it and set verify_email: Auth0 emails the user instead."
     )
     verify_email: bool = False
@@ -48,8 +47,8 @@ class UserCreate(BaseModel):
     given_name: Name | None = None
     family_name: Name | None = None
     nickname: Name | None = None
-    user_metadata: body.Metadata = Field(default_factory=dict)
-    plan: Annotated[str, Field(min_length=1, max_length=64)] = "free"
+    user_metadata: Metadata = Field(default_factory=dict)
+    plan: Plan = "free"
 
     @model_validator(mode="after")
     def _password_or_verification(self) -> UserCreate:
@@ -168,7 +167,7 @@ async def _create(
             session, actor=principal.subject, endpoint=ENDPOINT, action="create",
             target_user_id=user_id, changed_fields=create.model_dump(exclude_unset=True),
         )  # fmt: skip
-        # Everything create-user sent passed runtime/body.py's limits: nothing is omitted.
+        # Everything create-user sent passed runtime/fields.py's limits: nothing is omitted.
         visible = allowlisted(profile, resources.settings.profile_include_app_metadata).profile
         body = User.model_validate({**visible, "account": account}).model_dump(mode="json")
         if claim is not None:

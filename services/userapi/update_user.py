@@ -6,16 +6,16 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import SkipJsonSchema
 
 from userapi.runtime import audit, body
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, bad_request, not_found
+from userapi.runtime.fields import Email, Metadata, Name, Picture, Plan, Preferences
 from userapi.runtime.profiles import allowlisted
 from userapi.runtime.users import (
-    EMAIL_PATTERN,
     User,
     authorized_target,
     etag,
@@ -30,9 +30,6 @@ SELF_SERVICE_FIELDS = frozenset({"name", "given_name", "family_name", "nickname"
 ACCOUNT_FIELDS = frozenset({"plan", "preferences"})
 
 router = APIRouter(tags=["users"])
-
-Name = Annotated[str, Field(min_length=1, max_length=150)]
-
 
 # Optional, never null: a field left out is left alone, and null is refused (400). The None in
 # each type is only the "not sent" default, kept out of the schema (SkipJsonSchema) so that the
@@ -50,14 +47,14 @@ class UserUpdate(BaseModel):
     given_name: Name | Unset = None
     family_name: Name | Unset = None
     nickname: Name | Unset = None
-    picture: Annotated[str, Field(max_length=2048, pattern=r"^https://")] | Unset = None
-    email: Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)] | Unset = None
+    picture: Picture | Unset = None
+    email: Email | Unset = None
     email_verified: bool | Unset = None
     blocked: bool | Unset = None
-    user_metadata: body.Metadata | Unset = None
-    app_metadata: body.Metadata | Unset = None
-    plan: Annotated[str, Field(min_length=1, max_length=64)] | Unset = None
-    preferences: body.Preferences | Unset = None
+    user_metadata: Metadata | Unset = None
+    app_metadata: Metadata | Unset = None
+    plan: Plan | Unset = None
+    preferences: Preferences | Unset = None
 
 
 @router.patch(

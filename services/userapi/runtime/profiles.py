@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from userapi.runtime import context
 from userapi.runtime.batch import Batcher
-from userapi.runtime.body import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, unstorable
 from userapi.runtime.errors import Auth0Error
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
+from userapi.runtime.values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
 
 log = logging.getLogger("userapi.profiles")
 
@@ -67,7 +67,7 @@ def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> Visible:
     Auth0 may hold metadata that no write through this API could have stored (the dashboard,
     an Action, another app): nested too deep to render (pydantic gives up at about 255 levels),
     an unpaired surrogate that no response can encode, or far over 16 kB. A read still answers:
-    each top-level metadata key that breaks a limit of runtime/body.py is left out, largest
+    each top-level metadata key that breaks a limit of runtime/values.py is left out, largest
     first for size, and named (`user_metadata.<key>`) in `omitted`.
     """
     kept = {name: profile[name] for name in PROFILE_FIELDS if name in profile}
@@ -90,26 +90,22 @@ def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> Visible:
 
 
 def _presentable(metadata: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    # Each value sits one level below the metadata object, as in body.Metadata's check.
+    # Each value sits one level below the metadata object, as in fields.Metadata's check.
     left_out = [
         key
         for key, value in metadata.items()
         if unstorable({key: value}, METADATA_MAX_DEPTH) is not None
     ]
     shown = {key: value for key, value in metadata.items() if key not in left_out}
-    sizes = {key: _json_size(value) for key, value in shown.items()}
-    total = sum(sizes.values()) + sum(_json_size(key) + 2 for key in sizes)  # ':' and ','
+    sizes = {key: json_size(value) for key, value in shown.items()}
+    total = sum(sizes.values()) + sum(json_size(key) + 2 for key in sizes)  # ':' and ','
     for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
         if total <= METADATA_MAX_BYTES:
             break
-        total -= sizes[key] + _json_size(key) + 2
+        total -= sizes[key] + json_size(key) + 2
         del shown[key]
         left_out.append(key)
     return shown, left_out
-
-
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 @dataclass(frozen=True)

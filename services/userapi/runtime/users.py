@@ -20,10 +20,6 @@ from userapi.runtime.errors import bad_request
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[A-Za-z0-9_.@+:=|-]{1,190}$")
 
 
-# A sanity check only; Auth0 validates the address itself.
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-
-
 def validate_user_id(user_id: str) -> str:
     if not _USER_ID.fullmatch(user_id):
         raise bad_request(
