@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from userapi.runtime import audit, body
+from userapi.runtime.accounts import Account
 from userapi.runtime.auth import Principal
 from userapi.runtime.deps import ResourcesDep, authorized
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
@@ -21,13 +22,12 @@ from userapi.runtime.errors import APIError, Auth0Rejected
 from userapi.runtime.fields import Email, Metadata, Name, Password, Plan
 from userapi.runtime.idempotency import (
     Claim,
-    IdempotencyKeys,
     request_fingerprint,
     validate_key,
 )
 from userapi.runtime.profiles import allowlisted, parse_timestamp
 from userapi.runtime.resources import Resources
-from userapi.runtime.users import Account, User, etag
+from userapi.runtime.users import User, etag
 
 ENDPOINT = "create-user"
 CREATE_USERS = "create:users"
@@ -104,12 +104,7 @@ async def create_user(
     # Read only now: 401 and 403 come first, and nothing below runs on a body that Auth0, the
     # database or the response could refuse.
     create = await body.read(request, UserCreate)
-    settings = resources.settings
-    keys = IdempotencyKeys(
-        resources.database,
-        ttl_seconds=settings.idempotency_ttl_seconds,
-        lease_seconds=settings.auth0_request_budget_seconds * 2 + 5,
-    )
+    keys = resources.idempotency
     claim = None
     if idempotency_key is not None:
         key = validate_key(idempotency_key)
@@ -121,11 +116,11 @@ async def create_user(
             assert claim.replay_status is not None
             return _response(claim.replay_status, claim.replay_body, replayed=True)
     try:
-        status, created = await _create(resources, principal, create, keys, claim)
+        status, created = await _create(resources, principal, create, claim)
     except BaseException as exc:
         if claim is not None:
             definitive = isinstance(exc, Auth0Rejected | APIError)
-            await keys.release(ENDPOINT, principal.subject, claim.key, forget=definitive)
+            await keys.release(claim, forget=definitive)
         raise
     return _response(status, created, replayed=False)
 
@@ -134,7 +129,6 @@ async def _create(
     resources: Resources,
     principal: Principal,
     create: UserCreate,
-    keys: IdempotencyKeys,
     claim: Claim | None,
 ) -> tuple[int, dict[str, Any]]:
     profile: dict[str, Any] | None = None
@@ -155,7 +149,7 @@ async def _create(
             if profile is None:
                 raise
         if claim is not None:
-            await keys.record_auth0_user(ENDPOINT, principal.subject, claim.key, profile["user_id"])
+            await resources.idempotency.record_auth0_user(claim, profile["user_id"])
     user_id = str(profile["user_id"])
     await resources.profiles.put(profile)
 
@@ -171,7 +165,7 @@ async def _create(
         visible = allowlisted(profile, resources.settings.profile_include_app_metadata).profile
         body = User.model_validate({**visible, "account": account}).model_dump(mode="json")
         if claim is not None:
-            await keys.complete(session, ENDPOINT, principal.subject, claim.key, 201, body)
+            await resources.idempotency.complete(session, claim, 201, body)
     return 201, body
 
 

@@ -12,11 +12,11 @@ import shlex
 from typing import Any
 
 from userapi import endpoints
+from userapi.runtime.accounts import Accounts
 from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
 from userapi.runtime.process import load_settings, run_uvicorn, startup
 from userapi.runtime.settings import Settings
-from userapi.runtime.users import Accounts
 
 
 async def _prepare_database(settings: Settings, sample_user: str | None) -> None:

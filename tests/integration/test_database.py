@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 import pytest
+from userapi.runtime.accounts import Accounts
 from userapi.runtime.db import PostgresDatabase
 from userapi.runtime.migrate import load_migrations
 from userapi.runtime.settings import Settings
-from userapi.runtime.users import Accounts
 
 from harness.emulator import EmulatorHandle
 from harness.pgbouncer import PgBouncer
@@ -200,7 +200,7 @@ async def test_expired_idempotency_records_are_swept_by_new_claims(
             await short.claim("create-user", "auth0|sweeper", f"old-{index}", "hash")
         await long.claim("create-user", "auth0|sweeper", "kept", "hash")
         await asyncio.sleep(0.1)
-        monkeypatch.setattr(idempotency, "_next_purge", 0.0)  # due now
+        monkeypatch.setattr(long, "_next_purge", 0.0)  # due now
         await long.claim("create-user", "auth0|sweeper", "new", "hash")
         assert await records() == 2  # kept and new
         # Not due again for PURGE_INTERVAL_SECONDS: claims do not sweep on every request.

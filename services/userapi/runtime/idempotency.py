@@ -24,7 +24,6 @@ _POLL_SECONDS = 0.1
 # per interval per process: the table holds response bodies (emails, names), which must not
 # outlive IDEMPOTENCY_TTL_SECONDS by more than that.
 PURGE_INTERVAL_SECONDS = 600.0
-_next_purge = 0.0
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
 
 
@@ -44,8 +43,11 @@ def validate_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """What the caller holding the key must do next."""
+    """A key held by one request, and what that request must do next. A key is scoped to
+    (endpoint, actor): the same key from another caller or endpoint is another record."""
 
+    endpoint: str
+    actor: str
     key: str
     created_at: datetime
     auth0_user_id: str | None  # set: Auth0 already created the user; finish the rest
@@ -61,11 +63,14 @@ class Claim:
 
 
 class IdempotencyKeys:
+    """One per process (runtime/resources.py), like the database pool it uses."""
+
     def __init__(self, database: Database, *, ttl_seconds: float, lease_seconds: float) -> None:
         self._database = database
         self._ttl = timedelta(seconds=ttl_seconds)
         self._lease = timedelta(seconds=lease_seconds)
         self._wait_seconds = lease_seconds
+        self._next_purge = 0.0  # monotonic; the first claim sweeps
 
     async def claim(self, endpoint: str, actor: str, key: str, fingerprint: str) -> Claim:
         deadline = time.monotonic() + self._wait_seconds
@@ -85,7 +90,7 @@ class IdempotencyKeys:
             )  # fmt: skip
             if inserted is not None:
                 await self._purge_when_due(now)
-                return Claim(key, now, None)
+                return Claim(endpoint, actor, key, now, None)
             row = await self._database.fetchrow(
                 "SELECT request_hash, state, locked_until, auth0_user_id, response_status,"
                 " response_body, created_at FROM idempotency_keys"
@@ -101,7 +106,7 @@ class IdempotencyKeys:
                 )  # fmt: skip
             if row["state"] == "done":
                 return Claim(
-                    key, row["created_at"], row["auth0_user_id"],
+                    endpoint, actor, key, row["created_at"], row["auth0_user_id"],
                     replay_status=row["response_status"], replay_body=row["response_body"],
                 )  # fmt: skip
             if row["locked_until"] <= now:
@@ -113,7 +118,10 @@ class IdempotencyKeys:
                     endpoint, actor, key, now + self._lease, row["locked_until"],
                 )  # fmt: skip
                 if taken is not None:
-                    return Claim(key, row["created_at"], taken["auth0_user_id"], taken_over=True)
+                    return Claim(
+                        endpoint, actor, key, row["created_at"], taken["auth0_user_id"],
+                        taken_over=True,
+                    )  # fmt: skip
                 continue
             if time.monotonic() >= deadline:
                 raise APIError(
@@ -124,37 +132,36 @@ class IdempotencyKeys:
             await asyncio.sleep(_POLL_SECONDS)
 
     async def _purge_when_due(self, now: datetime) -> None:
-        global _next_purge
-        if time.monotonic() >= _next_purge:
-            _next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
             await self._database.execute("DELETE FROM idempotency_keys WHERE expires_at < $1", now)
 
-    async def record_auth0_user(self, endpoint: str, actor: str, key: str, user_id: str) -> None:
+    async def record_auth0_user(self, claim: Claim, user_id: str) -> None:
+        """Auth0 created `user_id` for this claim: a retry finishes it instead of creating."""
         await self._database.execute(
             "UPDATE idempotency_keys SET auth0_user_id = $4"
             " WHERE endpoint = $1 AND actor = $2 AND idempotency_key = $3",
-            endpoint, actor, key, user_id,
+            claim.endpoint, claim.actor, claim.key, user_id,
         )  # fmt: skip
 
-    async def complete(
-        self, session: Session, endpoint: str, actor: str, key: str, status: int, body: Any
-    ) -> None:
+    async def complete(self, session: Session, claim: Claim, status: int, body: Any) -> None:
+        """The response to replay, stored in the transaction that made it true."""
         await session.execute(
             "UPDATE idempotency_keys SET state = 'done', response_status = $4, response_body = $5"
             " WHERE endpoint = $1 AND actor = $2 AND idempotency_key = $3",
-            endpoint, actor, key, status, body,
+            claim.endpoint, claim.actor, claim.key, status, body,
         )  # fmt: skip
 
-    async def release(self, endpoint: str, actor: str, key: str, *, forget: bool) -> None:
+    async def release(self, claim: Claim, *, forget: bool) -> None:
         """Give the lease back after a failure; `forget` when nothing happened in Auth0."""
         if forget:
             await self._database.execute(
                 "DELETE FROM idempotency_keys WHERE endpoint = $1 AND actor = $2"
                 " AND idempotency_key = $3 AND state = 'pending' AND auth0_user_id IS NULL",
-                endpoint, actor, key,
+                claim.endpoint, claim.actor, claim.key,
             )  # fmt: skip
         await self._database.execute(
             "UPDATE idempotency_keys SET locked_until = $4 WHERE endpoint = $1 AND actor = $2"
             " AND idempotency_key = $3 AND state = 'pending'",
-            endpoint, actor, key, datetime.now(UTC) - timedelta(seconds=1),
+            claim.endpoint, claim.actor, claim.key, datetime.now(UTC) - timedelta(seconds=1),
         )  # fmt: skip

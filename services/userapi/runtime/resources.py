@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from userapi.runtime.accounts import Accounts
 from userapi.runtime.auth import KeySet, TokenVerifier
 from userapi.runtime.db import Database, create_database
 from userapi.runtime.http import LazyHTTP
+from userapi.runtime.idempotency import IdempotencyKeys
 from userapi.runtime.profiles import ProfileCache
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore, create_store
-from userapi.runtime.users import Accounts
 
 if TYPE_CHECKING:
     from userapi.runtime.auth0 import ManagementClient
@@ -32,6 +33,7 @@ class Resources:
     verifier: TokenVerifier
     database: Database
     accounts: Accounts
+    idempotency: IdempotencyKeys
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
@@ -59,6 +61,13 @@ class Resources:
             verifier=verifier,
             database=database,
             accounts=Accounts(database),
+            idempotency=IdempotencyKeys(
+                database,
+                ttl_seconds=settings.idempotency_ttl_seconds,
+                # A holder gets two Auth0 budgets (a create, then an adoption's read) and the
+                # database's work before another request may take its key over.
+                lease_seconds=settings.auth0_request_budget_seconds * 2 + 5,
+            ),
         )
 
     @cached_property

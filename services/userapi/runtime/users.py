@@ -1,19 +1,17 @@
-"""What every endpoint says about a user: the response models, id validation, the account row."""
+"""What every endpoint says about a user: user-id validation and `me`, ETags, response models."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from userapi.runtime.accounts import Account
 from userapi.runtime.auth import Principal
-from userapi.runtime.batch import Batcher
-from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import bad_request
 
 # Auth0 ids are "<provider>|<id>" (auth0|64f…, google-oauth2|1234, samlp|conn|jane@x.com).
@@ -79,15 +77,6 @@ def authorized_target(user_id: str, principal: Principal, permission: str) -> st
     return target_user(user_id, principal)
 
 
-class Account(BaseModel):
-    """The app's own data for a user, kept in PostgreSQL."""
-
-    plan: str
-    preferences: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
 class UserProfile(BaseModel):
     """The allowlisted subset of an Auth0 profile."""
 
@@ -112,63 +101,3 @@ class UserProfile(BaseModel):
 
 class User(UserProfile):
     account: Account | None = Field(description="The app's row for this user, or null if none.")
-
-
-class Accounts:
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        # Reads outside a transaction, asked for in one event-loop turn, share one query.
-        self._reads: Batcher[str, Account | None] = Batcher(self._get_many)
-
-    async def delete(self, session: Session, user_id: str) -> None:
-        await session.execute("DELETE FROM accounts WHERE user_id = $1", user_id)
-
-    async def get(self, user_id: str, session: Session | None = None) -> Account | None:
-        """The row, read in `session` when given (then never batched: a transaction reads
-        its own writes)."""
-        if session is None:
-            return await self._reads.load(user_id)
-        row = await session.fetchrow(
-            "SELECT plan, preferences, created_at, updated_at FROM accounts WHERE user_id = $1",
-            user_id,
-        )
-        return Account.model_validate(row) if row is not None else None
-
-    async def _get_many(self, user_ids: Sequence[str]) -> list[Account | None]:
-        # IN ($1, …, $n) rather than = ANY($1): one text for PostgreSQL and SQLite. Only the
-        # placeholders are spliced in; the ids travel as bound parameters.
-        placeholders = ", ".join(f"${index}" for index in range(1, len(user_ids) + 1))
-        columns = "user_id, plan, preferences, created_at, updated_at"
-        sql = f"SELECT {columns} FROM accounts WHERE user_id IN ({placeholders})"  # noqa: S608
-        rows = await self._database.fetch(sql, *user_ids)
-        found = {row["user_id"]: Account.model_validate(row) for row in rows}
-        return [found.get(user_id) for user_id in user_ids]
-
-    async def upsert(
-        self,
-        user_id: str,
-        *,
-        plan: str | None = None,
-        preferences: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> Account:
-        now = datetime.now(UTC)
-        row = await (session or self._database).fetchrow(
-            """
-            INSERT INTO accounts (user_id, created_at, updated_at, plan, preferences)
-            VALUES ($1, $2, $2, $3, $4)
-            ON CONFLICT (user_id) DO UPDATE SET
-                updated_at = excluded.updated_at,
-                plan = COALESCE($5, accounts.plan),
-                preferences = COALESCE($6, accounts.preferences)
-            RETURNING plan, preferences, created_at, updated_at
-            """,
-            user_id,
-            now,
-            plan or "free",
-            preferences if preferences is not None else {},
-            plan,
-            preferences,
-        )
-        assert row is not None
-        return Account.model_validate(row)
