@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from userapi.runtime.errors import Auth0Error, Auth0Timeout
-from userapi.runtime.profiles import ProfileCache
+from userapi.runtime.profiles import ProfileCache, allowlisted
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import MemoryStore
 
@@ -301,3 +301,57 @@ async def test_older_profiles_never_replace_newer_ones_or_a_deletion() -> None:
     assert (await cache.get(USER)).profile is None
     recreated = {**PROFILE, "updated_at": "2999-01-01T00:00:00.000Z"}
     assert await cache.put(recreated) == "stored"  # a change after the deletion stands
+
+
+async def test_a_lock_nobody_holds_any_more_is_taken_instead_of_waited_out() -> None:
+    """Its holder died, or Redis restarted empty: the waiter takes the lock and fetches."""
+    origin = Origin()
+    cache = make_cache(origin, profile_lock_seconds=5.0)
+    lock_key = cache.key(USER) + ":lock"
+    assert await cache._store.try_lock(lock_key, 60) is not None  # another pod's
+
+    async def vanish() -> None:
+        await anyio.sleep(0.1)
+        await cache._store.delete(lock_key)  # without writing the entry
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(vanish)
+        lookup = await cache.get(USER)
+    assert (lookup.outcome, origin.calls) == ("miss", 1)
+    assert time.monotonic() - started < 1.0  # not the 5 s the lock could have lived
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def test_metadata_no_write_could_store_is_left_out_and_named() -> None:
+    profile = {
+        "user_id": USER,
+        "user_metadata": {
+            "deep": _nested(300),
+            "fine": _nested(10),
+            "surrogate": "\ud800",
+            "big": "x" * 12_000,
+            "bigger": "y" * 15_000,
+            "theme": "dark",
+        },
+        "app_metadata": {"role": "admin"},
+    }
+    visible = allowlisted(profile, include_app_metadata=True)
+    assert visible.profile["user_metadata"] == {
+        "fine": _nested(10),
+        "big": "x" * 12_000,
+        "theme": "dark",
+    }
+    assert visible.omitted == (
+        "user_metadata.deep",
+        "user_metadata.surrogate",
+        "user_metadata.bigger",  # the largest goes first, until the rest fits in 16 kB
+    )
+    assert visible.profile["app_metadata"] == {"role": "admin"}
+    assert allowlisted(PROFILE, include_app_metadata=False).omitted == ()

@@ -91,3 +91,36 @@ async def test_writes_say_whether_they_happened(
     redis_server.kill()
     assert await store.delete("userapi:test:key") is False  # tried even though Redis is dead
     assert await store.set("userapi:test:written", b"x", 60) is False  # skipped after that
+
+
+async def test_a_connection_that_died_with_a_restarted_redis_is_retried_on_a_new_one(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    """A restart on the same address (a managed Redis failing over): the pooled connection
+    fails, the server answers a new one at once. Not an error, not a reason to skip Redis."""
+    assert await store.get("userapi:test:key") == b"value"  # a pooled connection to it
+    redis_server.kill()
+    redis_server.start()
+    assert await store.set("userapi:test:after", b"x", 60) is True
+    assert await store.get("userapi:test:after") == b"x"
+
+
+async def test_after_skipping_one_call_probes_while_the_others_keep_skipping(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(
+        redis_url=redis_server.url,
+        redis_timeout_seconds=TIMEOUT,
+        redis_retry_after_error_seconds=0.1,
+    )
+    store = RedisStore.from_settings(settings)
+    try:
+        assert await _blocked_call(store) is DOWN
+        assert await store.get("userapi:test:key") is None  # skipped
+        await asyncio.sleep(0.15)
+        assert store._available()  # this call probes,
+        assert not store._available()  # the others skip until it has answered
+        await store._call("ping", store._client.ping())  # it answers
+        assert await store.set("userapi:test:probed", b"x", 60) is True  # nobody skips now
+    finally:
+        await store.close()

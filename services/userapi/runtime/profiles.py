@@ -207,15 +207,19 @@ class ProfileCache:
 
     async def _fill(self, user_id: str, stale: CacheEntry | None) -> Lookup:
         lock_key = self.key(user_id) + ":lock"
-        lock = await self._store.try_lock(lock_key, self._settings.profile_lock_seconds)
-        if lock is None:
-            # Another pod is fetching this user: its result lands in the store shortly.
-            deadline = time.monotonic() + self._settings.profile_lock_seconds
-            while time.monotonic() < deadline:
-                await asyncio.sleep(_LOCK_POLL_SECONDS)
-                entry = await self._read(user_id)
-                if entry is not None and entry.is_fresh(time.time()):
-                    return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
+        lock_seconds = self._settings.profile_lock_seconds
+        lock = await self._store.try_lock(lock_key, lock_seconds)
+        deadline = time.monotonic() + lock_seconds
+        while lock is None and time.monotonic() < deadline:
+            # Another pod is fetching this user: its result lands in the store shortly. Or
+            # nobody is: a lock that vanished without an entry (its holder failed, or Redis
+            # restarted empty), or a try_lock whose answer was lost. Trying the lock again
+            # on each poll tells them apart, so no read waits out a lock nobody holds.
+            await asyncio.sleep(_LOCK_POLL_SECONDS)
+            entry = await self._read(user_id)
+            if entry is not None and entry.is_fresh(time.time()):
+                return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
+            lock = await self._store.try_lock(lock_key, lock_seconds)
         try:
             if lock is not None:
                 # Checked again under the lock: the previous holder may have filled the entry

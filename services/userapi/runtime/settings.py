@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     # core reaches tens of ms while Redis itself answers in well under one.
     redis_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
     redis_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
+    # Short: it is also how soon a Redis that is back (a restart, a failover) is used again.
     redis_retry_after_error_seconds: float = Field(
-        default=1.0, ge=0, description="After a Redis error, skip Redis for this long."
+        default=0.25,
+        ge=0,
+        description="After Redis failed to answer, skip it this long; then one call tries it.",
     )
     redis_key_prefix: str = "userapi:"
     profile_fresh_ttl_seconds: float = Field(default=300.0, gt=0)

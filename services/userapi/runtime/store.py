@@ -114,7 +114,10 @@ class RedisStore:
         self._client = client
         self._retry_after_error = retry_after_error_seconds
         # A dead or black-holed Redis would cost a timeout per call; after an error we skip
-        # Redis for a moment so requests stay fast instead of each paying the timeout.
+        # Redis for a moment so requests stay fast instead of each paying the timeout. Then one
+        # call tries it (the others keep skipping until it answers): a Redis that is back is
+        # used again within REDIS_RETRY_AFTER_ERROR_SECONDS, and one that is not costs one
+        # call per interval, never a burst of timeouts.
         self._skip_until = 0.0
         # When Redis last answered anyone in this process. A call that failed while others were
         # being answered met a busy event loop or a full pool, not a dead Redis: skipping Redis
@@ -126,6 +129,7 @@ class RedisStore:
         from redis.asyncio import BlockingConnectionPool, Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         assert settings.redis_url is not None
         # Blocking: with more concurrent requests than connections, a request waits (within
@@ -137,14 +141,25 @@ class RedisStore:
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_connect_timeout_seconds,
             # redis-py's defaults (5 s timeouts, retries with backoff) would stall a request for
-            # a minute on a black-holed Redis: a cache must fail fast instead.
-            retry=Retry(NoBackoff(), 0),
+            # a minute on a black-holed Redis: a cache must fail fast instead. A timeout is
+            # never retried. A connection that died (reset, closed: a Redis restarted on the
+            # same address, a managed Redis failing over) is retried once at once, on a new
+            # connection: the pool still holds connections to the old server, and their errors
+            # say nothing about the new one. A Redis that is really down refuses that second
+            # connection too, in about a millisecond.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             retry_on_timeout=False,
         )
         return cls(Redis.from_pool(pool), settings.redis_retry_after_error_seconds)
 
     def _available(self) -> bool:
-        return time.monotonic() >= self._skip_until
+        now = time.monotonic()
+        if now < self._skip_until:
+            return False
+        if self._skip_until:
+            # Skipping ended: this call probes, the others skip until it has answered.
+            self._skip_until = now + self._retry_after_error
+        return True
 
     async def _call(self, operation: str, command: Awaitable[T]) -> T | _Failed:
         sent = time.monotonic()
@@ -161,6 +176,7 @@ class RedisStore:
             )
             return BUSY if answering_others else DOWN
         self._last_reply = time.monotonic()
+        self._skip_until = 0.0
         return result
 
     async def get(self, key: str) -> bytes | None:
