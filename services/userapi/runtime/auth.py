@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
+from userapi.runtime import telemetry
 from userapi.runtime.errors import APIError, UpstreamError, forbidden, unauthorized
 from userapi.runtime.store import SharedStore
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("userapi.auth")
 
 ALGORITHMS = ["RS256"]
+JWKS_OPERATION = "GET /.well-known/jwks.json"  # its Auth0 span and metric
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,12 @@ class KeySet:
             import httpx  # here: a pod that finds the JWKS in Redis never needs it
 
             try:
-                response = await self._http().get(self._url)
-                response.raise_for_status()
-                keys = _parse_jwks(response.json())
+                with telemetry.operation("auth0", JWKS_OPERATION) as fetch:
+                    response = await self._http().get(self._url)
+                    fetch.set("http.response.status_code", response.status_code)
+                    response.raise_for_status()
+                    keys = _parse_jwks(response.json())
+                    fetch.outcome("ok")
             except (httpx.HTTPError, ValueError) as exc:
                 if self._keys:
                     log.warning(
@@ -182,12 +187,18 @@ class TokenVerifier:
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        with telemetry.span("userapi.auth.verify") as span:
+            return await self._verify_memoized(token, span)
+
+    async def _verify_memoized(self, token: str, span: telemetry.Span) -> Principal:
         memo = self._verified.get(token)
         if memo is not None:
             principal, valid_until = memo
             if time.time() < valid_until:
+                span.outcome("memoized")
                 return principal
             del self._verified[token]
+        span.outcome("verified")
         principal = await self._verify(token)
         exp = principal.claims["exp"]
         if isinstance(exp, int | float):

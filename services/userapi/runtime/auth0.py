@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from userapi.runtime import context
+from userapi.runtime import context, telemetry
 from userapi.runtime.errors import Auth0Error, Auth0RateLimited, Auth0Rejected, Auth0Timeout
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import SharedStore
@@ -143,11 +143,17 @@ class ManagementToken:
         for attempt in range(settings.auth0_max_retries + 1):
             started = time.perf_counter()
             try:
-                response = await self._http.post(
-                    f"{settings.auth0_base_url}/oauth/token",
-                    json=payload,
-                    timeout=_timeout(settings, deadline),
-                )
+                with telemetry.operation(
+                    "auth0",
+                    TOKEN_OPERATION,
+                    attributes=_attempt(settings, "POST", "/oauth/token", attempt),
+                ) as call:
+                    response = await self._http.post(
+                        f"{settings.auth0_base_url}/oauth/token",
+                        json=payload,
+                        timeout=_timeout(settings, deadline),
+                    )
+                    _observe(call, TOKEN_OPERATION, response)
             except httpx.TimeoutException as exc:
                 raise Auth0Timeout("token request timed out") from exc
             except httpx.HTTPError as exc:
@@ -171,7 +177,11 @@ class ManagementToken:
             wait = _backoff(attempt)
             if attempt == settings.auth0_max_retries or wait >= deadline.remaining():
                 raise error
-            await asyncio.sleep(wait)
+            await _wait(
+                TOKEN_OPERATION,
+                wait,
+                "rate_limited" if isinstance(error, Auth0RateLimited) else "error",
+            )
         raise AssertionError("unreachable")
 
 
@@ -181,6 +191,63 @@ def _timeout(settings: Settings, deadline: _Deadline) -> httpx.Timeout:
         min(settings.auth0_read_timeout_seconds, remaining),
         connect=min(settings.auth0_connect_timeout_seconds, remaining),
     )
+
+
+TOKEN_OPERATION = "POST /oauth/token"  # noqa: S105 (an operation name, not a secret)
+
+
+def _attempt(settings: Settings, method: str, template: str, attempt: int) -> dict[str, str | int]:
+    """An attempt's span attributes: the route as a template, never the URL (a user id, an
+    email in a query), and how many times it was sent before (semantic conventions)."""
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "url.template": template,
+        "server.address": settings.auth0_host,
+    }
+    if attempt:
+        attributes["http.request.resend_count"] = attempt
+    return attributes
+
+
+def _outcome(status: int) -> str:
+    if status < 300:
+        return "ok"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "unauthorized" if status == 401 else "rejected"
+
+
+def _observe(call: telemetry.Span, operation: str, response: httpx.Response) -> None:
+    """An answer's status on its span, and the rate-limit headroom Auth0 reports with it."""
+    status = response.status_code
+    call.set("http.response.status_code", status)
+    call.outcome(_outcome(status))
+    if status == 429:
+        telemetry.add("userapi.auth0.rate_limited", 1, {"userapi.auth0.operation": operation})
+    labels = {"userapi.auth0.operation": operation}
+    for header, instrument in (
+        ("x-ratelimit-remaining", "userapi.auth0.rate_limit.remaining"),
+        ("x-ratelimit-limit", "userapi.auth0.rate_limit.limit"),
+    ):
+        value = response.headers.get(header)
+        if value is not None and value.isdigit():
+            telemetry.add(instrument, int(value), labels)
+
+
+async def _wait(operation: str, seconds: float, reason: str) -> None:
+    """The pause before a retry, counted and shown in the trace as a span of its own."""
+    telemetry.add(
+        "userapi.auth0.retries", 1, {"userapi.auth0.operation": operation, "reason": reason}
+    )
+    with telemetry.span(
+        "userapi.auth0.wait",
+        {"userapi.auth0.operation": operation, "reason": reason, "userapi.wait_seconds": seconds},
+    ):
+        await asyncio.sleep(seconds)
 
 
 def _account(started: float) -> None:
@@ -198,7 +265,9 @@ class ManagementClient:
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
         """The full Auth0 profile, or None when Auth0 says the user does not exist."""
-        response = await self.request("GET", f"/users/{quote(user_id, safe='')}", idempotent=True)
+        response = await self.request(
+            "GET", f"/users/{quote(user_id, safe='')}", "/users/{id}", idempotent=True
+        )
         if response.status_code == 404:
             return None
         return _json_object(response)
@@ -218,15 +287,19 @@ class ManagementClient:
             params["q"] = q
         if sort:
             params["sort"] = sort
-        return _json_object(await self.request("GET", "/users", idempotent=True, params=params))
+        return _json_object(
+            await self.request("GET", "/users", "/users", idempotent=True, params=params)
+        )
 
     async def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
         # Not idempotent: a lost answer may hide a created user, so no retry on 5xx/timeouts.
-        return _json_object(await self.request("POST", "/users", idempotent=False, json_body=body))
+        return _json_object(
+            await self.request("POST", "/users", "/users", idempotent=False, json_body=body)
+        )
 
     async def users_by_email(self, email: str) -> list[dict[str, Any]]:
         response = await self.request(
-            "GET", "/users-by-email", idempotent=True, params={"email": email}
+            "GET", "/users-by-email", "/users-by-email", idempotent=True, params={"email": email}
         )
         body = response.json()
         return [u for u in body if isinstance(u, dict)] if isinstance(body, list) else []
@@ -234,17 +307,24 @@ class ManagementClient:
     async def update_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
         # PATCH sets fields to given values: repeating it is harmless, so it may be retried.
         response = await self.request(
-            "PATCH", f"/users/{quote(user_id, safe='')}", idempotent=True, json_body=body
+            "PATCH",
+            f"/users/{quote(user_id, safe='')}",
+            "/users/{id}",
+            idempotent=True,
+            json_body=body,
         )
         return None if response.status_code == 404 else _json_object(response)
 
     async def delete_user(self, user_id: str) -> None:
-        await self.request("DELETE", f"/users/{quote(user_id, safe='')}", idempotent=True)
+        await self.request(
+            "DELETE", f"/users/{quote(user_id, safe='')}", "/users/{id}", idempotent=True
+        )
 
     async def request(
         self,
         method: str,
         path: str,
+        template: str,
         *,
         idempotent: bool,
         params: dict[str, Any] | None = None,
@@ -254,8 +334,10 @@ class ManagementClient:
 
         429s are retried for every method (Auth0 did nothing); 5xx and network errors only when
         the call is idempotent, since a lost answer to a POST may hide a user created anyway.
+        `template` is `path` with its values as placeholders (/users/{id}), for telemetry.
         """
         settings = self._settings
+        operation = f"{method} /api/v2{template}"
         deadline = _Deadline.after(settings.auth0_request_budget_seconds)
         reauthenticated = False
         attempt = 0
@@ -263,14 +345,20 @@ class ManagementClient:
             token = await self.token.get(deadline)
             started = time.perf_counter()
             try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    params=params,
-                    json=json_body,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=_timeout(settings, deadline),
-                )
+                with telemetry.operation(
+                    "auth0",
+                    operation,
+                    attributes=_attempt(settings, method, "/api/v2" + template, attempt),
+                ) as call:
+                    response = await self._http.request(
+                        method,
+                        self._base + path,
+                        params=params,
+                        json=json_body,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=_timeout(settings, deadline),
+                    )
+                    _observe(call, operation, response)
             except httpx.TimeoutException as exc:
                 _account(started)
                 error: Auth0Error = Auth0Timeout(f"{method} {path} timed out")
@@ -287,6 +375,11 @@ class ManagementClient:
                     return response
                 if status == 401 and not reauthenticated:
                     reauthenticated = True
+                    telemetry.add(
+                        "userapi.auth0.retries",
+                        1,
+                        {"userapi.auth0.operation": operation, "reason": "token_rejected"},
+                    )
                     await self.token.invalidate(token)
                     continue
                 cause = Exception(f"HTTP {status}")
@@ -315,8 +408,14 @@ class ManagementClient:
                     "wait_s": round(wait, 3),
                 },
             )
-            await asyncio.sleep(wait)
+            await _wait(operation, wait, _retry_reason(error))
             attempt += 1
+
+
+def _retry_reason(error: Auth0Error) -> str:
+    if isinstance(error, Auth0RateLimited):
+        return "rate_limited"
+    return "timeout" if isinstance(error, Auth0Timeout) else "error"
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -27,10 +27,14 @@ DirectHandler = Callable[[Request, str], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class DirectGet:
-    """`GET <prefix><one path segment>`, e.g. prefix "/users/" for /users/{user_id}."""
+    """`GET <prefix>{parameter}`: `path` is the FastAPI route's, e.g. "/users/{user_id}"."""
 
-    prefix: str
+    path: str
     handler: DirectHandler
+
+    @property
+    def prefix(self) -> str:
+        return self.path[: self.path.index("{")]
 
 
 class DirectRoutes:
@@ -55,6 +59,9 @@ class DirectRoutes:
     async def _answer(
         route: DirectGet, parameter: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        # Like Starlette's router: the matched route, whose `path` is the template telemetry
+        # reports as http.route.
+        scope["route"] = route
         request = Request(scope, receive, send)
         try:
             response = await route.handler(request, parameter)

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from userapi.runtime import context
@@ -14,6 +15,9 @@ from userapi.runtime import context
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 # Built once: json.dumps with arguments builds a new encoder per call, per log line.
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+# Set by runtime/telemetry.py while telemetry is on: the current (trace id, span id), or None.
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 
 class JSONFormatter(logging.Formatter):
@@ -39,6 +43,8 @@ class JSONFormatter(logging.Formatter):
         request_id = context.request_id()
         if request_id != "-":
             line["request_id"] = request_id
+        if trace_ids is not None and (ids := trace_ids()) is not None:
+            line["trace_id"], line["span_id"] = ids
         attributes = record.__dict__
         if attributes.keys() - _RESERVED:
             for key, value in attributes.items():

@@ -10,7 +10,7 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from userapi.runtime import context
+from userapi.runtime import context, telemetry
 from userapi.runtime.error_responses import error_response
 
 log = logging.getLogger("userapi.request")
@@ -76,6 +76,9 @@ class RequestMiddleware:
         request_id, declared, chunked = _read_headers(scope)
         ctx = context.RequestContext(request_id or secrets.token_hex(16))
         token = context.bind(ctx)
+        path = scope.get("path", "")
+        # Probes every 50 ms are neither traced nor logged: they would drown both.
+        traced = telemetry.request(scope) if path != "/healthz" else telemetry.OFF
         started = time.perf_counter()
         status = 500
         header = (b"x-request-id", ctx.request_id.encode("ascii"))
@@ -110,8 +113,7 @@ class RequestMiddleware:
                 scope, receive, send_with_id
             )
         finally:
-            path = scope.get("path", "")
-            if path != "/healthz":  # probes every 50 ms would drown the log
+            if path != "/healthz":
                 log.info(
                     "request",
                     extra={
@@ -126,4 +128,7 @@ class RequestMiddleware:
                         "subject": ctx.subject,
                     },
                 )
+            # After the log line, which carries the trace and span ids while the span is open.
+            route = scope.get("route")
+            traced.end(status, getattr(route, "path", None), ctx.auth0_ms / 1000)
             context.reset(token)

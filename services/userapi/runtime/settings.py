@@ -112,6 +112,41 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     shutdown_timeout_seconds: int = Field(default=10, ge=0, le=600)
 
+    # Telemetry (docs/observability.md): OpenTelemetry's own variable names. An OTLP endpoint
+    # turns it on; unset (or OTEL_SDK_DISABLED=true), its SDK is never imported.
+    otel_sdk_disabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP base URL; /v1/traces and /v1/metrics are appended."
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, description="Full URL for spans alone (used as is)."
+    )
+    otel_exporter_otlp_metrics_endpoint: str | None = Field(
+        default=None, description="Full URL for metrics alone (used as is)."
+    )
+    otel_exporter_otlp_headers: SecretStr | None = Field(
+        default=None, description="key=value,... sent with every export (a Secret in the chart)."
+    )
+    otel_exporter_otlp_timeout: int = Field(default=10000, ge=1, description="Milliseconds.")
+    otel_traces_exporter: Literal["otlp", "none"] = "otlp"
+    otel_metrics_exporter: Literal["otlp", "none"] = "otlp"
+    otel_service_name: str = Field(default="userapi", min_length=1)
+    otel_resource_attributes: str = Field(default="", description="key=value,... on every signal.")
+    otel_traces_sampler: Literal[
+        "parentbased_traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "traceidratio",
+        "always_on",
+        "always_off",
+    ] = "parentbased_traceidratio"
+    otel_traces_sampler_arg: float = Field(
+        default=1.0, ge=0, le=1, description="The ratio of new traces sampled (…traceidratio)."
+    )
+    otel_metric_export_interval: int = Field(default=30000, ge=100, description="Milliseconds.")
+    otel_bsp_schedule_delay: int = Field(default=2000, ge=10, description="Milliseconds.")
+    otel_bsp_max_queue_size: int = Field(default=2048, ge=1)
+
     # Development tools (`userapi dev`, `userapi emulator`) ---------------------------------------
     userapi_dev_port: int = Field(default=8000, ge=1, le=65535)
     emulator_port: int = Field(default=8765, ge=1, le=65535)
@@ -139,12 +174,33 @@ class Settings(BaseSettings):
         if missing:
             raise ConfigurationError("missing settings: " + ", ".join(missing))
 
+    def otlp_endpoint(self, signal: Literal["traces", "metrics"]) -> str | None:
+        """Where `signal` is exported, or None when it is not: the spec's rules (a per-signal
+        URL as is, else the base URL + /v1/<signal>; an exporter of "none" or the SDK disabled
+        turns it off)."""
+        if self.otel_sdk_disabled:
+            return None
+        if signal == "traces":
+            exporter, own = self.otel_traces_exporter, self.otel_exporter_otlp_traces_endpoint
+        else:
+            exporter, own = self.otel_metrics_exporter, self.otel_exporter_otlp_metrics_endpoint
+        if exporter == "none":
+            return None
+        if own:
+            return own
+        base = self.otel_exporter_otlp_endpoint
+        return f"{base.rstrip('/')}/v1/{signal}" if base else None
+
     @cached_property
     def auth0_base_url(self) -> str:
         domain = self.auth0_domain.strip().rstrip("/")
         if domain.startswith(("http://", "https://")):
             return domain
         return f"https://{domain}"
+
+    @cached_property
+    def auth0_host(self) -> str:
+        return self.auth0_base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
 
     @cached_property
     def issuer(self) -> str:
