@@ -53,8 +53,10 @@ def get_user(
 
 
 def by_trace(receiver: OTLPReceiver, trace_id: str, at_least: int) -> list[Span] | None:
+    """The trace's spans once its server span (which ends last) and `at_least` spans are in."""
     spans = [s for s in receiver.spans() if s.trace_id == trace_id]
-    return spans if len(spans) >= at_least else None
+    complete = any(s.kind == "server" for s in spans) and len(spans) >= at_least
+    return spans if complete else None
 
 
 def traceparent() -> tuple[str, str, str]:
@@ -108,3 +110,205 @@ def test_an_uncached_read_is_one_trace_continuing_the_callers(
     forbidden = [token, email, password_hint, "otlp-secret-key", user["user_id"]]
     leaked = [s for s in receiver.strings() for f in forbidden if f in s]
     assert leaked == []
+
+
+def test_a_429_is_waited_out_and_retried_each_attempt_its_own_span(
+    get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
+) -> None:
+    user = clean_emulator.create_user(f"limited-{secrets.token_hex(4)}@example.com")
+    token = clean_emulator.token("auth0|reader0000000000000000000", ["read:users"])
+    clean_emulator.fault(
+        "GET /api/v2/users/{id}",
+        kind="status",
+        status=429,
+        times=1,
+        headers={"x-ratelimit-limit": "50", "x-ratelimit-remaining": "0"},
+    )
+    header, trace_id, _ = traceparent()
+    response = get_user.get(user_path(user["user_id"]), token, traceparent=header)
+    assert response.status_code == 200, response.text
+
+    spans = receiver.wait_for(lambda r: by_trace(r, trace_id, 7))
+    attempts = sorted(
+        (s for s in spans if s.name == "GET /api/v2/users/{id}"), key=lambda s: s.start_ns
+    )
+    assert [a.attributes["http.response.status_code"] for a in attempts] == [429, 200]
+    assert "http.request.resend_count" not in attempts[0].attributes
+    assert attempts[1].attributes["http.request.resend_count"] == 1
+    assert attempts[0].attributes["userapi.outcome"] == "rate_limited"
+    waits = [s for s in spans if s.name == "userapi.auth0.wait"]
+    assert len(waits) == 1
+    assert waits[0].attributes["reason"] == "rate_limited"
+    # The wait sits between the two attempts.
+    assert attempts[0].end_ns <= waits[0].start_ns <= waits[0].end_ns <= attempts[1].start_ns
+
+    def rate_limited(r: OTLPReceiver) -> list[Any]:
+        return [
+            p
+            for p in r.points("userapi.auth0.rate_limited")
+            if p.attributes.get("userapi.auth0.operation") == "GET /api/v2/users/{id}"
+        ]
+
+    assert receiver.wait_for(rate_limited)[-1].value >= 1
+    headroom = receiver.wait_for(lambda r: r.points("userapi.auth0.rate_limit.remaining"))
+    assert {p.attributes["userapi.auth0.operation"] for p in headroom} >= {"GET /api/v2/users/{id}"}
+    retries = receiver.wait_for(lambda r: r.points("userapi.auth0.retries"))
+    assert any(p.attributes["reason"] == "rate_limited" for p in retries)
+
+
+def latest(receiver: OTLPReceiver, metric: str, **labels: Any) -> Any:
+    """The last exported point of `metric` whose attributes include `labels`, or None."""
+    points = [
+        p
+        for p in receiver.points(metric)
+        if all(p.attributes.get(k) == v for k, v in labels.items())
+    ]
+    return points[-1] if points else None
+
+
+def test_the_metrics_arrive_with_their_names_and_low_cardinality_labels(
+    get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
+) -> None:
+    user = clean_emulator.create_user(f"metered-{secrets.token_hex(4)}@example.com")
+    token = clean_emulator.token("auth0|reader0000000000000000000", ["read:users"])
+    for _ in range(3):  # a miss, then hits
+        assert get_user.get(user_path(user["user_id"]), token).status_code == 200
+    assert get_user.get(user_path(user["user_id"])).status_code == 401
+
+    def requests(r: OTLPReceiver) -> Any:
+        point = latest(
+            r,
+            "http.server.request.duration",
+            **{"http.route": "/users/{user_id}", "http.response.status_code": 200},
+        )
+        return point if point is not None and point.count >= 3 else None
+
+    point = receiver.wait_for(requests)
+    assert point.unit == "s"
+    assert point.attributes == {
+        "http.request.method": "GET",
+        "http.route": "/users/{user_id}",
+        "http.response.status_code": 200,
+        "userapi.endpoint": "get-user",
+    }
+    assert receiver.wait_for(
+        lambda r: latest(r, "http.server.request.duration", **{"http.response.status_code": 401})
+    )
+    hits = receiver.wait_for(
+        lambda r: latest(
+            r, "userapi.cache.lookups", **{"userapi.cache": "profile", "userapi.outcome": "hit"}
+        )
+    )
+    assert hits.value >= 2
+    assert hits.monotonic
+    auth0 = receiver.wait_for(
+        lambda r: latest(
+            r,
+            "userapi.auth0.call.duration",
+            **{"userapi.auth0.operation": "GET /api/v2/users/{id}", "userapi.outcome": "ok"},
+        )
+    )
+    assert auth0.count >= 1
+    assert receiver.wait_for(
+        lambda r: (
+            latest(
+                r, "userapi.auth0.call.duration", **{"userapi.auth0.operation": "POST /oauth/token"}
+            )
+            or latest(
+                r,
+                "userapi.auth0.call.duration",
+                **{"userapi.auth0.operation": "GET /.well-known/jwks.json"},
+            )
+        )
+    )
+    cost = receiver.wait_for(
+        lambda r: latest(r, "userapi.request.auth0.duration", **{"http.route": "/users/{user_id}"})
+    )
+    assert cost.sum > 0
+    redis_ops = receiver.wait_for(
+        lambda r: latest(r, "db.client.operation.duration", **{"db.system.name": "redis"})
+    )
+    assert redis_ops.attributes["db.operation.name"] in {
+        "GET",
+        "MGET",
+        "SET",
+        "SET NX",
+        "EVAL",
+        "DEL",
+    }
+    # Cold start: one start-up per process, and its first request.
+    startup = receiver.wait_for(lambda r: latest(r, "userapi.startup.duration"))
+    assert startup.count == 1
+    assert 0 < startup.sum < 60
+    cold = receiver.wait_for(lambda r: latest(r, "userapi.cold_request.duration"))
+    assert cold.count == 1
+    # Every label of every metric is from a short fixed vocabulary: no ids, no paths.
+    allowed = {
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "error.type",
+        "userapi.endpoint",
+        "userapi.auth0.operation",
+        "userapi.outcome",
+        "userapi.cache",
+        "reason",
+        "db.system.name",
+        "db.operation.name",
+        "db.client.connection.state",
+        "db.client.connection.pool.name",
+    }
+    seen = {key for p in receiver.points() for key in p.attributes}
+    assert seen <= allowed
+    routes = {p.attributes.get("http.route") for p in receiver.points()} - {None}
+    assert routes <= {"/users/{user_id}", "/users/me"}
+
+
+@pytest.fixture(scope="module")
+def create_user(
+    emulator: EmulatorHandle, redis_server: Any, database: str, receiver: OTLPReceiver
+) -> Iterator[Service]:
+    env = {**service_env(emulator, redis_server.url, database), **telemetry_env(receiver)}
+    service = start_service("create-user", env)
+    yield service
+    service.close()
+
+
+def test_a_create_shows_the_idempotency_claim_and_the_database(
+    create_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
+) -> None:
+    admin = clean_emulator.token("auth0|admin0000000000000000000", ["create:users"])
+    email = f"created-{secrets.token_hex(4)}@example.com"
+    password = "Str0ng-passw0rd!"
+    header, trace_id, _ = traceparent()
+    response = create_user.http.post(
+        "/users",
+        json={"email": email, "password": password, "name": "New Person"},
+        headers={
+            "Authorization": f"Bearer {admin}",
+            "Idempotency-Key": f"key-{secrets.token_hex(8)}",
+            "traceparent": header,
+        },
+    )
+    assert response.status_code == 201, response.text
+
+    spans = receiver.wait_for(lambda r: by_trace(r, trace_id, 6))
+    by_name = {s.name: s for s in spans}
+    root = by_name["POST /users"]
+    claim = by_name["userapi.idempotency.claim"]
+    assert claim.parent_span_id == root.span_id
+    assert claim.attributes["userapi.outcome"] == "new"
+    inserts = [s for s in spans if s.attributes.get("db.system.name") == "postgresql"]
+    assert {s.attributes["db.operation.name"] for s in inserts} >= {"INSERT"}
+    assert all(
+        "$1" in s.attributes["db.query.text"]
+        for s in inserts
+        if "WHERE" in s.attributes["db.query.text"]
+    )
+    assert "POST /api/v2/users" in by_name
+    pool = receiver.wait_for(
+        lambda r: latest(r, "db.client.connection.count", **{"userapi.endpoint": "create-user"})
+    )
+    assert pool.attributes["db.client.connection.state"] in {"used", "idle"}
+    forbidden = [admin, email, password, response.json()["user_id"]]
+    assert [s for s in receiver.strings() for f in forbidden if f in s] == []

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from userapi.runtime import telemetry
 from userapi.runtime.errors import APIError, UpstreamError
 
 if TYPE_CHECKING:
@@ -66,14 +67,18 @@ class _PgSession:
         self._connection = connection
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        record = await self._connection.fetchrow(sql, *args)
+        with telemetry.query(sql):
+            record = await self._connection.fetchrow(sql, *args)
         return dict(record) if record is not None else None
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(record) for record in await self._connection.fetch(sql, *args)]
+        with telemetry.query(sql):
+            records = await self._connection.fetch(sql, *args)
+        return [dict(record) for record in records]
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._connection.execute(sql, *args)
+        with telemetry.query(sql):
+            await self._connection.execute(sql, *args)
 
     async def execute_script(self, sql: str) -> None:
         await self._connection.execute(
@@ -138,6 +143,11 @@ class PostgresDatabase:
                     command_timeout=self._settings.db_command_timeout_seconds,
                     init=_init_connection,
                     reset=_keep_session,
+                )
+                pool = self._pool
+                telemetry.observe_pool(
+                    "pgbouncer",
+                    lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size()),
                 )
             return self._pool
 

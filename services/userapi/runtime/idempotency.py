@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from userapi.runtime import telemetry
 from userapi.runtime.db import Database, Session
 from userapi.runtime.errors import APIError
 
@@ -73,6 +74,14 @@ class IdempotencyKeys:
         self._next_purge = 0.0  # monotonic; the first claim sweeps
 
     async def claim(self, endpoint: str, actor: str, key: str, fingerprint: str) -> Claim:
+        with telemetry.span("userapi.idempotency.claim") as span:
+            claim = await self._claim(endpoint, actor, key, fingerprint)
+            span.outcome(
+                "replay" if claim.is_replay else "taken_over" if claim.taken_over else "new"
+            )
+            return claim
+
+    async def _claim(self, endpoint: str, actor: str, key: str, fingerprint: str) -> Claim:
         deadline = time.monotonic() + self._wait_seconds
         while True:
             now = datetime.now(UTC)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -40,7 +40,12 @@ from starlette.types import Scope
 
 from userapi import __version__
 from userapi.runtime.settings import Settings
-from userapi.runtime.telemetry import INSTRUMENTS, Attributes, AttributeValue, SpanKindName
+
+# runtime/telemetry.py's types, restated: it imports this module, never the other way round.
+AttributeValue = str | bool | int | float
+Attributes = Mapping[str, AttributeValue]
+SpanKindName = Literal["internal", "client", "server"]
+Instruments = Mapping[str, tuple[str, str, str]]
 
 _KINDS = {"internal": SpanKind.INTERNAL, "client": SpanKind.CLIENT, "server": SpanKind.SERVER}
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -253,8 +258,9 @@ class _Request:
 
 
 class OTelRecorder:
-    def __init__(self, settings: Settings, endpoint: str) -> None:
+    def __init__(self, settings: Settings, endpoint: str, instruments: Instruments) -> None:
         self._endpoint = endpoint
+        self._kinds = {name: kind for name, (kind, _, _) in instruments.items()}
         self._cold = True
         headers = _headers(settings)
         timeout = settings.otel_exporter_otlp_timeout / 1000
@@ -289,7 +295,7 @@ class OTelRecorder:
         meter = self._meter_provider.get_meter("userapi", __version__)
         self._pools: list[tuple[str, Callable[[], tuple[int, int]]]] = []
         self._instruments: dict[str, Any] = {}
-        for name, (kind, unit, description) in INSTRUMENTS.items():
+        for name, (kind, unit, description) in instruments.items():
             if kind == "histogram":
                 buckets = _STARTUP_BUCKETS if name.startswith("userapi.startup") else _BUCKETS
                 instrument: Any = meter.create_histogram(
@@ -331,7 +337,7 @@ class OTelRecorder:
     def add(self, instrument: str, value: float, attributes: Attributes) -> None:
         labels = {**attributes, "userapi.endpoint": self._endpoint}
         target = self._instruments[instrument]
-        if INSTRUMENTS[instrument][0] == "gauge":
+        if self._kinds[instrument] == "gauge":
             target.set(value, labels)
         else:
             target.add(value, labels)

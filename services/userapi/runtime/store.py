@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from userapi.runtime import telemetry
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -164,7 +166,8 @@ class RedisStore:
     async def _call(self, operation: str, command: Awaitable[T]) -> T | _Failed:
         sent = time.monotonic()
         try:
-            result = await command
+            with telemetry.operation("redis", operation):
+                result = await command
         except Exception as exc:
             answering_others = self._last_reply > sent
             if not answering_others:
@@ -182,7 +185,7 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         if not self._available():
             return None
-        value = await self._call("get", self._client.get(key))
+        value = await self._call("GET", self._client.get(key))
         return value if isinstance(value, bytes) else None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -190,7 +193,7 @@ class RedisStore:
         # primary behind a proxy), not a Redis Cluster.
         if not self._available():
             return [None] * len(keys)
-        values = await self._call("mget", self._client.mget(keys))
+        values = await self._call("MGET", self._client.mget(keys))
         if isinstance(values, _Failed):
             return [None] * len(keys)
         return [value if isinstance(value, bytes) else None for value in values]
@@ -200,19 +203,21 @@ class RedisStore:
             return False
         milliseconds = max(1, int(ttl_seconds * 1000))
         return not isinstance(
-            await self._call("set", self._client.set(key, value, px=milliseconds)), _Failed
+            await self._call("SET", self._client.set(key, value, px=milliseconds)), _Failed
         )
 
     async def delete(self, key: str) -> bool:
         # Invalidation is the one write worth trying even right after an error.
-        return not isinstance(await self._call("delete", self._client.delete(key)), _Failed)
+        return not isinstance(await self._call("DEL", self._client.delete(key)), _Failed)
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         token = secrets.token_hex(8)
         if not self._available():
             return token  # nobody can coordinate through a dead Redis: proceed alone
         milliseconds = int(ttl_seconds * 1000)
-        acquired = await self._call("lock", self._client.set(key, token, nx=True, px=milliseconds))
+        acquired = await self._call(
+            "SET NX", self._client.set(key, token, nx=True, px=milliseconds)
+        )
         if acquired is DOWN:
             return token
         # BUSY: the SET may or may not have happened. Waiting for the value as if another pod
@@ -222,7 +227,7 @@ class RedisStore:
 
     async def unlock(self, key: str, token: str) -> None:
         if self._available():
-            await self._call("unlock", self._client.eval(_UNLOCK, 1, key, token))
+            await self._call("EVAL", self._client.eval(_UNLOCK, 1, key, token))
 
     async def close(self) -> None:
         try:

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from starlette.types import Scope
-
 if TYPE_CHECKING:
+    from starlette.types import Scope
+
     from userapi.runtime.settings import Settings
 
 AttributeValue = str | bool | int | float
@@ -133,6 +133,16 @@ def operation(
     return recorder.operation(system, operation, name or operation, attributes)
 
 
+def query(sql: str) -> SpanScope:
+    """A PostgreSQL statement: its span (db.query.text is `sql`, which holds only $n
+    placeholders, never a value) and its duration by db.operation.name, its first keyword."""
+    recorder = _recorder
+    if recorder is None:
+        return OFF
+    operation = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "UNKNOWN"
+    return recorder.operation("postgresql", operation, operation, {"db.query.text": sql})
+
+
 def request(scope: Scope) -> Request:
     """The server span of one request, continuing the caller's traceparent."""
     recorder = _recorder
@@ -240,7 +250,7 @@ def configure(settings: Settings, endpoint: str) -> bool:
         return False
     from userapi.runtime import logs, otel
 
-    _recorder = otel.OTelRecorder(settings, endpoint)
+    _recorder = otel.OTelRecorder(settings, endpoint, INSTRUMENTS)
     logs.trace_ids = trace_ids
     return True
 
