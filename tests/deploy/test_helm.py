@@ -318,3 +318,39 @@ def test_the_default_request_timeout_leaves_the_app_time_to_shut_down() -> None:
     drain, shutdown = 30, 10  # SHUTDOWN_TIMEOUT_SECONDS' default
     for service in knative_services(render()).values():
         assert service["spec"]["template"]["spec"]["timeoutSeconds"] > drain + shutdown
+
+
+def test_a_digest_wins_over_the_tag() -> None:
+    digest = "sha256:" + "ab" * 32
+
+    def images(values: dict[str, Any]) -> set[str]:
+        found = set()
+        for obj in render(values):
+            for container in (
+                obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+            ):
+                if container["name"] != "pgbouncer":
+                    found.add(container["image"])
+        return found
+
+    assert images({"image": {"repository": "r/userapi", "tag": "v1"}}) == {"r/userapi:v1"}
+    tagged_and_pinned = {"image": {"repository": "r/userapi", "tag": "v1", "digest": digest}}
+    assert images(tagged_and_pinned) == {f"r/userapi@{digest}"}
+    for bad in ("latest", "sha256:abc", "ab" * 32):
+        with pytest.raises(helm.HelmError, match="digest"):
+            render({"image": {"digest": bad}})
+
+
+EMULATOR = ("Deployment", "auth0-emulator")
+
+
+def test_the_emulator_can_have_an_image_of_its_own() -> None:
+    def emulator(values: dict[str, Any]) -> str:
+        local = {"localBackingServices": {"enabled": True, "auth0Emulator": True}}
+        objects = render(deep_merge(local, values))
+        obj = next(o for o in objects if (o["kind"], o["metadata"]["name"]) == EMULATOR)
+        return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    assert emulator({"image": {"repository": "r/userapi", "tag": "v1"}}) == "r/userapi:v1"
+    own = {"localBackingServices": {"auth0EmulatorImage": "dev.local/userapi-emulator:x"}}
+    assert emulator(own) == "dev.local/userapi-emulator:x"
