@@ -14,7 +14,7 @@ import pytest
 
 from harness.emulator import EmulatorHandle
 from harness.postgres import PostgresServer
-from harness.userapi import Service, migrate, service_env, start_service, user_path
+from harness.userapi import Service, migrate, service_env, start_services, user_path
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,7 @@ def api(
     migrate(database_url)
     env = service_env(emulator, redis_server.url, database_url)
     env["AUTH0_EVENTS_SECRET"] = EVENTS_SECRET
-    with ThreadPoolExecutor(max_workers=len(ENDPOINTS)) as pool:
-        started = dict(
-            zip(ENDPOINTS, pool.map(lambda e: start_service(e, env), ENDPOINTS), strict=True)
-        )
+    started = start_services(ENDPOINTS, env)
     yield API(started, database_url.rsplit("/", 1)[1], postgres_server)
     for service in started.values():
         service.close()

@@ -355,3 +355,7 @@ def test_metadata_no_write_could_store_is_left_out_and_named() -> None:
     )
     assert visible.profile["app_metadata"] == {"role": "admin"}
     assert allowlisted(PROFILE, include_app_metadata=False).omitted == ()
+    not_an_object = allowlisted({"user_id": USER, "user_metadata": ["x"]}, False)
+    assert (not_an_object.profile, not_an_object.omitted) == ({"user_id": USER}, ("user_metadata",))
+    null = allowlisted({"user_id": USER, "user_metadata": None}, False)
+    assert (null.profile, null.omitted) == ({"user_id": USER}, ())

@@ -80,8 +80,11 @@ def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> Visible:
         kept["app_metadata"] = profile["app_metadata"]
     omitted: list[str] = []
     for field in ("user_metadata", "app_metadata"):
-        metadata = kept.get(field)
-        if metadata is None:
+        if field not in kept:
+            continue
+        metadata = kept[field]
+        if metadata is None:  # as good as absent: the response model's default stands in
+            del kept[field]
             continue
         if not isinstance(metadata, dict):
             del kept[field]
