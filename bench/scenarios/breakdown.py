@@ -40,11 +40,13 @@ ASGIApp = Callable[..., Awaitable[None]]
 async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     env = stack.env()
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    module = endpoints.load("get-user")
+    endpoint = endpoints.load("get-user")
     # The direct route as `userapi serve get-user` installs it, under another prefix so that
     # the FastAPI route stays reachable beside it.
-    direct = [DirectGet("/direct" + route.prefix, route.handler) for route in module.DIRECT_ROUTES]
-    app = create_app("get-user", [module.router], settings, direct=direct)
+    direct = [
+        DirectGet("/direct" + route.path, route.handler) for route in endpoint.direct_routes
+    ]
+    app = create_app("get-user", [endpoint.router], settings, direct=direct)
     for path, reads in (("/plain/{user_id}", "both"), ("/plain-nodb/{user_id}", "redis")):
         app.router.routes.insert(0, Route(path, _plain_route(reads)))
     app.router.routes.insert(0, Route("/plain-bare/{user_id}", _plain_route("none")))

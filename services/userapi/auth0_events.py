@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from userapi.runtime import body, values
 from userapi.runtime.deps import ResourcesDep
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ErrorBody
 from userapi.runtime.errors import APIError, bad_request
 from userapi.runtime.profiles import parse_timestamp
@@ -33,8 +34,6 @@ from userapi.runtime.resources import Resources
 from userapi.runtime.settings import Settings
 from userapi.runtime.users import validate_user_id
 
-# Auth0 decides how many events a delivery batches; larger than the other endpoints' limit.
-MAX_BODY_BYTES = 5 * 1024 * 1024
 _USER_PATH = re.compile(r"^/api/v2/users/([^/?#]+)")
 _WRITES = {"patch", "put", "delete", "post"}
 
@@ -210,7 +209,8 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
 )
 async def receive(request: Request, resources: ResourcesDep) -> EventResult:
     _authorize(request, resources.settings)
-    # Read after the secret is checked; at most MAX_BODY_BYTES (RequestMiddleware refuses more).
+    # Read after the secret is checked; at most ENDPOINT.max_body_bytes (RequestMiddleware refuses
+    # more).
     items = _items(await request.body())
     outcomes = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     rejected: list[Rejected] = []
@@ -256,3 +256,13 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         ignored=outcomes["ignored"],
         rejected=rejected,
     )
+
+
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint(
+    "auth0-events",
+    router,
+    None,  # Auth0's stream secret, not an access token
+    # Auth0 decides how many events a delivery batches; larger than the other endpoints' bound.
+    max_body_bytes=5 * 1024 * 1024,
+)

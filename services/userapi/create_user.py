@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from userapi.runtime import audit, body
 from userapi.runtime.accounts import Account
-from userapi.runtime.auth import Principal
+from userapi.runtime.auth import Permission, Principal
 from userapi.runtime.deps import ResourcesDep, authorized
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, Auth0Rejected
 from userapi.runtime.fields import Email, Metadata, Name, Password, Plan
@@ -28,9 +29,6 @@ from userapi.runtime.idempotency import (
 from userapi.runtime.profiles import allowlisted, parse_timestamp
 from userapi.runtime.resources import Resources
 from userapi.runtime.users import User, etag
-
-ENDPOINT = "create-user"
-CREATE_USERS = "create:users"
 
 router = APIRouter(tags=["users"])
 
@@ -90,14 +88,15 @@ async def _adopt_existing(resources: Resources, email: str, claim: Claim) -> dic
     },
     summary="Create a user",
     description=(
-        f"Needs `{CREATE_USERS}`. Send an Idempotency-Key to make retries safe: a retry with the "
-        "same key and body replays the response; the same key with another body is a 422."
+        f"Needs `{Permission.CREATE_USERS}`. Send an Idempotency-Key to make retries safe: a "
+        "retry with the same key and body replays the response; the same key with another body "
+        "is a 422."
     ),
     openapi_extra=body.request_body(UserCreate),
 )
 async def create_user(
     request: Request,
-    principal: Annotated[Principal, authorized(CREATE_USERS)],
+    principal: Annotated[Principal, authorized(Permission.CREATE_USERS)],
     resources: ResourcesDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
@@ -111,7 +110,7 @@ async def create_user(
         # The password stays out: the table keeps the hash as long as the key, and a hash of
         # a password is a password to anyone who can read the table and guess.
         fingerprint = request_fingerprint(create.model_dump(exclude={"password"}))
-        claim = await keys.claim(ENDPOINT, principal.subject, key, fingerprint)
+        claim = await keys.claim(ENDPOINT.name, principal.subject, key, fingerprint)
         if claim.is_replay:
             assert claim.replay_status is not None
             return _response(claim.replay_status, claim.replay_body, replayed=True)
@@ -158,7 +157,7 @@ async def _create(
         if account is None:
             account = await resources.accounts.upsert(user_id, plan=create.plan, session=session)
         await audit.record(
-            session, actor=principal.subject, endpoint=ENDPOINT, action="create",
+            session, actor=principal.subject, endpoint=ENDPOINT.name, action="create",
             target_user_id=user_id, changed_fields=create.model_dump(exclude_unset=True),
         )  # fmt: skip
         # Everything create-user sent passed runtime/fields.py's limits: nothing is omitted.
@@ -176,3 +175,7 @@ def _response(status: int, body: dict[str, Any], *, replayed: bool) -> JSONRespo
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint("create-user", router, Permission.CREATE_USERS)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from userapi.runtime import audit
+from userapi.runtime.auth import Permission
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.users import target_user
-
-ENDPOINT = "delete-user"
-DELETE_USERS = "delete:users"
 
 router = APIRouter(tags=["users"])
 
@@ -21,10 +20,12 @@ router = APIRouter(tags=["users"])
     response_class=Response,
     responses=ERROR_RESPONSES,
     summary="Delete a user",
-    description=f"Deletes the Auth0 user and the app's account row. Needs `{DELETE_USERS}`.",
+    description=(
+        f"Deletes the Auth0 user and the app's account row. Needs `{Permission.DELETE_USERS}`."
+    ),
 )
 async def delete_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> Response:
-    principal.require(DELETE_USERS)
+    principal.require(Permission.DELETE_USERS)
     target = target_user(user_id, principal)
     # Auth0 first: if it fails, nothing here has changed and the caller can simply retry.
     await resources.auth0.delete_user(target)
@@ -36,8 +37,12 @@ async def delete_user(user_id: str, principal: PrincipalDep, resources: Resource
         await audit.record(
             session,
             actor=principal.subject,
-            endpoint=ENDPOINT,
+            endpoint=ENDPOINT.name,
             action="delete",
             target_user_id=target,
         )
     return Response(status_code=204)
+
+
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint("delete-user", router, Permission.DELETE_USERS)

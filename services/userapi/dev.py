@@ -13,6 +13,7 @@ from typing import Any
 
 from userapi import endpoints
 from userapi.runtime.accounts import Accounts
+from userapi.runtime.auth import Permission
 from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
 from userapi.runtime.process import load_settings, run_uvicorn, startup
@@ -87,12 +88,12 @@ def _print_banner(base_url: str, settings: Settings, emulator: Any) -> None:
     if emulator is not None:
         user = next(iter(emulator.users.values()))
         token = emulator.mint_access_token(
-            user["user_id"], permissions=["read:users"], expires_in=86400
+            user["user_id"], permissions=[Permission.READ_USERS], expires_in=86400
         )
         user_path = "/users/" + user["user_id"].replace("|", "%7C")
         lines += [
             f"  sample user: {user['user_id']} ({user.get('email')})",
-            f"  token (24 h, read:users, sub={user['user_id']}):",
+            f"  token (24 h, {Permission.READ_USERS}, sub={user['user_id']}):",
             f"    {token}",
             "",
             "Try:",

@@ -1,22 +1,22 @@
-"""The endpoint registry: name (the Knative Service name) -> the module that defines its router
-(and, optionally, `DIRECT_ROUTES` for a hot GET route, see runtime/direct.py, and a larger
-`MAX_BODY_BYTES` than runtime/app.py's).
+"""The endpoint registry: name (the Knative Service name) -> the module that declares it.
 
-Kept as strings so that serving one endpoint imports that module only.
+Each module declares `ENDPOINT = Endpoint(...)` (runtime/endpoint.py): its router, direct
+routes, body bound and permission. That declaration is all the registry reads. Kept as strings
+so that serving one endpoint imports that module only. docs/adding-an-endpoint.md lists what
+else a new endpoint touches.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from starlette.types import ASGIApp
 
-    from userapi.runtime.direct import DirectGet
+    from userapi.runtime.endpoint import Endpoint
     from userapi.runtime.settings import Settings
 
 ENDPOINTS: dict[str, str] = {
@@ -29,13 +29,17 @@ ENDPOINTS: dict[str, str] = {
 }
 
 
-def load(name: str) -> ModuleType:
+def load(name: str) -> Endpoint:
+    """The declaration of endpoint `name`, importing its module (and nothing else)."""
     try:
         module_name = ENDPOINTS[name]
     except KeyError:
         known = ", ".join(sorted(ENDPOINTS))
         raise ValueError(f"unknown endpoint {name!r}; known: {known}") from None
-    return importlib.import_module(module_name)
+    declared: Endpoint = importlib.import_module(module_name).ENDPOINT
+    if declared.name != name:
+        raise RuntimeError(f"{module_name} declares {declared.name!r}, registered as {name!r}")
+    return declared
 
 
 def build_app(
@@ -47,19 +51,14 @@ def build_app(
 ) -> FastAPI:
     """The app serving these endpoints (one for `userapi serve`, all for `userapi dev`): their
     routers, their direct routes, and the largest body bound any of them declares."""
-    from userapi.runtime.app import MAX_BODY_BYTES, create_app
+    from userapi.runtime.app import create_app
 
-    modules = [load(name) for name in names]
-    direct: tuple[DirectGet, ...] = tuple(
-        route for module in modules for route in getattr(module, "DIRECT_ROUTES", ())
-    )
+    declared = [load(name) for name in names]
     return create_app(
         app_name,
-        [module.router for module in modules],
+        [endpoint.router for endpoint in declared],
         settings,
         mounts=mounts,
-        direct=direct,
-        max_body_bytes=max(
-            [MAX_BODY_BYTES, *(getattr(module, "MAX_BODY_BYTES", 0) for module in modules)]
-        ),
+        direct=tuple(route for endpoint in declared for route in endpoint.direct_routes),
+        max_body_bytes=max(endpoint.max_body_bytes for endpoint in declared),
     )

@@ -7,8 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
+from userapi.runtime.auth import Permission
 from userapi.runtime.deps import PrincipalDep, ResourcesDep, principal_of, resources_of
 from userapi.runtime.direct import DirectGet
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.errors import not_found
 from userapi.runtime.users import (
@@ -19,8 +21,6 @@ from userapi.runtime.users import (
     etag_matches,
     omitted_fields,
 )
-
-READ_USERS = "read:users"
 
 router = APIRouter(tags=["users"])
 
@@ -35,8 +35,8 @@ router = APIRouter(tags=["users"])
     summary="Get a user",
     description=(
         "An Auth0 user's profile and the app's account row. `me` is the caller. Reading another "
-        f"user needs the `{READ_USERS}` permission. The ETag changes with the profile or the "
-        "account; send it back in If-None-Match for a 304, or in If-Match to update-user. "
+        f"user needs the `{Permission.READ_USERS}` permission. The ETag changes with the profile "
+        "or the account; send it back in If-None-Match for a 304, or in If-Match to update-user. "
         "Metadata that this API could not have stored (too deep, over 16 kB, unencodable) is "
         "left out, key by key, and named in the Omitted-Fields header."
     ),
@@ -48,7 +48,7 @@ async def get_user(
     response: Response,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> User | Response:
-    target = authorized_target(user_id, principal, READ_USERS)
+    target = authorized_target(user_id, principal, Permission.READ_USERS)
 
     # The account row and the profile are independent: read both at once.
     account_read = asyncio.create_task(resources.accounts.get(target))
@@ -85,5 +85,11 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
 
-# The API's hot path: FastAPI's parameter solving was a third of a cached read's CPU.
-DIRECT_ROUTES = (DirectGet("/users/{user_id}", _get_user_directly),)
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint(
+    "get-user",
+    router,
+    Permission.READ_USERS,
+    # The API's hot path: FastAPI's parameter solving was a third of a cached read's CPU.
+    direct_routes=(DirectGet("/users/{user_id}", _get_user_directly),),
+)

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from userapi.runtime.auth import Principal
+from userapi.runtime.auth import Permission, Principal
 from userapi.runtime.deps import ResourcesDep, authorized
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.errors import APIError, Auth0Error, bad_request
 from userapi.runtime.profiles import PROFILE_FIELDS, allowlisted
 from userapi.runtime.users import UserProfile, omitted_fields
 
-READ_USERS = "read:users"
 MAX_QUERY_LENGTH = 512
 MAX_REACHABLE = 1000  # Auth0 returns at most the first 1000 results of a search
 
@@ -103,7 +103,8 @@ def _check_sort(sort: str) -> None:
     responses=ERROR_RESPONSES,
     summary="Search users",
     description=(
-        f"Auth0 user search (Lucene syntax, v3). Needs `{READ_USERS}`. Searchable fields: "
+        f"Auth0 user search (Lucene syntax, v3). Needs `{Permission.READ_USERS}`. "
+        "Searchable fields: "
         + ", ".join(sorted(SEARCHABLE_FIELDS))
         + ", user_metadata.*. At most the first 1000 results can be reached. Metadata left "
         "out of a profile (see get-user) is named in Omitted-Fields as users[i].<field>."
@@ -111,7 +112,7 @@ def _check_sort(sort: str) -> None:
 )
 async def list_users(
     # A dependency: checked before the query parameters are (403 before 400).
-    principal: Annotated[Principal, authorized(READ_USERS)],
+    principal: Annotated[Principal, authorized(Permission.READ_USERS)],
     resources: ResourcesDep,
     response: Response,
     q: Annotated[str | None, Query(description="Lucene query, e.g. email:*@example.com")] = None,
@@ -154,3 +155,7 @@ async def list_users(
         per_page=per_page,
         total=int(result.get("total", len(users))),
     )
+
+
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint("list-users", router, Permission.READ_USERS)

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import SkipJsonSchema
 
 from userapi.runtime import audit, body
+from userapi.runtime.auth import Permission
 from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, bad_request, not_found
 from userapi.runtime.fields import Email, Metadata, Name, Picture, Plan, Preferences
@@ -23,8 +25,6 @@ from userapi.runtime.users import (
     omitted_fields,
 )
 
-ENDPOINT = "update-user"
-UPDATE_USERS = "update:users"
 # What users may change about themselves without update:users.
 SELF_SERVICE_FIELDS = frozenset({"name", "given_name", "family_name", "nickname", "user_metadata"})
 ACCOUNT_FIELDS = frozenset({"plan", "preferences"})
@@ -67,7 +67,7 @@ class UserUpdate(BaseModel):
     },
     summary="Update a user",
     description=(
-        f"Needs `{UPDATE_USERS}`, except for callers changing their own "
+        f"Needs `{Permission.UPDATE_USERS}`, except for callers changing their own "
         + ", ".join(sorted(SELF_SERVICE_FIELDS))
         + ". Send the ETag from get-user in If-Match to refuse lost updates (412). Fields may "
         "be left out but not sent as null; a metadata key set to null is deleted."
@@ -83,7 +83,7 @@ async def update_user(
     if_match: Annotated[str | None, Header()] = None,
 ) -> User:
     # Another user needs update:users whatever the body says: 403 before the body is read.
-    target = authorized_target(user_id, principal, UPDATE_USERS)
+    target = authorized_target(user_id, principal, Permission.UPDATE_USERS)
     update = await body.read(request, UserUpdate)
     changes = update.model_dump(exclude_unset=True)
     if not changes:
@@ -92,7 +92,7 @@ async def update_user(
     if nulls:
         raise bad_request(f"{', '.join(nulls)}: may not be null (leave a field out to keep it).")
     if not set(changes) <= SELF_SERVICE_FIELDS:
-        principal.require(UPDATE_USERS)
+        principal.require(Permission.UPDATE_USERS)
 
     if if_match is not None:
         # Compared against Auth0 itself, not the cache: a stale ETag must not pass.
@@ -123,7 +123,7 @@ async def update_user(
         else:
             account = await resources.accounts.get(target, session)
         await audit.record(
-            session, actor=principal.subject, endpoint=ENDPOINT, action="update",
+            session, actor=principal.subject, endpoint=ENDPOINT.name, action="update",
             target_user_id=target, changed_fields=changes,
         )  # fmt: skip
     # Metadata set around this API may still break the limits: left out, as get-user does.
@@ -131,3 +131,7 @@ async def update_user(
     response.headers["ETag"] = etag(visible.profile, account)
     response.headers.update(omitted_fields(visible.omitted))
     return User.model_validate({**visible.profile, "account": account})
+
+
+# What the registry (userapi/endpoints.py) reads.
+ENDPOINT = Endpoint("update-user", router, Permission.UPDATE_USERS)

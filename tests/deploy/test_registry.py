@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from userapi import endpoints
 from userapi.endpoints import ENDPOINTS
 
 from tests.deploy.test_helm import CHART, knative_services, render
@@ -43,8 +44,19 @@ def test_manifests_base_has_one_file_per_registered_endpoint() -> None:
     assert per_endpoint == {f"{name}.yaml" for name in ENDPOINTS}
 
 
-def test_the_readme_api_table_lists_every_registered_endpoint() -> None:
+def test_the_readme_api_table_lists_every_registered_endpoint_and_its_permission() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme.split("## The API", 1)[1].split("\n\n", 2)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # no header
-    assert [re.split(r"\s*\|\s*", row)[1] for row in rows] == list(ENDPOINTS)
+    cells = [re.split(r"\s*\|\s*", row)[1:-1] for row in rows]
+    assert [name for name, _route, _permission in cells] == list(ENDPOINTS)
+    for name, _route, permission in cells:
+        declared = endpoints.load(name).permission
+        assert declared is None or f"`{declared}`" in permission, (name, permission)
+
+
+def test_each_module_declares_the_endpoint_it_is_registered_as() -> None:
+    for name in ENDPOINTS:
+        declared = endpoints.load(name)
+        assert declared.name == name
+        assert declared.router.routes, name

@@ -26,7 +26,7 @@ def _app(env: dict[str, str], *, direct: bool, fastapi_route: bool = True) -> Fa
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
     routers = [get_user.router] if fastapi_route else []
     return create_app(
-        "get-user", routers, settings, direct=get_user.DIRECT_ROUTES if direct else ()
+        "get-user", routers, settings, direct=get_user.ENDPOINT.direct_routes if direct else ()
     )
 
 

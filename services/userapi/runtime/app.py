@@ -17,17 +17,11 @@ from userapi.runtime import telemetry
 from userapi.runtime.deps import document
 from userapi.runtime.direct import DirectGet, DirectRoutes
 from userapi.runtime.error_responses import install_error_handlers
-from userapi.runtime.middleware import RequestMiddleware
+from userapi.runtime.middleware import MAX_BODY_BYTES, RequestMiddleware
 from userapi.runtime.resources import Resources
 from userapi.runtime.settings import Settings
 
 log = logging.getLogger("userapi.app")
-
-
-# A request body larger than this is refused with a 413 before it is read whole: a pod's
-# memory limit must not depend on what a client chooses to send. Auth0's user fields stay far
-# below it (metadata is capped at 16 KB); an endpoint module may raise it (`MAX_BODY_BYTES`).
-MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(

@@ -9,6 +9,7 @@ kids must not turn into a flood of JWKS requests).
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import time
@@ -33,13 +34,22 @@ ALGORITHMS = ["RS256"]
 JWKS_OPERATION = "GET /.well-known/jwks.json"  # its Auth0 span and metric
 
 
+class Permission(enum.StrEnum):
+    """The Auth0 API permissions (RBAC) the endpoints check, as tokens carry them."""
+
+    READ_USERS = "read:users"
+    CREATE_USERS = "create:users"
+    UPDATE_USERS = "update:users"
+    DELETE_USERS = "delete:users"
+
+
 @dataclass(frozen=True)
 class Principal:
     subject: str
     permissions: frozenset[str]
     claims: dict[str, Any]
 
-    def require(self, permission: str) -> None:
+    def require(self, permission: Permission) -> None:
         if permission not in self.permissions:
             raise forbidden(permission)
 

@@ -26,7 +26,7 @@ async def read(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        # Rendered like every other validation error (runtime/errors.py): a 400.
+        # Rendered like every other validation error (runtime/error_responses.py): a 400.
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 

@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from userapi.runtime import body, context
-from userapi.runtime.auth import Principal, authenticate
+from userapi.runtime.auth import Permission, Principal, authenticate
 from userapi.runtime.resources import Resources
 
 BEARER_SCHEME = "HTTPBearer"
@@ -47,7 +47,7 @@ async def principal_of(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(principal_of)]
 
 
-def authorized(permission: str) -> Any:
+def authorized(permission: Permission) -> Any:
     """`Depends` on a caller holding `permission`: 401, then 403, before FastAPI validates any
     parameter (dependencies are solved before an endpoint's own query and header parameters)."""
 
@@ -61,7 +61,7 @@ def authorized(permission: str) -> Any:
 def document(spec: dict[str, Any], routers: Iterable[APIRouter]) -> None:
     """Completes FastAPI's document of `routers` with what userapi does that FastAPI cannot see:
     the bearer scheme, the bodies read by runtime/body.py, and no 422 "Validation Error" where
-    userapi answers a 400 (runtime/errors.py renders validation errors so)."""
+    userapi answers a 400 (runtime/error_responses.py renders validation errors so)."""
     document_bearer_auth(spec, routers)
     body.document_bodies(spec)
     validation = "#/components/schemas/HTTPValidationError"

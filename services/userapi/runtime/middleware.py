@@ -15,6 +15,11 @@ from userapi.runtime.error_responses import error_response
 
 log = logging.getLogger("userapi.request")
 
+# A request body larger than this is refused with a 413 before it is read whole: a pod's
+# memory limit must not depend on what a client chooses to send. Auth0's user fields stay far
+# below it (metadata is capped at 16 KB); an endpoint may declare more (Endpoint.max_body_bytes).
+MAX_BODY_BYTES = 1024 * 1024
+
 # A caller's id is reused only when it cannot smuggle anything into logs or headers.
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from userapi.runtime.accounts import Account
-from userapi.runtime.auth import Principal
+from userapi.runtime.auth import Permission, Principal
 from userapi.runtime.errors import bad_request
 
 # Auth0 ids are "<provider>|<id>" (auth0|64f…, google-oauth2|1234, samlp|conn|jane@x.com).
@@ -69,7 +69,7 @@ def target_user(user_id: str, principal: Principal) -> str:
     return principal.subject
 
 
-def authorized_target(user_id: str, principal: Principal, permission: str) -> str:
+def authorized_target(user_id: str, principal: Principal, permission: Permission) -> str:
     """The user a path names, once the caller may act on it: anyone else than the caller needs
     `permission`, and a caller without it gets its 403 before the id is judged (a 400)."""
     if user_id not in ("me", principal.subject):
