@@ -43,9 +43,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     endpoint = endpoints.load("get-user")
     # The direct route as `userapi serve get-user` installs it, under another prefix so that
     # the FastAPI route stays reachable beside it.
-    direct = [
-        DirectGet("/direct" + route.path, route.handler) for route in endpoint.direct_routes
-    ]
+    direct = [DirectGet("/direct" + route.path, route.handler) for route in endpoint.direct_routes]
     app = create_app("get-user", [endpoint.router], settings, direct=direct)
     for path, reads in (("/plain/{user_id}", "both"), ("/plain-nodb/{user_id}", "redis")):
         app.router.routes.insert(0, Route(path, _plain_route(reads)))
