@@ -17,13 +17,14 @@ from pathlib import Path
 
 import httpx
 import redis
+from userapi.runtime.users import user_path
 
 from harness.emulator import start_emulator
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
 from harness.processes import USERAPI, ServiceProcess, free_port, stop_all
 from harness.redis_server import RedisServer
-from harness.userapi import migrate, service_env, user_path
+from harness.userapi import migrate, service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

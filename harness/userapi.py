@@ -117,7 +117,3 @@ def start_services(endpoints: Sequence[str], env: dict[str, str]) -> dict[str, S
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
         services = pool.map(lambda endpoint: start_service(endpoint, env), endpoints)
         return dict(zip(endpoints, services, strict=True))
-
-
-def user_path(user_id: str) -> str:
-    return "/users/" + user_id.replace("|", "%7C")

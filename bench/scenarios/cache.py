@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from userapi.emulator.app import ROUTE_GET_USER
+from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire, percentiles
 from bench.stack import USER, Stack
-from harness.userapi import user_path
 
 PROFILE_KEY = "userapi:profile:v2:{}"
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from userapi.emulator.app import ROUTE_GET_USER, ROUTE_OAUTH
+from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire, percentiles
 from bench.stack import Stack
-from harness.userapi import user_path
 
 AUTH0_LATENCY_MS = 150.0
 

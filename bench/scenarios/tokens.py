@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from userapi.emulator.app import ROUTE_OAUTH
+from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire
 from bench.stack import Stack
-from harness.userapi import user_path
 
 
 async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:

@@ -16,10 +16,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from userapi.runtime.users import user_path
+
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, wrk
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
-from harness.userapi import user_path
 
 WARM_USERS = 200
 

@@ -103,20 +103,10 @@ def _items(raw: bytes) -> list[Any]:
     return document if isinstance(document, list) else [document]
 
 
-def _seen_key(resources: Resources, event_id: str) -> str:
-    return f"{resources.settings.redis_key_prefix}event:{event_id}"
-
-
-async def _seen(resources: Resources, event_id: str) -> bool:
-    return await resources.store.get(_seen_key(resources, event_id)) is not None
-
-
 async def _done(resources: Resources, event_id: str, outcome: str) -> str:
     """Remembers the event once its change is applied; a failure is retried by Auth0."""
     if outcome != "failed":
-        # Best effort: if this write fails, a redelivery applies the change again, harmlessly.
-        ttl = resources.settings.event_dedupe_seconds
-        await resources.store.set(_seen_key(resources, event_id), b"1", ttl)
+        await resources.events.remember(event_id)
     return outcome
 
 
@@ -132,12 +122,12 @@ async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
         user_id = validate_user_id(str(user.get("user_id", "")))
     except APIError as exc:
         raise _Invalid("data.object.user_id is not an Auth0 user id") from exc
-    if await _seen(resources, event["id"]):
+    if await resources.events.seen(event["id"]):
         return "duplicate"
     if event_type == "user.deleted":
         deleted = await resources.profiles.tombstone(user_id, parse_timestamp(event.get("time")))
         return await _done(resources, event["id"], "applied" if deleted else "failed")
-    stored = await resources.profiles.put(user)
+    stored = (await resources.profiles.put(user)).outcome
     outcome = {"stored": "applied", "older": "ignored", "failed": "failed"}[stored]
     return await _done(resources, event["id"], outcome)
 
@@ -167,7 +157,7 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         validate_user_id(target)
     except APIError as exc:
         raise _Invalid("the event names no valid user id") from exc
-    if await _seen(resources, entry["log_id"]):
+    if await resources.events.seen(entry["log_id"]):
         return "duplicate"
     profiles = resources.profiles
     if deletion:

@@ -26,9 +26,9 @@ from userapi.runtime.idempotency import (
     request_fingerprint,
     validate_key,
 )
-from userapi.runtime.profiles import allowlisted, parse_timestamp
+from userapi.runtime.profiles import parse_timestamp
 from userapi.runtime.resources import Resources
-from userapi.runtime.users import User, etag
+from userapi.runtime.users import User, etag, user_path
 
 router = APIRouter(tags=["users"])
 
@@ -150,7 +150,7 @@ async def _create(
         if claim is not None:
             await resources.idempotency.record_auth0_user(claim, profile["user_id"])
     user_id = str(profile["user_id"])
-    await resources.profiles.put(profile)
+    stored = await resources.profiles.put(profile)
 
     async with resources.database.transaction() as session:
         account = await resources.accounts.get(user_id, session)
@@ -161,7 +161,7 @@ async def _create(
             target_user_id=user_id, changed_fields=create.model_dump(exclude_unset=True),
         )  # fmt: skip
         # Everything create-user sent passed runtime/fields.py's limits: nothing is omitted.
-        visible = allowlisted(profile, resources.settings.profile_include_app_metadata).profile
+        visible = stored.visible.profile
         body = User.model_validate({**visible, "account": account}).model_dump(mode="json")
         if claim is not None:
             await resources.idempotency.complete(session, claim, 201, body)
@@ -169,7 +169,7 @@ async def _create(
 
 
 def _response(status: int, body: dict[str, Any], *, replayed: bool) -> JSONResponse:
-    headers = {"Location": "/users/" + str(body["user_id"]).replace("|", "%7C")}
+    headers = {"Location": user_path(str(body["user_id"]))}
     account = body.get("account")
     headers["ETag"] = etag(body, Account.model_validate(account) if account else None)
     if replayed:

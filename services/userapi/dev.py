@@ -18,6 +18,7 @@ from userapi.runtime.db import create_database
 from userapi.runtime.migrate import apply_migrations
 from userapi.runtime.process import load_settings, run_uvicorn, startup
 from userapi.runtime.settings import Settings
+from userapi.runtime.users import user_path
 
 
 async def _prepare_database(settings: Settings, sample_user: str | None) -> None:
@@ -87,17 +88,17 @@ def _print_banner(base_url: str, settings: Settings, emulator: Any) -> None:
     ]
     if emulator is not None:
         user = next(iter(emulator.users.values()))
+        url = base_url + user_path(user["user_id"])
         token = emulator.mint_access_token(
             user["user_id"], permissions=[Permission.READ_USERS], expires_in=86400
         )
-        user_path = "/users/" + user["user_id"].replace("|", "%7C")
         lines += [
             f"  sample user: {user['user_id']} ({user.get('email')})",
             f"  token (24 h, {Permission.READ_USERS}, sub={user['user_id']}):",
             f"    {token}",
             "",
             "Try:",
-            f"  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} {base_url}{user_path}",
+            f"  curl -s -H {shlex.quote('Authorization: Bearer ' + token)} {url}",
             "",
         ]
     print("\n".join(lines), flush=True)

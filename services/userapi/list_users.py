@@ -13,7 +13,6 @@ from userapi.runtime.deps import ResourcesDep, authorized
 from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.errors import APIError, Auth0Error, bad_request
-from userapi.runtime.profiles import PROFILE_FIELDS, allowlisted
 from userapi.runtime.users import UserProfile, omitted_fields
 
 MAX_QUERY_LENGTH = 512
@@ -127,12 +126,9 @@ async def list_users(
     if page * per_page >= MAX_REACHABLE:
         raise bad_request(f"page: page * per_page must stay below {MAX_REACHABLE} (Auth0's limit).")
 
-    fields = list(PROFILE_FIELDS)
-    if resources.settings.profile_include_app_metadata:
-        fields.append("app_metadata")
     try:
         result = await resources.auth0.list_users(
-            q=q, page=page, per_page=per_page, sort=sort, fields=",".join(fields)
+            q=q, page=page, per_page=per_page, sort=sort, fields=resources.profiles.fields
         )
     except Auth0Error as exc:
         if exc.status == 503:  # Auth0's answer to a search that took too long
@@ -143,9 +139,8 @@ async def list_users(
         raise
     users = [u for u in result.get("users", []) if isinstance(u, dict) and "user_id" in u]
     # Every profile fetched here is as fresh as a get-user miss: keep it for the next reads.
-    await asyncio.gather(*(resources.profiles.put(user) for user in users))
-    include = resources.settings.profile_include_app_metadata
-    visible = [allowlisted(user, include) for user in users]
+    stored = await asyncio.gather(*(resources.profiles.put(user) for user in users))
+    visible = [each.visible for each in stored]
     response.headers.update(
         omitted_fields(f"users[{i}].{name}" for i, v in enumerate(visible) for name in v.omitted)
     )

@@ -16,7 +16,6 @@ from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, bad_request, not_found
 from userapi.runtime.fields import Email, Metadata, Name, Picture, Plan, Preferences
-from userapi.runtime.profiles import allowlisted
 from userapi.runtime.users import (
     User,
     authorized_target,
@@ -112,7 +111,7 @@ async def update_user(
     if profile is None:
         raise not_found("The user does not exist.")
     # The new profile replaces the cached one at once, for every process sharing the cache.
-    await resources.profiles.put(profile)
+    stored = await resources.profiles.put(profile)
 
     async with resources.database.transaction() as session:
         if ACCOUNT_FIELDS & set(changes):
@@ -127,7 +126,7 @@ async def update_user(
             target_user_id=target, changed_fields=changes,
         )  # fmt: skip
     # Metadata set around this API may still break the limits: left out, as get-user does.
-    visible = allowlisted(profile, resources.settings.profile_include_app_metadata)
+    visible = stored.visible
     response.headers["ETag"] = etag(visible.profile, account)
     response.headers.update(omitted_fields(visible.omitted))
     return User.model_validate({**visible.profile, "account": account})

@@ -15,6 +15,7 @@ from userapi.emulator import (
     default_seed_path,
     load_seed,
 )
+from userapi.runtime import users
 
 BASE_URL = "http://auth0.test"
 MANAGEMENT_AUDIENCE = f"{BASE_URL}/api/v2/"
@@ -73,4 +74,4 @@ async def admin(http: httpx.AsyncClient) -> dict[str, str]:
 
 
 def user_path(user_id: str) -> str:
-    return "/api/v2/users/" + user_id.replace("|", "%7C")
+    return "/api/v2" + users.user_path(user_id)

@@ -13,12 +13,13 @@ from userapi.runtime.accounts import Accounts
 from userapi.runtime.db import PostgresDatabase
 from userapi.runtime.migrate import load_migrations
 from userapi.runtime.settings import Settings
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
 from harness.processes import USERAPI, free_port
-from harness.userapi import migrate, service_env, start_service, user_path
+from harness.userapi import migrate, service_env, start_service
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,11 @@ from fastapi import FastAPI
 from userapi import get_user
 from userapi.runtime.app import create_app
 from userapi.runtime.settings import Settings
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.redis_server import RedisServer
-from harness.userapi import migrate, service_env, user_path
+from harness.userapi import migrate, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

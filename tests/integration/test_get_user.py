@@ -18,9 +18,10 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 from userapi.emulator import DEV_AUDIENCE
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
-from harness.userapi import Service, migrate, service_env, start_service, user_path
+from harness.userapi import Service, migrate, service_env, start_service
 from tests import tokens
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
-from harness.userapi import in_process, migrate, service_env, user_path
+from harness.userapi import in_process, migrate, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

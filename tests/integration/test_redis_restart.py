@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.redis_server import RedisServer
-from harness.userapi import Service, migrate, service_env, start_service, user_path
+from harness.userapi import Service, migrate, service_env, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -7,9 +7,10 @@ import secrets
 from pathlib import Path
 
 import pytest
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
-from harness.userapi import in_process, service_env, user_path
+from harness.userapi import in_process, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.otlp import OTLPReceiver, Span
-from harness.userapi import Service, migrate, service_env, start_service, user_path
+from harness.userapi import Service, migrate, service_env, start_service
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.postgres import PostgresServer
-from harness.userapi import Service, migrate, service_env, start_services, user_path
+from harness.userapi import Service, migrate, service_env, start_services
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 from userapi.runtime.errors import Auth0Error, Auth0Timeout
-from userapi.runtime.profiles import ProfileCache, allowlisted
+from userapi.runtime.profiles import PROFILE_FIELDS, ProfileCache, allowlisted
 from userapi.runtime.settings import Settings
 from userapi.runtime.store import MemoryStore
 
@@ -86,6 +86,25 @@ async def test_app_metadata_is_kept_only_when_configured() -> None:
     assert lookup.profile is not None
     assert lookup.profile["app_metadata"] == {"role": "admin"}
     assert "identities" not in lookup.profile
+
+
+async def test_put_answers_with_what_a_caller_may_show_stored_or_not() -> None:
+    cache = make_cache(Origin(), profile_include_app_metadata=True)
+    newer = {**NEWER, "app_metadata": {"role": "admin"}, "identities": [{"provider": "auth0"}]}
+    stored = await cache.put(newer)
+    assert stored.outcome == "stored"
+    assert stored.visible.profile == (await cache.get(USER)).profile
+    assert "identities" not in stored.visible.profile
+    # An older profile is not stored, and what the caller may show of it is cut alike.
+    older = await cache.put({**PROFILE, "identities": [{"provider": "auth0"}]})
+    assert older.outcome == "older"
+    assert set(older.visible.profile) <= {*PROFILE_FIELDS, "app_metadata"}
+
+
+def test_the_fields_a_cache_asks_auth0_for_are_the_ones_it_keeps() -> None:
+    assert make_cache(Origin()).fields == ",".join(PROFILE_FIELDS)
+    keeping = make_cache(Origin(), profile_include_app_metadata=True)
+    assert keeping.fields == ",".join([*PROFILE_FIELDS, "app_metadata"])
 
 
 async def test_pods_keeping_app_metadata_and_pods_not_keeping_it_never_share_entries() -> None:
@@ -274,7 +293,7 @@ async def test_a_read_that_was_fetching_does_not_undo_an_update() -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(cache.get, USER)
         await anyio.sleep(0.05)
-        assert await cache.put(NEWER) == "stored"  # update-user, while the read fetches
+        assert (await cache.put(NEWER)).outcome == "stored"  # update-user, while the read fetches
     lookup = await cache.get(USER)
     assert (lookup.outcome, lookup.profile and lookup.profile["name"]) == ("hit", "Ada Updated")
 
@@ -293,14 +312,14 @@ async def test_a_read_that_was_fetching_does_not_bring_back_a_deleted_user() -> 
 
 async def test_older_profiles_never_replace_newer_ones_or_a_deletion() -> None:
     cache = make_cache(Origin())
-    assert await cache.put(NEWER) == "stored"
-    assert await cache.put(PROFILE) == "older"  # a lagging search result, a late event
+    assert (await cache.put(NEWER)).outcome == "stored"
+    assert (await cache.put(PROFILE)).outcome == "older"  # a lagging search result, a late event
     assert (await cache.get(USER)).profile["name"] == "Ada Updated"  # type: ignore[index]
     assert await cache.tombstone(USER) is True
-    assert await cache.put(NEWER) == "older"  # updated before it was deleted
+    assert (await cache.put(NEWER)).outcome == "older"  # updated before it was deleted
     assert (await cache.get(USER)).profile is None
     recreated = {**PROFILE, "updated_at": "2999-01-01T00:00:00.000Z"}
-    assert await cache.put(recreated) == "stored"  # a change after the deletion stands
+    assert (await cache.put(recreated)).outcome == "stored"  # a change after the deletion stands
 
 
 async def test_a_lock_nobody_holds_any_more_is_taken_instead_of_waited_out() -> None:

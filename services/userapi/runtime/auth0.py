@@ -11,16 +11,17 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from userapi.runtime import context, telemetry
 from userapi.runtime.errors import Auth0Error, Auth0RateLimited, Auth0Rejected, Auth0Timeout
 from userapi.runtime.settings import Settings
-from userapi.runtime.store import SharedStore
+from userapi.runtime.store import SharedStore, fill_once
+from userapi.runtime.users import user_path
 
 log = logging.getLogger("userapi.auth0")
 
@@ -99,33 +100,30 @@ class ManagementToken:
             return None
 
     async def _shared_or_fetch(self, deadline: _Deadline) -> tuple[str, float]:
-        shared = await self._load_shared()
-        if shared is not None and self._usable(shared[1]):
-            return shared
-        lock_key = self._key + ":lock"
-        lock = await self._store.try_lock(lock_key, ttl_seconds=5.0)
-        if lock is None:
-            # Another pod is fetching: wait briefly for its token rather than fetch a second.
-            waited_until = time.monotonic() + min(_TOKEN_WAIT_SECONDS, deadline.remaining() / 2)
-            while time.monotonic() < waited_until:
-                await asyncio.sleep(0.05)
-                shared = await self._load_shared()
-                if shared is not None and self._usable(shared[1]):
-                    return shared
-        try:
-            if lock is not None:
-                # Checked again under the lock: the previous holder may have just stored one.
-                shared = await self._load_shared()
-                if shared is not None and self._usable(shared[1]):
-                    return shared
+        async def usable_shared() -> tuple[str, float] | None:
+            shared = await self._load_shared()
+            return shared if shared is not None and self._usable(shared[1]) else None
+
+        async def fetch_and_share() -> tuple[str, float]:
             token, expires_in = await self._fetch(deadline)
             expires_at = time.time() + expires_in
             entry = json.dumps({"token": token, "expires_at": expires_at}).encode()
             await self._store.set(self._key, entry, ttl_seconds=expires_in)
             return token, expires_at
-        finally:
-            if lock is not None:
-                await self._store.unlock(lock_key, lock)
+
+        shared = await usable_shared()
+        if shared is not None:
+            return shared
+        # Another pod fetching: wait briefly for its token rather than fetch a second.
+        return await fill_once(
+            self._store,
+            self._key + ":lock",
+            lock_seconds=5.0,
+            wait_seconds=min(_TOKEN_WAIT_SECONDS, deadline.remaining() / 2),
+            poll_seconds=0.05,
+            read=usable_shared,
+            fill=fetch_and_share,
+        )
 
     async def _fetch(self, deadline: _Deadline) -> tuple[str, float]:
         settings = self._settings
@@ -140,13 +138,14 @@ class ManagementToken:
             "client_secret": secret,
             "audience": settings.management_audience,
         }
-        for attempt in range(settings.auth0_max_retries + 1):
+
+        async def attempt(number: int) -> httpx.Response | _Failure:
             started = time.perf_counter()
             try:
                 with telemetry.operation(
                     "auth0",
                     TOKEN_OPERATION,
-                    attributes=_attempt(settings, "POST", "/oauth/token", attempt),
+                    attributes=_attempt(settings, "POST", "/oauth/token", number),
                 ) as call:
                     response = await self._http.post(
                         f"{settings.auth0_base_url}/oauth/token",
@@ -157,32 +156,27 @@ class ManagementToken:
             except httpx.TimeoutException as exc:
                 raise Auth0Timeout("token request timed out") from exc
             except httpx.HTTPError as exc:
-                error: Auth0Error = Auth0Error(f"token request failed: {exc!r}")
-            else:
-                _account(started)
-                if response.status_code == 200:
-                    body = response.json()
-                    return str(body["access_token"]), float(body.get("expires_in", 86400))
-                if response.status_code == 429:
-                    error = Auth0RateLimited(max(1, round(_reset_wait(response) or 1)))
-                elif response.status_code >= 500:
-                    error = Auth0Error(f"token endpoint answered {response.status_code}")
-                else:
-                    # Wrong credentials or grant: retrying cannot help, and the operator must know.
-                    log.error(
-                        "Auth0 refused the management token request",
-                        extra={"status": response.status_code, "body": response.text[:300]},
-                    )
-                    raise Auth0Error(f"token endpoint answered {response.status_code}")
-            wait = _backoff(attempt)
-            if attempt == settings.auth0_max_retries or wait >= deadline.remaining():
-                raise error
-            await _wait(
-                TOKEN_OPERATION,
-                wait,
-                "rate_limited" if isinstance(error, Auth0RateLimited) else "error",
+                return _Failure(Auth0Error(f"token request failed: {exc!r}"), exc, _backoff(number))
+            _account(started)
+            status = response.status_code
+            if status == 200:
+                return response
+            if status == 429:
+                limited = Auth0RateLimited(max(1, round(_reset_wait(response) or 1)))
+                return _Failure(limited, None, _backoff(number))
+            if status >= 500:
+                return _Failure(
+                    Auth0Error(f"token endpoint answered {status}"), None, _backoff(number)
+                )
+            # Wrong credentials or grant: retrying cannot help, and the operator must know.
+            log.error(
+                "Auth0 refused the management token request",
+                extra={"status": status, "body": response.text[:300]},
             )
-        raise AssertionError("unreachable")
+            raise Auth0Error(f"token endpoint answered {status}")
+
+        body = (await _retrying(settings, deadline, TOKEN_OPERATION, attempt)).json()
+        return str(body["access_token"]), float(body.get("expires_in", 86400))
 
 
 def _timeout(settings: Settings, deadline: _Deadline) -> httpx.Timeout:
@@ -265,9 +259,7 @@ class ManagementClient:
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
         """The full Auth0 profile, or None when Auth0 says the user does not exist."""
-        response = await self.request(
-            "GET", f"/users/{quote(user_id, safe='')}", "/users/{id}", idempotent=True
-        )
+        response = await self.request("GET", user_path(user_id), "/users/{id}", idempotent=True)
         if response.status_code == 404:
             return None
         return _json_object(response)
@@ -308,7 +300,7 @@ class ManagementClient:
         # PATCH sets fields to given values: repeating it is harmless, so it may be retried.
         response = await self.request(
             "PATCH",
-            f"/users/{quote(user_id, safe='')}",
+            user_path(user_id),
             "/users/{id}",
             idempotent=True,
             json_body=body,
@@ -316,9 +308,7 @@ class ManagementClient:
         return None if response.status_code == 404 else _json_object(response)
 
     async def delete_user(self, user_id: str) -> None:
-        await self.request(
-            "DELETE", f"/users/{quote(user_id, safe='')}", "/users/{id}", idempotent=True
-        )
+        await self.request("DELETE", user_path(user_id), "/users/{id}", idempotent=True)
 
     async def request(
         self,
@@ -340,40 +330,41 @@ class ManagementClient:
         operation = f"{method} /api/v2{template}"
         deadline = _Deadline.after(settings.auth0_request_budget_seconds)
         reauthenticated = False
-        attempt = 0
-        while True:
-            token = await self.token.get(deadline)
-            started = time.perf_counter()
-            try:
-                with telemetry.operation(
-                    "auth0",
-                    operation,
-                    attributes=_attempt(settings, method, "/api/v2" + template, attempt),
-                ) as call:
-                    response = await self._http.request(
-                        method,
-                        self._base + path,
-                        params=params,
-                        json=json_body,
-                        headers={"Authorization": f"Bearer {token}"},
-                        timeout=_timeout(settings, deadline),
-                    )
-                    _observe(call, operation, response)
-            except httpx.TimeoutException as exc:
-                _account(started)
-                error: Auth0Error = Auth0Timeout(f"{method} {path} timed out")
-                cause: Exception = exc
-                wait = _backoff(attempt) if idempotent else None
-            except httpx.HTTPError as exc:
-                _account(started)
-                error, cause = Auth0Error(f"{method} {path} failed: {exc!r}"), exc
-                wait = _backoff(attempt) if idempotent else None
-            else:
+
+        async def attempt(number: int) -> httpx.Response | _Failure:
+            nonlocal reauthenticated
+            while True:
+                token = await self.token.get(deadline)
+                started = time.perf_counter()
+                try:
+                    with telemetry.operation(
+                        "auth0",
+                        operation,
+                        attributes=_attempt(settings, method, "/api/v2" + template, number),
+                    ) as call:
+                        response = await self._http.request(
+                            method,
+                            self._base + path,
+                            params=params,
+                            json=json_body,
+                            headers={"Authorization": f"Bearer {token}"},
+                            timeout=_timeout(settings, deadline),
+                        )
+                        _observe(call, operation, response)
+                except httpx.TimeoutException as exc:
+                    _account(started)
+                    timeout = Auth0Timeout(f"{operation} timed out")
+                    return _Failure(timeout, exc, _backoff(number) if idempotent else None)
+                except httpx.HTTPError as exc:
+                    _account(started)
+                    failed = Auth0Error(f"{operation} failed: {exc!r}")
+                    return _Failure(failed, exc, _backoff(number) if idempotent else None)
                 _account(started)
                 status = response.status_code
                 if status < 300 or status == 404:
                     return response
                 if status == 401 and not reauthenticated:
+                    # Revoked or rotated credentials: one fresh token, at once and uncounted.
                     reauthenticated = True
                     telemetry.add(
                         "userapi.auth0.retries",
@@ -385,31 +376,52 @@ class ManagementClient:
                 cause = Exception(f"HTTP {status}")
                 if status == 429:
                     reset_wait = _reset_wait(response)
-                    error = Auth0RateLimited(max(1, round(reset_wait or 1)))
+                    limited = Auth0RateLimited(max(1, round(reset_wait or 1)))
                     # Waiting for the bucket to refill beats guessing, when it fits the budget.
                     if reset_wait is not None and reset_wait < deadline.remaining():
-                        wait = reset_wait + random.uniform(0, 0.1)
-                    else:
-                        wait = _backoff(attempt)
-                elif status >= 500:
-                    error = Auth0Error(f"{method} {path} answered {status}", status)
-                    wait = _backoff(attempt) if idempotent else None
-                else:
-                    raise Auth0Rejected(status, _error_body(response))
-            if wait is None or attempt >= settings.auth0_max_retries:
-                raise error from cause
-            if wait >= deadline.remaining():
-                raise error from cause
-            log.info(
-                "retrying Auth0 call",
-                extra={
-                    "call": f"{method} {path}",
-                    "attempt": attempt + 1,
-                    "wait_s": round(wait, 3),
-                },
-            )
-            await _wait(operation, wait, _retry_reason(error))
-            attempt += 1
+                        return _Failure(limited, cause, reset_wait + random.uniform(0, 0.1))
+                    return _Failure(limited, cause, _backoff(number))
+                if status >= 500:
+                    answered = Auth0Error(f"{operation} answered {status}", status)
+                    return _Failure(answered, cause, _backoff(number) if idempotent else None)
+                raise Auth0Rejected(status, _error_body(response))
+
+        return await _retrying(settings, deadline, operation, attempt)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An attempt that got no usable answer, and how long to wait before the next one (None:
+    the next one could do harm, e.g. a POST whose answer was lost)."""
+
+    error: Auth0Error
+    cause: BaseException | None
+    wait: float | None
+
+
+async def _retrying(
+    settings: Settings,
+    deadline: _Deadline,
+    operation: str,
+    attempt: Callable[[int], Awaitable[httpx.Response | _Failure]],
+) -> httpx.Response:
+    """The one retry policy of the token request and every Management API call: `attempt(n)`
+    again after its wait, while the failure allows it, AUTH0_MAX_RETRIES are not used up and
+    the wait fits in the time budget (`deadline`)."""
+    number = 0
+    while True:
+        outcome = await attempt(number)
+        if isinstance(outcome, httpx.Response):
+            return outcome
+        wait = outcome.wait
+        if wait is None or number >= settings.auth0_max_retries or wait >= deadline.remaining():
+            raise outcome.error from outcome.cause
+        log.info(
+            "retrying Auth0 call",
+            extra={"call": operation, "attempt": number + 1, "wait_s": round(wait, 3)},
+        )
+        await _wait(operation, wait, _retry_reason(outcome.error))
+        number += 1
 
 
 def _retry_reason(error: Auth0Error) -> str:

@@ -28,7 +28,7 @@ from userapi.runtime import context, telemetry
 from userapi.runtime.batch import Batcher
 from userapi.runtime.errors import Auth0Error
 from userapi.runtime.settings import Settings
-from userapi.runtime.store import SharedStore
+from userapi.runtime.store import SharedStore, fill_once
 from userapi.runtime.values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
 
 log = logging.getLogger("userapi.profiles")
@@ -155,6 +155,15 @@ class CacheEntry:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What `put` did with a profile, and what an endpoint may answer with: the allowlisted
+    fields, metadata cut to the write limits (`visible.omitted` names what was left out)."""
+
+    outcome: Literal["stored", "older", "failed"]
+    visible: Visible
+
+
+@dataclass(frozen=True)
 class Lookup:
     profile: dict[str, Any] | None
     outcome: str  # hit | miss | stale | coalesced
@@ -177,6 +186,10 @@ class ProfileCache:
         variant = "+app_metadata" if settings.profile_include_app_metadata else ""
         # v2: entries hold what allowlisted() cut to the write limits, and say what it left out.
         self._prefix = f"{settings.redis_key_prefix}profile:v2{variant}:"
+        # The Auth0 fields an entry keeps: a caller fetching profiles (list-users) asks for
+        # these and no more.
+        kept = (*PROFILE_FIELDS, "app_metadata") if settings.profile_include_app_metadata else ()
+        self.fields = ",".join(kept or PROFILE_FIELDS)
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
         # reads of one user as one key: a burst costs one round trip, not one per request.
@@ -217,54 +230,48 @@ class ProfileCache:
             task.exception()  # retrieved here: every waiter may have hung up
 
     async def _fill(self, user_id: str, stale: CacheEntry | None) -> Lookup:
-        lock_key = self.key(user_id) + ":lock"
-        lock_seconds = self._settings.profile_lock_seconds
-        lock = await self._store.try_lock(lock_key, lock_seconds)
-        deadline = time.monotonic() + lock_seconds
-        while lock is None and time.monotonic() < deadline:
-            # Another pod is fetching this user: its result lands in the store shortly. Or
-            # nobody is: a lock that vanished without an entry (its holder failed, or Redis
-            # restarted empty), or a try_lock whose answer was lost. Trying the lock again
-            # on each poll tells them apart, so no read waits out a lock nobody holds.
-            await asyncio.sleep(_LOCK_POLL_SECONDS)
+        async def fresh_entry() -> Lookup | None:
             entry = await self._read(user_id)
             if entry is not None and entry.is_fresh(time.time()):
                 return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
-            lock = await self._store.try_lock(lock_key, lock_seconds)
+            return None
+
+        # Another pod fetching this user: its result lands in the store shortly.
+        lock_seconds = self._settings.profile_lock_seconds
+        return await fill_once(
+            self._store,
+            self.key(user_id) + ":lock",
+            lock_seconds=lock_seconds,
+            wait_seconds=lock_seconds,
+            poll_seconds=_LOCK_POLL_SECONDS,
+            read=fresh_entry,
+            fill=lambda: self._fetch_and_store(user_id, stale),
+        )
+
+    async def _fetch_and_store(self, user_id: str, stale: CacheEntry | None) -> Lookup:
+        started = time.time()
         try:
-            if lock is not None:
-                # Checked again under the lock: the previous holder may have filled the entry
-                # between our read and our lock, and fetching again would be the duplicate the
-                # lock exists to prevent.
-                entry = await self._read(user_id)
-                if entry is not None and entry.is_fresh(time.time()):
-                    return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
-            started = time.time()
-            try:
-                profile = await self._fetch(user_id)
-            except Auth0Error as exc:
-                if stale is not None and stale.profile is not None:
-                    log.warning(
-                        "Auth0 failed; serving a stale profile",
-                        extra={
-                            "user_id": user_id,
-                            "age_s": round(time.time() - stale.fetched_at, 1),
-                            "error": repr(exc),
-                        },
-                    )
-                    return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
-                raise
-            # A write that landed while we fetched (an update, a deletion, a change event) is
-            # newer than what we hold: it stays, and is what this read answers.
-            current = await self._read(user_id)
-            if current is not None and current.fetched_at > started:
-                return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
-            entry = self._entry(profile)
-            await self._write(user_id, entry)
-            return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
-        finally:
-            if lock is not None:
-                await self._store.unlock(lock_key, lock)
+            profile = await self._fetch(user_id)
+        except Auth0Error as exc:
+            if stale is not None and stale.profile is not None:
+                log.warning(
+                    "Auth0 failed; serving a stale profile",
+                    extra={
+                        "user_id": user_id,
+                        "age_s": round(time.time() - stale.fetched_at, 1),
+                        "error": repr(exc),
+                    },
+                )
+                return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
+            raise
+        # A write that landed while we fetched (an update, a deletion, a change event) is
+        # newer than what we hold: it stays, and is what this read answers.
+        current = await self._read(user_id)
+        if current is not None and current.fetched_at > started:
+            return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
+        entry = self._entry(profile)
+        await self._write(user_id, entry)
+        return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
 
     def _entry(self, profile: dict[str, Any] | None) -> CacheEntry:
         now = time.time()
@@ -293,7 +300,7 @@ class ProfileCache:
             return await self._store.set(self.key(user_id), entry.encode(), ttl)
         return await self._store.delete(self.key(user_id))
 
-    async def put(self, profile: dict[str, Any]) -> Literal["stored", "older", "failed"]:
+    async def put(self, profile: dict[str, Any]) -> Stored:
         """Store a profile fetched by other means (a create, an update, a list, a change event)
         unless the entry is newer: a later Auth0 updated_at, or a later deletion.
 
@@ -306,8 +313,13 @@ class ProfileCache:
         if cached is not None and incoming is not None:
             current = parse_timestamp(cached.updated_at)
             if current is not None and current > incoming:
-                return "older"
-        return "stored" if await self._write(user_id, self._entry(profile)) else "failed"
+                return Stored(
+                    "older", allowlisted(profile, self._settings.profile_include_app_metadata)
+                )
+        entry = self._entry(profile)
+        assert entry.profile is not None
+        written = await self._write(user_id, entry)
+        return Stored("stored" if written else "failed", Visible(entry.profile, entry.omitted))
 
     async def tombstone(self, user_id: str, deleted_at: datetime | None = None) -> bool:
         """The user was deleted (at `deleted_at`, default now): answer 404 from the cache, and

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from userapi.runtime.accounts import Accounts
 from userapi.runtime.auth import KeySet, TokenVerifier
 from userapi.runtime.db import Database, create_database
+from userapi.runtime.dedupe import SeenEvents
 from userapi.runtime.http import LazyHTTP
 from userapi.runtime.idempotency import IdempotencyKeys
 from userapi.runtime.profiles import ProfileCache
@@ -80,6 +81,10 @@ class Resources:
     @cached_property
     def profiles(self) -> ProfileCache:
         return ProfileCache(self.settings, self.store, self._fetch_profile)
+
+    @cached_property
+    def events(self) -> SeenEvents:
+        return SeenEvents(self.settings, self.store)
 
     async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
         return await self.auth0.get_user(user_id)

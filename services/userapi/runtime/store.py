@@ -7,12 +7,13 @@ Writes say whether they happened, for the one caller that must know (auth0-event
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from userapi.runtime import telemetry
@@ -47,6 +48,48 @@ class SharedStore(Protocol):
     async def unlock(self, key: str, token: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+async def fill_once(
+    store: SharedStore,
+    lock_key: str,
+    *,
+    lock_seconds: float,
+    wait_seconds: float,
+    poll_seconds: float,
+    read: Callable[[], Awaitable[T | None]],
+    fill: Callable[[], Awaitable[T]],
+) -> T:
+    """Single-flight across processes: whoever holds `lock_key` runs `fill`, which leaves its
+    result where `read` finds it; the others poll `read` for up to `wait_seconds`, then fill
+    themselves (a crashed holder costs a delay, not an outage).
+
+    Each poll also tries the lock again: a lock that vanished without a result (its holder
+    failed, Redis restarted empty) or a try_lock whose answer was lost is then taken at once,
+    instead of waited out. Under the lock, `read` is tried once more first: the previous holder
+    may have filled it between our read and our lock, and filling again would be the duplicate
+    the lock exists to prevent.
+    """
+    lock = await store.try_lock(lock_key, lock_seconds)
+    deadline = time.monotonic() + wait_seconds
+    while lock is None and time.monotonic() < deadline:
+        await asyncio.sleep(poll_seconds)
+        found = await read()
+        if found is not None:
+            return found
+        lock = await store.try_lock(lock_key, lock_seconds)
+    try:
+        if lock is not None:
+            found = await read()
+            if found is not None:
+                return found
+        return await fill()
+    finally:
+        if lock is not None:
+            await store.unlock(lock_key, lock)
 
 
 class MemoryStore:
@@ -108,7 +151,6 @@ class _Failed(enum.Enum):
 
 
 DOWN, BUSY = _Failed.DOWN, _Failed.BUSY
-T = TypeVar("T")
 
 
 class RedisStore:

@@ -60,6 +60,12 @@ def omitted_fields(names: Iterable[str]) -> dict[str, str]:
     return {OMITTED_FIELDS: ", ".join(named)}
 
 
+def user_path(user_id: str) -> str:
+    """`/users/<id>`, the id percent-encoded as one path segment (`|` included): the one
+    encoding of a user id in a path, this API's and Auth0's Management API's alike."""
+    return "/users/" + quote(user_id, safe="")
+
+
 def target_user(user_id: str, principal: Principal) -> str:
     """The user a path names: `me` is the caller, which must then be a user, not an app."""
     if user_id != "me":
