@@ -19,9 +19,8 @@ from harness.processes import (
     binary,
     free_port,
     new_workdir,
-    spawn,
+    spawn_server,
     stop_process,
-    wait_for_port,
 )
 
 
@@ -101,13 +100,10 @@ class PgBouncer:
         # What a killed PgBouncer leaves behind; a stale pidfile or socket can stop a restart.
         for leftover in (self._pidfile, *self.dir.glob(".s.PGSQL.*")):
             leftover.unlink(missing_ok=True)
-        self.process = spawn(
-            [binary("pgbouncer"), str(self.config)], self._log, service_user=True, cwd=self.dir
-        )
-        try:
-            wait_for_port(HOST, self.port, 15, self.process)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n{self.log_text()}") from None
+        self.process = spawn_server(
+            [binary("pgbouncer"), str(self.config)], self._log, self.port, 15,
+            service_user=True, cwd=self.dir, log_text=self.log_text,
+        )  # fmt: skip
 
     def log_text(self) -> str:
         return "".join(

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -252,6 +252,30 @@ def spawn(
     with _lock:
         _running.append(process)
         _tell_watchdog(f"+ {process.pid}")  # start_new_session: its pid is its group's id
+    return process
+
+
+def spawn_server(
+    args: Sequence[str],
+    log_path: Path,
+    port: int,
+    timeout: float,
+    *,
+    service_user: bool = False,
+    cwd: Path | None = None,
+    log_text: Callable[[], str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`spawn` a server, then wait until it accepts connections on `port`; if it never does, a
+    RuntimeError carrying its log (`log_text()`, else `log_path`'s text)."""
+    process = spawn(args, log_path, service_user=service_user, cwd=cwd)
+    try:
+        wait_for_port(HOST, port, timeout, process)
+    except (RuntimeError, TimeoutError) as exc:
+        if log_text is not None:
+            text = log_text()
+        else:
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        raise RuntimeError(f"{exc}\n{text}") from None
     return process
 
 

@@ -14,9 +14,8 @@ from harness.processes import (
     binary,
     free_port,
     new_workdir,
-    spawn,
+    spawn_server,
     stop_process,
-    wait_for_port,
 )
 
 
@@ -48,11 +47,7 @@ class RedisServer:
         self._closed = False
         args = [binary("redis-server"), "--port", str(self.port), "--bind", HOST,
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir)]  # fmt: skip
-        self.process = spawn(args, self._log, cwd=self.dir)
-        try:
-            wait_for_port(HOST, self.port, 10, self.process)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n{self._log.read_text(errors='replace')}") from None
+        self.process = spawn_server(args, self._log, self.port, 10, cwd=self.dir)
 
     def kill(self) -> None:
         """Like a crash: no goodbye to connected clients."""
