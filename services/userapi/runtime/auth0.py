@@ -435,6 +435,10 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
         body = response.json()
     except ValueError as exc:
         raise Auth0Error("Auth0 answered with a body that is not JSON") from exc
+    except RecursionError as exc:
+        # A profile nested deeper than the parser recurses (metadata written around this API):
+        # a 502 for this read, never a 500. Shallower bad metadata is cut by allowlisted().
+        raise Auth0Error("Auth0 answered with a profile nested too deep to read") from exc
     if not isinstance(body, dict):
         raise Auth0Error("Auth0 answered with an unexpected body")
     return body
