@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from userapi.runtime import audit
 from userapi.runtime.auth import Permission
-from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.deps import PrincipalDep, ResourcesDep, UserIdPath
 from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
 from userapi.runtime.users import target_user
@@ -24,7 +24,9 @@ router = APIRouter(tags=["users"])
         f"Deletes the Auth0 user and the app's account row. Needs `{Permission.DELETE_USERS}`."
     ),
 )
-async def delete_user(user_id: str, principal: PrincipalDep, resources: ResourcesDep) -> Response:
+async def delete_user(
+    user_id: UserIdPath, principal: PrincipalDep, resources: ResourcesDep
+) -> Response:
     principal.require(Permission.DELETE_USERS)
     target = target_user(user_id, principal)
     # Auth0 first: if it fails, nothing here has changed and the caller can simply retry.

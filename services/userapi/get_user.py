@@ -8,7 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from userapi.runtime.auth import Permission
-from userapi.runtime.deps import PrincipalDep, ResourcesDep, principal_of, resources_of
+from userapi.runtime.deps import (
+    PrincipalDep,
+    ResourcesDep,
+    UserIdPath,
+    principal_of,
+    resources_of,
+)
 from userapi.runtime.direct import DirectGet
 from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES
@@ -42,7 +48,7 @@ router = APIRouter(tags=["users"])
     ),
 )
 async def get_user(
-    user_id: str,
+    user_id: UserIdPath,
     principal: PrincipalDep,
     resources: ResourcesDep,
     response: Response,

@@ -11,7 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from userapi.runtime import audit, body
 from userapi.runtime.auth import Permission
-from userapi.runtime.deps import PrincipalDep, ResourcesDep
+from userapi.runtime.deps import PrincipalDep, ResourcesDep, UserIdPath
 from userapi.runtime.endpoint import Endpoint
 from userapi.runtime.error_responses import ERROR_RESPONSES, ErrorBody
 from userapi.runtime.errors import APIError, bad_request, not_found
@@ -75,7 +75,7 @@ class UserUpdate(BaseModel):
 )
 async def update_user(
     request: Request,
-    user_id: str,
+    user_id: UserIdPath,
     principal: PrincipalDep,
     resources: ResourcesDep,
     response: Response,

@@ -6,13 +6,14 @@ import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from userapi.runtime import body, context
 from userapi.runtime.auth import Permission, Principal, authenticate
 from userapi.runtime.resources import Resources
+from userapi.runtime.users import USER_ID_FORMAT
 
 BEARER_SCHEME = "HTTPBearer"
 _BEARER = {
@@ -45,6 +46,16 @@ async def principal_of(request: Request) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(principal_of)]
+
+# The {user_id} of a path, as the OpenAPI document describes it. Described, not validated by
+# FastAPI: users.validate_user_id judges it once the caller may act on the user (401, 403 first).
+UserIdPath = Annotated[
+    str,
+    Path(
+        description="An Auth0 user id (provider|id), or `me` for the caller.",
+        json_schema_extra={"pattern": f"^(me|{USER_ID_FORMAT})$"},
+    ),
+]
 
 
 def authorized(permission: Permission) -> Any:

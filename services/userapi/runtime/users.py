@@ -15,7 +15,8 @@ from userapi.runtime.auth import Permission, Principal
 from userapi.runtime.errors import bad_request
 
 # Auth0 ids are "<provider>|<id>" (auth0|64f…, google-oauth2|1234, samlp|conn|jane@x.com).
-_USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[A-Za-z0-9_.@+:=|-]{1,190}$")
+USER_ID_FORMAT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[A-Za-z0-9_.@+:=|-]{1,190}"
+_USER_ID = re.compile(f"^{USER_ID_FORMAT}$")
 
 
 def validate_user_id(user_id: str) -> str:
