@@ -110,6 +110,24 @@ def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
             calls,
             calls == 1,
         )
+    otel = scenarios.get("telemetry")
+    if otel:
+        at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
+        if at_50:
+            ratio = at_50["ratio_to_off"]["on"]["rps_ratio"]
+            add(
+                "telemetry on: warm throughput at 50",
+                ">= 0.9 x telemetry off",
+                f"{ratio:.2f} x",
+                ratio >= 0.9,
+            )
+        cold_ratio = otel["cold"]["ratio_to_off"]["on"]
+        add(
+            "telemetry on: cold start",
+            "<= 1.15 x telemetry off",
+            f"{cold_ratio:.2f} x",
+            cold_ratio <= 1.15,
+        )
     return rows
 
 
@@ -172,7 +190,37 @@ def markdown(results: dict[str, Any]) -> str:
             f"`/oauth/token` call(s) with the token shared through Redis, "
             f"{t['without_redis']['token_requests']} without Redis.",
         ]
+    if "telemetry" in s:
+        out += _telemetry(s["telemetry"])
     return "\n".join(out)
+
+
+def _telemetry(otel: dict[str, Any]) -> list[str]:
+    cold = otel["cold"]
+    out = [
+        "",
+        "**Telemetry** (docs/observability.md): get-user off, on with every trace sampled, and "
+        "on sampling one new trace in ten, exporting over OTLP/HTTP to a receiver in the bench "
+        f"process ({otel['spans_received']} spans received). Cold start, median of "
+        f"{cold['runs']}: "
+        + ", ".join(
+            f"{name} {ms:.0f} ms ({cold['ratio_to_off'][name]:.2f} x)"
+            for name, ms in cold["median_ms"].items()
+        )
+        + ".",
+        "",
+        "| Connections | Variant | req/s | p99 ms | x off (req/s) | x off (p99) | CPU µs/request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in otel["warm"]["levels"]:
+        for name, run in level["runs"].items():
+            ratio = level["ratio_to_off"][name]
+            out.append(
+                f"| {level['connections']} | {name} | {run['rps']:.0f} | {run['p99_ms']:.1f} | "
+                f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} | "
+                f"{level['cpu_us_per_request'].get(name, '-')} |"
+            )
+    return out
 
 
 def _coldstart(cold: dict[str, Any]) -> list[str]:

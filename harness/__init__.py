@@ -13,6 +13,9 @@ Importing any of them starts nothing.
     pgbouncer     PgBouncer in transaction mode as the chart's sidecar, its admin console
     emulator      `userapi emulator` as a process and a client for its Auth0 and control APIs
     userapi       endpoint processes (`userapi serve`), the same app in-process, `userapi migrate`
+    otlp          an OTLP/HTTP receiver (the collector's part): decodes spans and metrics, and
+                  serves the metrics in Prometheus' text format
+    prometheus    Debian's Prometheus scraping given targets, and its query API
 
 A new kind of server (a podman pod, a Kubernetes control plane) gets its own module here, built
 on `processes` so that `stop_all()` and the watchdog clean it up too.

@@ -83,6 +83,8 @@ class Point:
     sum: float | None
     resource: dict[str, Any]
     monotonic: bool = False
+    bounds: tuple[float, ...] = ()  # histograms: the explicit bucket bounds
+    bucket_counts: tuple[int, ...] = ()  # histograms: per bucket (len(bounds) + 1)
 
 
 @dataclass
@@ -162,6 +164,8 @@ def _decode_metrics(body: bytes, into: _Received) -> None:
                                 count=int(point.count),
                                 sum=float(point.sum),
                                 resource=resource,
+                                bounds=tuple(point.explicit_bounds),
+                                bucket_counts=tuple(int(c) for c in point.bucket_counts),
                             )
                         )
                 else:  # exponential histograms and summaries: userapi sends neither
@@ -181,8 +185,56 @@ def _strings(attributes: dict[str, Any]) -> Iterator[str]:
             yield from _strings(value)
 
 
+def prometheus_name(metric: str, unit: str, kind: str, monotonic: bool) -> str:
+    """An OTLP metric's Prometheus name, as the OpenTelemetry Collector's prometheus exporter
+    and Prometheus' OTLP receiver write it by default: dots to underscores, `_seconds` for unit
+    s, `_total` for monotonic sums (units in braces are dropped)."""
+    name = metric.replace(".", "_") + ("_seconds" if unit == "s" else "")
+    return name + "_total" if kind == "sum" and monotonic else name
+
+
+def _labels(point: Point, extra: dict[str, str] | None = None) -> str:
+    labels = {
+        "job": str(point.resource.get("service.name", "")),
+        "instance": str(point.resource.get("service.instance.id", "")),
+        **{key.replace(".", "_"): str(value) for key, value in point.attributes.items()},
+        **(extra or {}),
+    }
+    escaped = (
+        v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for v in labels.values()
+    )
+    return "{" + ",".join(f'{k}="{v}"' for k, v in zip(labels, escaped, strict=True)) + "}"
+
+
+def exposition(points: list[Point]) -> str:
+    """The latest value of each series in Prometheus' text format: what a collector's
+    prometheus exporter would serve for these points (cumulative temporality)."""
+    latest: dict[tuple[str, str], Point] = {}
+    for point in points:
+        latest[(point.metric, _labels(point))] = point
+    lines: list[str] = []
+    for point in latest.values():
+        name = prometheus_name(point.metric, point.unit, point.kind, point.monotonic)
+        if point.kind == "histogram":
+            assert point.count is not None
+            assert point.sum is not None
+            running = 0
+            for bound, count in zip(
+                [*point.bounds, float("inf")], point.bucket_counts, strict=True
+            ):
+                running += count
+                le = "+Inf" if bound == float("inf") else repr(float(bound))
+                lines.append(f"{name}_bucket{_labels(point, {'le': le})} {running}")
+            lines.append(f"{name}_sum{_labels(point)} {point.sum}")
+            lines.append(f"{name}_count{_labels(point)} {point.count}")
+        elif point.value is not None:
+            lines.append(f"{name}{_labels(point)} {point.value}")
+    return "\n".join(lines) + "\n"
+
+
 class OTLPReceiver:
-    """`endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT should be set to."""
+    """`endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT should be set to. `GET /metrics` serves
+    the metrics received so far in Prometheus' text format, for a real Prometheus to scrape."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -204,6 +256,18 @@ class OTLPReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/metrics":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = exposition(receiver.points()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)

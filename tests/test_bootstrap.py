@@ -68,3 +68,10 @@ def test_an_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
     result = bootstrap("deploy", path=os.environ["PATH"])
     assert result.returncode == 2
     assert "usage: scripts/bootstrap" in result.stderr
+
+
+def test_a_missing_promtool_asks_for_debians_prometheus(tmp_path: Path) -> None:
+    assert shutil.which("promtool"), "`make test` installs prometheus before the tests"
+    result = bootstrap("--check", "test", path=path_without(tmp_path, "promtool"))
+    assert result.returncode == 1, result.stderr
+    assert "apt-get install -y --no-install-recommends prometheus" in result.stderr

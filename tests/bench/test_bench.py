@@ -83,7 +83,9 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-5000:]
     results = json.loads((tmp_path / "results.json").read_text())
     s = results["scenarios"]
-    assert set(s) == {"coldstart", "warm", "breakdown", "cache", "stampede", "budget", "tokens"}
+    assert set(s) == {
+        "coldstart", "warm", "breakdown", "cache", "stampede", "budget", "tokens", "telemetry",
+    }  # fmt: skip
     assert s["breakdown"]["cpu_us_per_call"]["direct_route"] > 0
     assert s["breakdown"]["cpu_us_per_call"]["fastapi_route"] > 0
     assert set(s["coldstart"]["servers"]) == {"userapi", "fastapi-hello", "func-python-hello"}
@@ -106,6 +108,11 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert pooled["errors"] == 0
     assert s["tokens"]["shared_through_redis"]["token_requests"] == 1
     assert s["tokens"]["without_redis"]["token_requests"] == s["tokens"]["cold_starts"]
+    otel = s["telemetry"]
+    assert otel["receiver_errors"] == []
+    assert otel["spans_received"] > 0  # the "on" servers really exported
+    assert set(otel["cold"]["median_ms"]) == {"off", "on", "on-10%"}
+    assert all(run["errors"] == 0 for lv in otel["warm"]["levels"] for run in lv["runs"].values())
     zipf = s["cache"]["zipf"]
     assert zipf["auth0_fetches"] == zipf["distinct_users_requested"]
     assert (tmp_path / "performance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

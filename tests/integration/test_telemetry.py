@@ -113,6 +113,28 @@ def test_an_uncached_read_is_one_trace_continuing_the_callers(
     assert leaked == []
 
 
+def test_a_caller_that_did_not_sample_gets_no_spans_but_its_request_is_counted(
+    get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
+) -> None:
+    user = clean_emulator.create_user(f"unsampled-{secrets.token_hex(4)}@example.com")
+    token = clean_emulator.token("auth0|reader0000000000000000000", ["read:users"])
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    sampled_header, sampled_id, _ = traceparent()
+    unsampled = get_user.get(
+        user_path(user["user_id"]), token, traceparent=f"00-{trace_id}-{parent_id}-00"
+    )
+    assert unsampled.status_code == 200
+    # A sampled request after it: once its spans are in, the unsampled one's would be too.
+    assert (
+        get_user.get(user_path(user["user_id"]), token, traceparent=sampled_header).status_code
+        == 200
+    )
+    receiver.wait_for(lambda r: by_trace(r, sampled_id, 3))
+    assert [s for s in receiver.spans() if s.trace_id == trace_id] == []
+    lines = [line for line in get_user.request_logs() if line.get("trace_id") == trace_id]
+    assert len(lines) == 1  # the log line still names the caller's trace
+
+
 def test_a_429_is_waited_out_and_retried_each_attempt_its_own_span(
     get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
 ) -> None:

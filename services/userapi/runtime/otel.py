@@ -141,6 +141,17 @@ class _LazyMetricExporter(MetricExporter):
             self._exporter.shutdown(timeout_millis=timeout_millis)
 
 
+# A child of a trace that was not sampled: never exported, so never built (no sampler call, no
+# context switch). Every sampler userapi offers decides by the trace (its parent's flag, or the
+# trace id's ratio), so a child of an unsampled trace would not be sampled either.
+_DROPPED = trace.INVALID_SPAN
+
+
+def _sampled_out() -> bool:
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and not context.trace_flags.sampled
+
+
 class _SpanScope:
     """A span made current for a `with` block; an exception leaving it marks it an error."""
 
@@ -153,14 +164,16 @@ class _SpanScope:
         self._error: str | None = None
 
     def __enter__(self) -> _SpanScope:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        if self._span is not _DROPPED:
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         if exc_type is not None and self._error is None:
             self.fail(exc_type.__qualname__)
-        otel_context.detach(self._token)  # type: ignore[arg-type]
-        self._span.end()
+        if self._span is not _DROPPED:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._span.end()
 
     def set(self, key: str, value: AttributeValue) -> None:
         self._span.set_attribute(key, value)
@@ -252,7 +265,8 @@ class _Request:
         recorder = self._recorder
         recorder.record("http.server.request.duration", elapsed, labels)
         by_route = {"http.route": route} if route is not None else {}
-        recorder.record("userapi.request.auth0.duration", auth0_seconds, by_route)
+        if auth0_seconds:  # a zero adds nothing to the cost's sum: a cached read skips it
+            recorder.record("userapi.request.auth0.duration", auth0_seconds, by_route)
         if self._cold:
             recorder.record("userapi.cold_request.duration", elapsed, labels)
 
@@ -314,6 +328,8 @@ class OTelRecorder:
     # --- runtime/telemetry.py's Recorder ----------------------------------------------------
 
     def span(self, name: str, kind: SpanKindName, attributes: Attributes | None) -> _SpanScope:
+        if _sampled_out():
+            return _SpanScope(_DROPPED)
         return _SpanScope(self.tracer.start_span(name, kind=_KINDS[kind], attributes=attributes))
 
     def operation(
@@ -328,6 +344,8 @@ class OTelRecorder:
             labels = {"db.system.name": system, "db.operation.name": operation}
             span_attributes.update(labels)
         labels["userapi.endpoint"] = self._endpoint
+        if _sampled_out():
+            return _Operation(_DROPPED, histogram, labels)
         span = self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=span_attributes)
         return _Operation(span, histogram, labels)
 

@@ -178,7 +178,8 @@ INSTRUMENTS: dict[str, tuple[str, str, str]] = {
     "userapi.request.auth0.duration": (
         "histogram",
         "s",
-        "Per request, the time spent in Auth0 calls (by http.route): Auth0 seconds, the cost.",
+        "Per request that called Auth0, the time spent in those calls (by http.route): Auth0"
+        " seconds, the cost.",
     ),
     "userapi.auth0.call.duration": (
         "histogram",
