@@ -208,25 +208,32 @@ _LOOKUPS = "userapi_cache_lookups_total"
 _BUCKETS = "http_server_request_duration_seconds_bucket"
 _TESTS = {
     "UserapiAuth0Errors": [
-        _series(_AUTH0, "0+60x40", userapi_outcome="ok"),
-        _series(_AUTH0, "0+0x5 0+30x35", userapi_outcome="server_error"),
+        _series(_AUTH0, "0+60x50", userapi_outcome="ok"),
+        _series(_AUTH0, "0+0x5 0+30x45", userapi_outcome="server_error"),
     ],
     "UserapiAuth0RateLimited": [
         _series(
             "userapi_auth0_rate_limited_total",
-            "0x5 1+2x35",
+            "0x5 1+2x45",
             userapi_auth0_operation="GET /api/v2/users/{id}",
         ),
     ],
     "UserapiCacheHitRatioLow": [
-        _series(_LOOKUPS, "0+10x40", userapi_cache="profile", userapi_outcome="hit"),
-        _series(_LOOKUPS, "0+1x5 5+20x35", userapi_cache="profile", userapi_outcome="miss"),
+        _series(_LOOKUPS, "0+10x50", userapi_cache="profile", userapi_outcome="hit"),
+        _series(_LOOKUPS, "0+1x5 5+20x45", userapi_cache="profile", userapi_outcome="miss"),
     ],
     "UserapiLatencyP99High": [
-        _series(_BUCKETS, "0+100x40", le="0.1"),
-        _series(_BUCKETS, "0+100x40", le="1"),
-        _series(_BUCKETS, "0+100x5 500+110x35", le="2.5"),
-        _series(_BUCKETS, "0+100x5 500+110x35", le="+Inf"),
+        _series(_BUCKETS, "0+100x50", le="0.1"),
+        _series(_BUCKETS, "0+100x50", le="1"),
+        _series(_BUCKETS, "0+100x5 500+110x45", le="2.5"),
+        _series(_BUCKETS, "0+100x5 500+110x45", le="+Inf"),
+    ],
+    "UserapiColdStartsSlow": [
+        _series("userapi_startup_duration_seconds_bucket", "0+1x5 5x45", le="1"),
+        _series("userapi_startup_duration_seconds_bucket", "0+1x50", le="5"),
+        _series("userapi_startup_duration_seconds_bucket", "0+1x50", le="+Inf"),
+        _series("userapi_cold_request_duration_seconds_bucket", "0+1x50", le="0.25"),
+        _series("userapi_cold_request_duration_seconds_bucket", "0+1x50", le="+Inf"),
     ],
 }
 
@@ -248,7 +255,7 @@ def test_each_alert_fires_on_its_trouble_and_not_before(alert: str, tmp_path: Pa
                 "alert_rule_test": [
                     {"eval_time": "4m", "alertname": alert, "exp_alerts": []},
                     {
-                        "eval_time": "40m",
+                        "eval_time": "50m",
                         "alertname": alert,
                         "exp_alerts": [
                             {
@@ -271,7 +278,7 @@ def test_each_alert_fires_on_its_trouble_and_not_before(alert: str, tmp_path: Pa
 
 
 def _fired_labels(alert: str) -> dict[str, str]:
-    severity = {"severity": "warning"}
+    severity = {"severity": "info" if alert == "UserapiColdStartsSlow" else "warning"}
     if alert == "UserapiCacheHitRatioLow":
         return severity
     return {**severity, "userapi_endpoint": "get-user"}

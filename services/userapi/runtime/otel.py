@@ -16,7 +16,7 @@ from typing import Any, Literal
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -304,7 +304,12 @@ class OTelRecorder:
                 )
             )
         self._meter_provider = MeterProvider(
-            metric_readers=readers, resource=own_resource, shutdown_on_exit=False
+            metric_readers=readers,
+            resource=own_resource,
+            shutdown_on_exit=False,
+            # Exemplars (a sampled trace id kept per bucket) cost each record a look at the
+            # current span and a reservoir update; the traces are found by route and time.
+            exemplar_filter=AlwaysOffExemplarFilter(),
         )
         meter = self._meter_provider.get_meter("userapi", __version__)
         self._pools: list[tuple[str, Callable[[], tuple[int, int]]]] = []
@@ -388,5 +393,6 @@ class OTelRecorder:
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
     def shutdown(self) -> None:
+        # Bounded: a collector that is down must not hold a draining pod past its grace period.
         self._tracer_provider.shutdown()
-        self._meter_provider.shutdown()
+        self._meter_provider.shutdown(timeout_millis=5000)
