@@ -7,9 +7,9 @@ Real get-user, list-users and create-user processes (Redis, PostgreSQL behind Pg
 Auth0 emulator answering in 150 ms) export OTLP to harness/otlp.py, which serves what it
 received in Prometheus' text format; Debian's Prometheus scrapes it every second; each panel's
 own PromQL is then evaluated by Prometheus over the run, and drawn with matplotlib. The load
-mixes cached and uncached reads, 401s, searches, creates, a burst of Auth0 429s and two
-restarts of get-user (cold starts). Grafana's `$__rate_interval` becomes 30s and the panels'
-1h windows the run's length: the run is minutes, not hours.
+mixes cached and uncached reads, 401s, searches, creates, a burst of Auth0 429s, two restarts
+of get-user (cold starts) and a second of Redis not answering. Grafana's `$__rate_interval`
+becomes 30s and the panels' 1h windows the run's length: the run is minutes, not hours.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ async def _load(
     started = time.monotonic()
     restarts = {seconds * 0.35, seconds * 0.7}
     rate_limited_at = seconds * 0.5
+    redis_paused_at = seconds * 0.6  # a second of Redis not answering: its errors, and misses
     tick = 0
     while (elapsed := time.monotonic() - started) < seconds:
         tick += 1
@@ -79,6 +80,9 @@ async def _load(
         if elapsed >= rate_limited_at:
             rate_limited_at = float("inf")
             stack.emulator.fault("GET /api/v2/users/{id}", kind="status", status=429, times=4)
+        if elapsed >= redis_paused_at:
+            redis_paused_at = float("inf")
+            stack.redis.pause(1.0)
         for moment in sorted(restarts):
             if elapsed >= moment:
                 restarts.discard(moment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -93,6 +93,7 @@ class _Received:
     points: list[Point] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=lambda: {"traces": 0, "metrics": 0})
     raw_strings: list[str] = field(default_factory=list)  # every string value, for leak checks
+    latest: dict[tuple[str, str], Point] = field(default_factory=dict)  # per series, for /metrics
 
 
 def _decode_traces(body: bytes, into: _Received) -> None:
@@ -130,6 +131,7 @@ def _decode_traces(body: bytes, into: _Received) -> None:
 def _decode_metrics(body: bytes, into: _Received) -> None:
     request = ExportMetricsServiceRequest()
     request.ParseFromString(body)
+    first_new = len(into.points)
     for resource_metrics in request.resource_metrics:
         resource = _attributes(resource_metrics.resource.attributes)
         for scope_metrics in resource_metrics.scope_metrics:
@@ -172,6 +174,8 @@ def _decode_metrics(body: bytes, into: _Received) -> None:
                     raise ValueError(f"unexpected metric type {kind} for {metric.name}")
                 for point in getattr(metric, kind).data_points:
                     into.raw_strings.extend(_strings(_attributes(point.attributes)))
+        for decoded in into.points[first_new:]:
+            into.latest[(decoded.metric, _labels(decoded))] = decoded
 
 
 def _strings(attributes: dict[str, Any]) -> Iterator[str]:
@@ -206,7 +210,7 @@ def _labels(point: Point, extra: dict[str, str] | None = None) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in zip(labels, escaped, strict=True)) + "}"
 
 
-def exposition(points: list[Point]) -> str:
+def exposition(points: Iterable[Point]) -> str:
     """The latest value of each series in Prometheus' text format: what a collector's
     prometheus exporter would serve for these points (cumulative temporality)."""
     latest: dict[tuple[str, str], Point] = {}
@@ -261,7 +265,9 @@ class OTLPReceiver:
                     self.send_response(404)
                     self.end_headers()
                     return
-                body = exposition(receiver.points()).encode()
+                with receiver._lock:
+                    latest = list(receiver._received.latest.values())
+                body = exposition(latest).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))

@@ -203,6 +203,34 @@ def _series(metric: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": f"{metric}{{{pairs}}}", "values": values}
 
 
+def _cold_start(
+    instance: str, first_minute: int, slow: bool, lifetime: int
+) -> list[dict[str, str]]:
+    """One process's start-up (0.5 s, or 4 s when `slow`) and first request (0.1 s) buckets,
+    present from `first_minute` for `lifetime` minutes."""
+    values = {"1": "0" if slow else "1", "5": "1", "+Inf": "1"}
+    pad = "_ " * first_minute
+    startup = [
+        _series(
+            "userapi_startup_duration_seconds_bucket",
+            f"{pad}{count}x{lifetime}",
+            le=le,
+            instance=instance,
+        )
+        for le, count in values.items()
+    ]
+    first = [
+        _series(
+            "userapi_cold_request_duration_seconds_bucket",
+            f"{pad}1x{lifetime}",
+            le=le,
+            instance=instance,
+        )
+        for le in ("0.25", "+Inf")
+    ]
+    return startup + first
+
+
 _AUTH0 = "userapi_auth0_call_duration_seconds_count"
 _LOOKUPS = "userapi_cache_lookups_total"
 _BUCKETS = "http_server_request_duration_seconds_bucket"
@@ -228,12 +256,14 @@ _TESTS = {
         _series(_BUCKETS, "0+100x5 500+110x45", le="2.5"),
         _series(_BUCKETS, "0+100x5 500+110x45", le="+Inf"),
     ],
+    # As processes report them: one start-up and one first request each, under its own
+    # instance, constant for the process's life. Ten quick starts, then ten slow ones.
     "UserapiColdStartsSlow": [
-        _series("userapi_startup_duration_seconds_bucket", "0+1x5 5x45", le="1"),
-        _series("userapi_startup_duration_seconds_bucket", "0+1x50", le="5"),
-        _series("userapi_startup_duration_seconds_bucket", "0+1x50", le="+Inf"),
-        _series("userapi_cold_request_duration_seconds_bucket", "0+1x50", le="0.25"),
-        _series("userapi_cold_request_duration_seconds_bucket", "0+1x50", le="+Inf"),
+        series
+        for i in range(20)
+        for series in _cold_start(
+            f"pod-{i}", first_minute=i, slow=i >= 10, lifetime=10 if i < 10 else 50 - i
+        )
     ],
 }
 
