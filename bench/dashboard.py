@@ -24,12 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+from userapi.runtime.users import user_path
+
 from bench.load import fire
 from bench.stack import ROOT, Stack
 from harness.otlp import OTLPReceiver
 from harness.processes import install_signal_cleanup
 from harness.prometheus import PrometheusServer
-from harness.userapi import Service, start_service, user_path
+from harness.userapi import Service, start_service
 
 DASHBOARD = ROOT / "helm" / "userapi" / "dashboards" / "userapi.json"
 ADMIN = "auth0|dashboardadmin00000000000"

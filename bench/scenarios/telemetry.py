@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from userapi.runtime.users import user_path
+
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, wrk
 from bench.stack import Server, Stack, cpu_seconds, first_200
 from harness.otlp import OTLPReceiver
-from harness.userapi import user_path
 
 USERS = 200
 
