@@ -5,7 +5,7 @@ PYTHON ?= python3
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev emulator lint test test-fast bench openapi manifests clean \
-	bootstrap-dev bootstrap-test bootstrap-bench
+	bootstrap-dev bootstrap-test bootstrap-bench controlplane cluster cluster-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,11 +38,22 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: bootstrap-test lint $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer)
+test: bootstrap-test lint controlplane $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer, control plane)
 	$(PY) -m pytest
 
-test-fast: install ## tests that need no servers
-	$(PY) -m pytest -m 'not integration'
+test-fast: install controlplane ## tests that need no servers (kubectl builds the overlays)
+	$(PY) -m pytest -m 'not integration and not cluster'
+
+# Go builds of etcd, Kubernetes, Knative and kwok (controlplane/VERSIONS): tens of minutes the
+# first time, nothing when unchanged. Its progress shows here rather than inside a silent test.
+controlplane: | bootstrap-test
+	@controlplane/build >/dev/null
+
+cluster: install controlplane ## a real Kubernetes API server with Knative Serving; prints KUBECONFIG=...
+	@$(PY) -m harness.cluster up
+
+cluster-down: install ## stop everything `make cluster` started
+	@$(PY) -m harness.cluster down
 
 bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede, connection budget
 	$(PY) -m bench

@@ -7,6 +7,8 @@ pkg/apis/autoscaling/annotation_validation.go (v1.23), summarised in shared refe
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from typing import Any
 
 AUTOSCALING = "autoscaling.knative.dev/"
@@ -113,3 +115,68 @@ def problems(service: dict[str, Any]) -> list[str]:
     for unmounted in sorted(set(volumes) - mounted):
         found.append(f"volume {unmounted} is not mounted")
     return found
+
+
+# Each rule above as the one change to a valid Service that breaks it. The offline check must catch
+# every case (tests/deploy/test_helm.py) and Knative's real webhook must refuse every case
+# (tests/cluster/test_knative_webhook.py): the two stay in step.
+
+
+def _spec(s: dict[str, Any]) -> dict[str, Any]:
+    return s["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def _app(s: dict[str, Any]) -> dict[str, Any]:
+    return _spec(s)["containers"][0]  # type: ignore[no-any-return]
+
+
+def _sidecar(s: dict[str, Any]) -> dict[str, Any]:
+    return _spec(s)["containers"][1]  # type: ignore[no-any-return]
+
+
+BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
+    "annotation on the Service": lambda s: (
+        s["metadata"]
+        .setdefault("annotations", {})
+        .update({"autoscaling.knative.dev/min-scale": "1"})
+    ),
+    "negative min-scale": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/min-scale": "-1"}
+    ),
+    "min above max": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/min-scale": "20"}
+    ),
+    "activation-scale 1": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/activation-scale": "1"}
+    ),
+    "target too small": lambda s: s["spec"]["template"]["metadata"]["annotations"].update(
+        {"autoscaling.knative.dev/target": "0.001"}
+    ),
+    "second port": lambda s: _sidecar(s).update({"ports": [{"containerPort": 6432}]}),
+    "no port": lambda s: _app(s).pop("ports"),
+    "reserved port": lambda s: _app(s)["ports"][0].update({"containerPort": 8012}),
+    "bad port name": lambda s: _app(s)["ports"][0].update({"name": "web"}),
+    "reserved env": lambda s: _app(s)["env"].append({"name": "PORT", "value": "1"}),
+    "queue-proxy name": lambda s: _sidecar(s).update({"name": "queue-proxy"}),
+    "lifecycle": lambda s: _sidecar(s).update(
+        {"lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}
+    ),
+    "grace period": lambda s: _spec(s).update({"terminationGracePeriodSeconds": 30}),
+    "sidecar probe": lambda s: _sidecar(s).update(
+        {"readinessProbe": {"tcpSocket": {"port": 6432}}}
+    ),
+    "probe threshold without period": lambda s: _app(s)["readinessProbe"].update(
+        {"failureThreshold": 3}
+    ),
+    "writable secret mount": lambda s: _app(s)["volumeMounts"][0].update({"readOnly": False}),
+    "unmounted volume": lambda s: _spec(s)["volumes"].append({"name": "extra", "emptyDir": {}}),
+    "timeout too long": lambda s: _spec(s).update({"timeoutSeconds": 601}),
+    "concurrency too high": lambda s: _spec(s).update({"containerConcurrency": 1001}),
+}
+
+
+def broken(service: dict[str, Any], case: str) -> dict[str, Any]:
+    """A copy of a valid Knative Service (the chart's get-user) broken the way `case` names."""
+    copied = copy.deepcopy(service)
+    BROKEN[case](copied)
+    return copied

@@ -1,0 +1,76 @@
+"""Knative Serving's real admission webhook (defaulting and validation) judges the chart's Services.
+
+Every Service the chart renders must be admitted and come back defaulted by the webhook; every
+case in tests/deploy/knative_rules.py (the offline copy of the webhook's rules) must be refused by
+the real webhook too, so the copy cannot drift from the real thing unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+from userapi.endpoints import ENDPOINTS
+
+from harness.cluster import ControlPlane
+from tests.deploy import knative_rules
+from tests.deploy.test_helm import knative_services, render
+
+pytestmark = pytest.mark.cluster
+
+
+def dry_run(
+    plane: ControlPlane, namespace: str, obj: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """Create `obj` with --dry-run=server: schema, CEL rules and every admission webhook run."""
+    return plane.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-o", "json", "-f", "-",
+        input=json.dumps(obj), check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def webhook_namespace(control_plane: ControlPlane) -> str:
+    control_plane.kubectl("create", "namespace", "webhook-checks")
+    return "webhook-checks"
+
+
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+def test_the_webhook_admits_and_defaults_each_chart_service(
+    control_plane: ControlPlane, webhook_namespace: str, endpoint: str
+) -> None:
+    service = knative_services(render())[endpoint]
+    service["metadata"]["namespace"] = webhook_namespace
+    result = dry_run(control_plane, webhook_namespace, service)
+    assert result.returncode == 0, result.stderr
+    admitted = json.loads(result.stdout)
+    # What only Knative's defaulting webhook writes: who created it, the traffic block, and the
+    # container defaults the chart leaves out.
+    assert admitted["metadata"]["annotations"]["serving.knative.dev/creator"] == "admin"
+    assert admitted["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
+    spec = admitted["spec"]["template"]["spec"]
+    assert spec["enableServiceLinks"] is False
+    app = spec["containers"][0]
+    assert app["readinessProbe"]["successThreshold"] == 1
+    # The chart's own settings survive defaulting untouched.
+    template = service["spec"]["template"]
+    assert spec["timeoutSeconds"] == template["spec"]["timeoutSeconds"]
+    assert spec["containerConcurrency"] == template["spec"]["containerConcurrency"]
+    for key, value in template["metadata"]["annotations"].items():
+        assert admitted["spec"]["template"]["metadata"]["annotations"][key] == value
+
+
+@pytest.mark.parametrize("case", sorted(knative_rules.BROKEN))
+def test_the_webhook_refuses_each_case_the_offline_rules_refuse(
+    control_plane: ControlPlane, webhook_namespace: str, case: str
+) -> None:
+    service = knative_services(render())["get-user"]
+    service["metadata"]["namespace"] = webhook_namespace
+    broken = knative_rules.broken(service, case)
+    assert knative_rules.problems(broken) != [], f"the offline rules accept {case!r}"
+    result = dry_run(control_plane, webhook_namespace, broken)
+    assert result.returncode != 0, f"Knative's webhook admitted {case!r}"
+    # Refused by the webhook (or by the CRD's own schema), not by some unrelated failure.
+    assert "denied the request" in result.stderr or "Invalid value" in result.stderr, result.stderr
