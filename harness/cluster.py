@@ -123,7 +123,10 @@ def _start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks since boot
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # exited; a parent that is not waiting (say, init) has not reaped it
+        return None
+    return fields[19]  # field 22: start time in clock ticks since boot
 
 
 def _recorded(state: Path) -> Iterator[tuple[str, int]]:
@@ -155,20 +158,19 @@ def _alive(state: Path, name: str) -> bool:
 
 def _stop(state: Path) -> None:
     running = list(_recorded(state))
-    # The Knative processes first, etcd last: each stops while what it talks to still answers.
-    order = ["controller", "webhook", "kwok", "kube-scheduler", "kube-controller-manager"]
-    running.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
-    for name, pid in running:
+    # SIGTERM to all at once, then SIGKILL whatever is left after 5 s: the data is throwaway, and
+    # the API server would otherwise wait out its open watches.
+    for _, pid in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _start_time(pid) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while any(_start_time(pid) is not None for _, pid in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _, pid in running:
         if _start_time(pid) is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        (state / "pids" / name).unlink(missing_ok=True)
-    for record in (state / "pids").glob("*"):  # processes that had already exited
+    for record in (state / "pids").glob("*"):
         record.unlink()
 
 

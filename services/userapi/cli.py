@@ -85,9 +85,12 @@ def cluster(args: argparse.Namespace) -> None:
         for row in target.status():
             print(f"{row.name}\t{row.url or '-'}")
     else:
-        result = target.coldstart(
-            args.endpoint, path=args.path, token=args.token, idle_timeout=args.idle_timeout
-        )
+        try:
+            result = target.coldstart(
+                args.endpoint, path=args.path, token=args.token, idle_timeout=args.idle_timeout
+            )
+        except (LookupError, TimeoutError) as error:  # no such endpoint, or it never idled
+            raise SystemExit(f"userapi: {error}") from None
         ready = f"{result.pod_ready_seconds:.2f}s" if result.pod_ready_seconds is not None else "?"
         print(
             f"{result.endpoint}: first response {result.first_response_seconds:.2f}s "

@@ -15,13 +15,13 @@ import yaml
 from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
-from tests.deploy.test_helm import render
+from tests.cluster import OFFLINE_IMAGES
+from tests.deploy.test_helm import knative_services, render
 
 pytestmark = pytest.mark.cluster
 
 USERAPI = str(Path(sys.executable).parent / "userapi")
 NAMESPACE = "tooling"
-IMAGE = {"repository": "kind.local/userapi", "tag": "dev"}
 
 
 def userapi(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,10 +33,9 @@ def userapi(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="module")
 def deployed(control_plane: ControlPlane) -> dict[str, dict[str, Any]]:
-    objects = render({"image": IMAGE, "endpoints": {"listUsers": {"initialScale": 2}}})
-    objects = [o for o in objects if o["apiVersion"].startswith("serving.knative.dev")]
+    objects = render({**OFFLINE_IMAGES, "endpoints": {"listUsers": {"initialScale": 2}}})
     # A Service that is not one of ours: the tool must leave it out.
-    stranger = yaml.safe_load(yaml.safe_dump(objects[0]))
+    stranger = yaml.safe_load(yaml.safe_dump(knative_services(objects)["get-user"]))
     stranger["metadata"] = {"name": "not-ours"}
     control_plane.kubectl("create", "namespace", NAMESPACE)
     control_plane.kubectl("apply", "--server-side", "-n", NAMESPACE, "-f", "-",
@@ -56,7 +55,7 @@ def deployed(control_plane: ControlPlane) -> dict[str, dict[str, Any]]:
             break
         assert time.monotonic() < deadline, f"pods never became ready: {ready}"
         time.sleep(1)
-    return {o["metadata"]["name"]: o for o in objects}
+    return knative_services(objects)
 
 
 def test_status_lists_the_endpoints_with_their_real_pods_and_scale(

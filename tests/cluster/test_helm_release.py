@@ -16,6 +16,7 @@ from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
 from manifests.generate import deep_merge, overlay_values
+from tests.cluster import OFFLINE_IMAGES
 from tests.deploy.test_helm import CHART
 
 pytestmark = pytest.mark.cluster
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.cluster
 RELEASE, NAMESPACE = "demo", "helm-release"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
 LOCAL = deep_merge(overlay_values("local"), {
-    "image": {"repository": "kind.local/userapi", "tag": "dev"},  # no registry lookup (*.local)
+    **OFFLINE_IMAGES,
     "localBackingServices": {"enabled": True, "auth0Emulator": True},
     "devSecrets": {"create": True},
 })  # fmt: skip
@@ -64,9 +65,9 @@ def test_install_runs_the_migration_hook_and_creates_every_endpoint(
     chart = helm.Chart.load(CHART)
     release = client.install(chart, RELEASE, LOCAL, namespace=NAMESPACE, create_namespace=True,
                              timeout=300)  # fmt: skip
-    assert release["info"]["status"] == "deployed"
+    assert (release["status"], release["revision"]) == ("deployed", 1)
     # The hook Job was created, ran (kwok completes its pod) and succeeded before install returned.
-    hooks = {h["name"]: h for h in client.status(RELEASE)["hooks"]}
+    hooks = {h["name"]: h for h in client.get_all(RELEASE)["hooks"]}
     assert hooks[f"{RELEASE}-migrate"]["last_run"]["phase"] == "Succeeded"
     services = control_plane.get("-n", NAMESPACE, "ksvc")["items"]
     assert {s["metadata"]["name"] for s in services} == set(ENDPOINTS)
@@ -79,7 +80,7 @@ def test_upgrade_moves_one_max_scale_into_a_new_revision(
     values = deep_merge(LOCAL, {"endpoints": {"getUser": {"maxScale": 7}}})
     release = client.upgrade(helm.Chart.load(CHART), RELEASE, values, namespace=NAMESPACE,
                              timeout=300)  # fmt: skip
-    assert release["version"] == 2
+    assert (release["status"], release["revision"]) == ("deployed", 2)
     assert service_max_scale(control_plane, "get-user") == "7"
 
     def revisions() -> None:
@@ -95,7 +96,7 @@ def test_rollback_restores_the_previous_max_scale(
     control_plane: ControlPlane, client: helm.Config
 ) -> None:
     client.rollback(RELEASE, version=1, timeout=300)
-    assert client.status(RELEASE)["version"] == 3
+    assert client.status(RELEASE)["revision"] == 3
     assert service_max_scale(control_plane, "get-user") == "10"
     eventually(lambda: revision_max_scales(control_plane, "get-user")["get-user-00003"] == "10")
 

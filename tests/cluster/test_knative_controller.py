@@ -18,13 +18,12 @@ import yaml
 from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import QUEUE_IMAGE, ControlPlane
+from tests.cluster import OFFLINE_IMAGES
 from tests.deploy.test_helm import knative_services, render
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "reconcile"
-# kind.local: Knative skips resolving the tag against a registry (none is reachable here).
-IMAGE = {"repository": "kind.local/userapi", "tag": "dev"}
 GET_USER = {"minScale": 1, "maxScale": 4, "initialScale": 2, "timeoutSeconds": 15,
             "containerConcurrency": 40}  # fmt: skip
 AUTOSCALING = "autoscaling.knative.dev/"
@@ -43,7 +42,7 @@ def wait_for(plane: ControlPlane, *args: str, timeout: float = 180) -> Any:
 
 @pytest.fixture(scope="module")
 def chart_services(control_plane: ControlPlane) -> dict[str, dict[str, Any]]:
-    objects = render({"image": IMAGE, "endpoints": {"getUser": GET_USER}})
+    objects = render({**OFFLINE_IMAGES, "endpoints": {"getUser": GET_USER}})
     control_plane.kubectl("create", "namespace", NAMESPACE)
     for obj in objects:
         obj["metadata"]["namespace"] = NAMESPACE
