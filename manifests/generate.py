@@ -7,7 +7,7 @@ base/ gets one file per endpoint plus common.yaml. Each overlay's generated-patc
 the ConfigMaps, ServiceAccount and migration Job rendered with its values.yaml, and the Knative
 Services its values change (a Redis URL from a Secret), patched over base: an overlay builds
 into what the chart renders with its values (a test checks it).
-local-backing/ is the chart's localBackingServices and devSecrets, for kind and skaffold dev.
+local-backing/ is the chart's localBackingServices and devSecrets, for overlays/local (kind).
 """
 
 from __future__ import annotations
