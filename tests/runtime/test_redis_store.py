@@ -4,6 +4,7 @@ moment) and when it only means this process was slow to read the answer (don't).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 
 import pytest
@@ -122,5 +123,35 @@ async def test_after_skipping_one_call_probes_while_the_others_keep_skipping(
         assert not store._available()  # the others skip until it has answered
         await store._call("ping", store._client.ping())  # it answers
         assert await store.set("userapi:test:probed", b"x", 60) is True  # nobody skips now
+    finally:
+        await store.close()
+
+
+class _LosesFirstLockAnswer(RedisStore):
+    """The first SET NX reaches Redis, but its answer is lost while Redis answers others."""
+
+    lost = False
+
+    async def _call(self, operation, command):
+        result = await super()._call(operation, command)
+        if operation == "SET NX" and not self.lost:
+            self.lost = True
+            return BUSY
+        return result
+
+
+async def test_a_lock_whose_answer_was_lost_is_recognised_as_ours_on_the_next_try(
+    redis_server: RedisServer,
+) -> None:
+    settings = Settings(redis_url=redis_server.url, redis_timeout_seconds=TIMEOUT)
+    store = _LosesFirstLockAnswer.from_settings(settings)
+    key = "userapi:test:lock:" + secrets.token_hex(4)
+    try:
+        assert await store.try_lock(key, 30) is None  # unsure: it may be ours
+        token = await store.try_lock(key, 30)  # the next poll: it is
+        assert token is not None
+        assert await store.try_lock(key, 30) is None  # and nobody else gets it meanwhile
+        await store.unlock(key, token)
+        assert await store.try_lock(key, 30) is not None
     finally:
         await store.close()

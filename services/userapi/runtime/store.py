@@ -153,6 +153,9 @@ class _Failed(enum.Enum):
 DOWN, BUSY = _Failed.DOWN, _Failed.BUSY
 
 
+_MAX_UNSURE_LOCKS = 1000
+
+
 class RedisStore:
     def __init__(self, client: Redis, retry_after_error_seconds: float) -> None:
         self._client = client
@@ -167,6 +170,10 @@ class RedisStore:
         # being answered met a busy event loop or a full pool, not a dead Redis: skipping Redis
         # then would turn a second of load into a second of Auth0 calls.
         self._last_reply = float("-inf")
+        # Lock tokens whose SET NX went unanswered while Redis answered others: the SET may
+        # have happened, so the next try for the key sends the same token and can recognise
+        # a lock that is its own (bounded: a key that is never tried again must not pile up).
+        self._unsure_locks: OrderedDict[str, str] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -253,19 +260,29 @@ class RedisStore:
         return not isinstance(await self._call("DEL", self._client.delete(key)), _Failed)
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
-        token = secrets.token_hex(8)
+        unsure = self._unsure_locks.pop(key, None)
+        token = unsure or secrets.token_hex(8)
         if not self._available():
             return token  # nobody can coordinate through a dead Redis: proceed alone
         milliseconds = int(ttl_seconds * 1000)
         acquired = await self._call(
             "SET NX", self._client.set(key, token, nx=True, px=milliseconds)
         )
-        if acquired is DOWN:
+        if acquired is DOWN or acquired is True:
             return token
-        # BUSY: the SET may or may not have happened. Waiting for the value as if another pod
-        # held the lock keeps the one-fetch-per-key promise; at worst this process waits out
-        # the lock's lifetime and then fetches.
-        return token if acquired is True else None
+        if acquired is BUSY:
+            # The SET may or may not have happened. Waiting for the value as if another pod
+            # held the lock keeps the one-fetch-per-key promise; the next try (fill_once polls)
+            # finds out whether the lock is this token's.
+            self._unsure_locks[key] = token
+            while len(self._unsure_locks) > _MAX_UNSURE_LOCKS:
+                self._unsure_locks.popitem(last=False)
+            return None
+        if unsure is not None:
+            holder = await self._call("GET", self._client.get(key))
+            if holder == token.encode():
+                return token  # the earlier, unanswered SET did happen: the lock is ours
+        return None
 
     async def unlock(self, key: str, token: str) -> None:
         if self._available():
