@@ -14,15 +14,17 @@ from tests.deploy.test_manifests import OVERLAYS, _build
 VALIDATOR = Path(__file__).resolve().parent / "knative-schema"
 
 
-def schema_errors(services: list[dict[str, Any]]) -> dict[str, str]:
+def schema_errors(objects: list[dict[str, Any]], kind: str = "Service") -> dict[str, str]:
+    """{index: error} for each of `objects` (all of `kind`: a Knative Service, or a
+    PrometheusRule) that the models generated from the project's Go types reject."""
     node = shutil.which("node")
     assert node, "node is needed (apt-get install nodejs); scripts/bootstrap installs it"
     assert (VALIDATOR / "node_modules").exists(), (
         "run `make install` (npm ci in tests/deploy/knative-schema)"
     )
     result = subprocess.run(
-        [node, str(VALIDATOR / "validate.mjs")],
-        input=json.dumps(services),
+        [node, str(VALIDATOR / "validate.mjs"), kind],
+        input=json.dumps(objects),
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,7 +18,7 @@ from userapi.runtime.telemetry import INSTRUMENTS
 
 from tests.deploy import knative_rules
 from tests.deploy.test_helm import KUBERNETES_VERSION, knative_services, render
-from tests.deploy.test_knative_schema import VALIDATOR, schema_errors
+from tests.deploy.test_knative_schema import schema_errors
 
 ON = {
     "telemetry": {
@@ -133,25 +133,10 @@ def test_the_dashboard_configmap_carries_the_sidecar_label_and_passes_the_schema
 def test_the_prometheus_rule_passes_the_operators_schema() -> None:
     rules = of_kind(render(ON), "PrometheusRule")
     assert rules[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert schema_errors_of_rules(rules) == {}
+    assert schema_errors(rules, "PrometheusRule") == {}
     broken = json.loads(json.dumps(rules))
     broken[0]["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
-    assert schema_errors_of_rules(broken) != {}  # the validator can fail
-
-
-def schema_errors_of_rules(rules: list[dict[str, Any]]) -> dict[str, str]:
-    node = shutil.which("node")
-    assert node
-    result = subprocess.run(
-        [node, str(VALIDATOR / "prometheus-rule.mjs")],
-        input=json.dumps(rules),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=VALIDATOR,
-    )
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    assert schema_errors(broken, "PrometheusRule") != {}  # the validator can fail
 
 
 def test_every_metric_the_rules_and_the_dashboard_query_is_one_userapi_emits() -> None:

@@ -6,7 +6,7 @@ and the metrics carry their names and labels."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -44,16 +44,29 @@ def telemetry_env(receiver: OTLPReceiver) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def get_user(
+def serve(
     emulator: EmulatorHandle, redis_server: Any, database: str, receiver: OTLPReceiver
-) -> Iterator[Service]:
+) -> Iterator[Callable[[str], Service]]:
+    """Starts an endpoint (once per module) exporting to the receiver."""
     env = {**service_env(emulator, redis_server.url, database), **telemetry_env(receiver)}
     # Its own keys in the session's Redis: a management token that earlier modules left there
-    # would spare this process the token request whose metric is checked below.
+    # would spare these processes the token request whose metric is checked below.
     env["REDIS_KEY_PREFIX"] = f"telemetry-{secrets.token_hex(4)}:"
-    service = start_service("get-user", env)
-    yield service
-    service.close()
+    started: dict[str, Service] = {}
+
+    def start(endpoint: str) -> Service:
+        if endpoint not in started:
+            started[endpoint] = start_service(endpoint, env)
+        return started[endpoint]
+
+    yield start
+    for service in started.values():
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def get_user(serve: Callable[[str], Service]) -> Service:
+    return serve("get-user")
 
 
 def by_trace(receiver: OTLPReceiver, trace_id: str, at_least: int) -> list[Span] | None:
@@ -291,13 +304,8 @@ def test_the_metrics_arrive_with_their_names_and_low_cardinality_labels(
 
 
 @pytest.fixture(scope="module")
-def create_user(
-    emulator: EmulatorHandle, redis_server: Any, database: str, receiver: OTLPReceiver
-) -> Iterator[Service]:
-    env = {**service_env(emulator, redis_server.url, database), **telemetry_env(receiver)}
-    service = start_service("create-user", env)
-    yield service
-    service.close()
+def create_user(serve: Callable[[str], Service]) -> Service:
+    return serve("create-user")
 
 
 def test_a_create_shows_the_idempotency_claim_and_the_database(
