@@ -347,7 +347,7 @@ class OTLPReceiver:
         with self._lock:
             return list(self._received.raw_strings)
 
-    def wait_for(self, found: Callable[[OTLPReceiver], T | None], timeout: float = 10.0) -> T:
+    def wait_for(self, found: Callable[[OTLPReceiver], T | None], timeout: float = 30.0) -> T:
         """Poll until `found(self)` returns something truthy; its value, or TimeoutError."""
         deadline = time.monotonic() + timeout
         while True:
