@@ -8,18 +8,28 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements.lock requirements-build.lock ./
 # Hash-checked: the image gets exactly the locked runtime dependencies, and no test tools.
-RUN python -m venv /opt/venv \
+# python3, not python: Debian's own python (a stand-in base, see scripts/image.py) has no
+# `python` command; the official image has both.
+RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
- && python -m venv /opt/build \
+ && python3 -m venv /opt/build \
  && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY services ./services
 RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation -w /tmp/wheels . \
  && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
+ # The installers leave the runtime venv: a quarter of its bytes, and setuptools' .pth hook
+ # ran at every interpreter start. Nothing at run time installs anything.
+ && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools wheel \
  # Bytecode compiled now: a read-only root filesystem cannot cache it at cold start.
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS base
+# The official image installs pip, setuptools and wheel into its system python too; a runtime
+# image needs none of them (Debian's python, in a stand-in base, has none).
+RUN if python3 -m pip --version >/dev/null 2>&1; then \
+      python3 -m pip uninstall -q -y pip setuptools wheel; \
+    fi
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev emulator lint test test-fast bench openapi manifests clean \
+.PHONY: help install dev emulator lint test test-fast bench image openapi manifests clean \
 	bootstrap-dev bootstrap-test bootstrap-bench controlplane cluster cluster-down
 
 help: ## list the targets
@@ -57,6 +57,10 @@ cluster-down: install ## stop everything `make cluster` started
 
 bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede, connection budget
 	$(PY) -m bench
+
+IMAGE ?= localhost/userapi:dev
+image: ## build the container image as $(IMAGE) (Docker if an engine answers, else podman) and report its size
+	$(PYTHON) scripts/image.py --tag $(IMAGE)
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json
