@@ -157,11 +157,18 @@ class PostgresDatabase:
 
         pool = await self._get_pool()
         delay = 0.05
+        draining_until = time.monotonic() + self._settings.db_connect_timeout_seconds
         while True:
             try:
                 connection = await pool.acquire()
                 break
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._sidecar_draining(exc, pool) and time.monotonic() < draining_until:
+                    # Knative sends SIGTERM to the app and PgBouncer at once. PgBouncer (>= 1.23)
+                    # then refuses new clients but serves the open ones until they leave: a
+                    # request still in flight waits for one of the pool's open connections.
+                    await asyncio.sleep(0.01)
+                    continue
                 if self._connected_once or time.monotonic() + delay > self._grace_until:
                     log.error("database connection failed", extra={"error": repr(exc)})
                     raise DatabaseUnavailable(str(exc)) from exc
@@ -181,6 +188,13 @@ class PostgresDatabase:
             raise DatabaseUnavailable(str(exc)) from exc
         finally:
             await pool.release(connection)
+
+    def _sidecar_draining(self, exc: BaseException, pool: asyncpg.Pool) -> bool:
+        """A refused connection while the pool still holds open ones: the sidecar is shutting
+        down, not gone (a PgBouncer that died takes the open connections with it)."""
+        return (
+            self._connected_once and isinstance(exc, ConnectionRefusedError) and pool.get_size() > 0
+        )
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         async with self._connection() as connection:
