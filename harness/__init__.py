@@ -16,6 +16,10 @@ Importing any of them starts nothing.
     otlp          an OTLP/HTTP receiver (the collector's part): decodes spans and metrics, and
                   serves the metrics in Prometheus' text format
     prometheus    Debian's Prometheus scraping given targets, and its query API
+    podman        a private podman engine (its own configuration, storage and secrets), images
+                  built as `make image` builds them, container inspection from /proc
+    pods          any Kubernetes PodSpec run as a pod under `podman kube play`, with the Secrets
+                  and ConfigMaps it references; what podman does unlike a kubelet is adapted
 
 A new kind of server (a podman pod, a Kubernetes control plane) gets its own module here, built
 on `processes` so that `stop_all()` and the watchdog clean it up too.

@@ -83,9 +83,9 @@ def containers_conf_text() -> str:
     runc with cgroupfs (crun refuses a hybrid cgroup host), ulimits within what root may set
     here (no CAP_SYS_RESOURCE: podman's defaults make runc's setrlimit fail), and a file event
     log (no journald in a container or a CI VM)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = hard if hard != resource.RLIM_INFINITY else 1048576
-    procs_soft, procs_hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    _, procs_hard = resource.getrlimit(resource.RLIMIT_NPROC)
     nproc = min(32768, procs_hard if procs_hard != resource.RLIM_INFINITY else 32768)
     return (
         "[containers]\n"
@@ -386,8 +386,18 @@ def image_sizes(engine: str, tag: str, base: str, env: Mapping[str, str]) -> Siz
     registry stores it."""
     base_layers = len(
         json.loads(
-            run([engine, "image", "inspect", "--format", "{{json .RootFS.Layers}}", qualified(base)],
-                env, quiet=True).stdout  # fmt: skip
+            run(
+                [
+                    engine,
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{json .RootFS.Layers}}",
+                    qualified(base),
+                ],
+                env,
+                quiet=True,
+            ).stdout
         )
     )
     with tempfile.TemporaryDirectory(prefix="userapi-image-") as tmp:
@@ -499,7 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(built.as_json())
     else:
-        on = f" on STAND-IN bases ({', '.join(built.stand_in_bases)})" if built.stand_in_bases else ""
+        on = (
+            f" on STAND-IN bases ({', '.join(built.stand_in_bases)})"
+            if built.stand_in_bases
+            else ""
+        )
         print(f"{built.tag}: built by {built.engine} in {built.seconds:.1f} s{on}")
         print(f"{built.tag}: {built.sizes.text()}")
     return 0
