@@ -60,8 +60,8 @@ def opentelemetry_modules(modules: set[str]) -> set[str]:
 
 
 def imported_by_fastapi_itself() -> set[str]:
-    # FastAPI (0.13x and later) depends on opentelemetry-api and imports it with itself, for
-    # its own optional tracing: those modules come with any FastAPI app, telemetry or not.
+    # FastAPI (0.165, the locked version) depends on opentelemetry-api and imports it with
+    # itself, for its own optional tracing: those modules come with any FastAPI app.
     code = "import sys, json, fastapi; print(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
