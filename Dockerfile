@@ -5,6 +5,10 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# binutils' strip, for the wheels' extension modules (below); in this stage only.
+RUN apt-get update -q \
+ && apt-get install -y -q --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements.lock requirements-build.lock ./
 # Hash-checked: the image gets exactly the locked runtime dependencies, and no test tools.
@@ -21,6 +25,9 @@ RUN /opt/build/bin/python -m pip wheel --no-deps --no-build-isolation -w /tmp/wh
  # The installers leave the runtime venv: a quarter of its bytes, and setuptools' .pth hook
  # ran at every interpreter start. Nothing at run time installs anything.
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools wheel \
+ # The wheels' extension modules ship their symbol tables (uvloop 14 MB, asyncpg 8 MB, ...):
+ # stripped, the venv loses a quarter of its bytes; nothing at run time reads them.
+ && find /opt/venv -name '*.so' -exec strip --strip-unneeded {} + \
  # Bytecode compiled now: a read-only root filesystem cannot cache it at cold start.
  && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv/lib
 
