@@ -14,9 +14,14 @@ from harness.processes import HOST, USERAPI, ServiceProcess, free_port
 class EmulatorHandle:
     """Talks to a running emulator; `close()` also stops it when `start_emulator` started it."""
 
-    def __init__(self, base_url: str, process: ServiceProcess | None = None) -> None:
+    def __init__(
+        self, base_url: str, process: ServiceProcess | None = None, public_url: str | None = None
+    ) -> None:
         self.base_url = base_url
         self.process = process
+        # The emulator's --base-url when clients reach it elsewhere than `base_url` (a pod sees
+        # the host as 10.0.2.2): its issuer and the Management API audience derive from it.
+        self.public_url = public_url or base_url
         self.http = httpx.Client(base_url=base_url, timeout=10)
         self._management_token: str | None = None
 
@@ -66,7 +71,7 @@ class EmulatorHandle:
                     "grant_type": "client_credentials",
                     "client_id": DEV_CLIENT_ID,
                     "client_secret": DEV_CLIENT_SECRET,
-                    "audience": f"{self.base_url}/api/v2/",
+                    "audience": f"{self.public_url}/api/v2/",
                 },
             )
             response.raise_for_status()

@@ -43,30 +43,6 @@ PERMISSIONS = ["read:users", "create:users", "update:users", "delete:users"]
 PGBOUNCER_PORT = 6432
 
 
-class PodEmulator(EmulatorHandle):
-    """The emulator as the pods know it (issuer http://10.0.2.2:port/), driven from the host
-    over 127.0.0.1."""
-
-    def __init__(self, base_url: str, public_url: str, process: ServiceProcess) -> None:
-        super().__init__(base_url, process)
-        self.public_url = public_url
-
-    def management_token(self) -> str:
-        if self._management_token is None:
-            response = self.http.post(
-                "/oauth/token",
-                json={
-                    "grant_type": "client_credentials",
-                    "client_id": DEV_CLIENT_ID,
-                    "client_secret": DEV_CLIENT_SECRET,
-                    "audience": f"{self.public_url}/api/v2/",
-                },
-            )
-            response.raise_for_status()
-            self._management_token = str(response.json()["access_token"])
-        return self._management_token
-
-
 class Deployment:
     """The six pods, the servers behind them and what the tests need to reach them."""
 
@@ -74,7 +50,7 @@ class Deployment:
         self,
         engine: podman_harness.Podman,
         pods: dict[str, Pod],
-        emulator: PodEmulator,
+        emulator: EmulatorHandle,
         postgres: PostgresServer,
         database: str,
         redis: RedisServer,
@@ -134,7 +110,7 @@ def deployment(
         [USERAPI, "emulator", "--port", str(emulator_port), "--base-url", public], env={}
     )
     local = f"http://127.0.0.1:{emulator_port}"
-    emulator = PodEmulator(local, public, emulator_process)
+    emulator = EmulatorHandle(local, emulator_process, public_url=public)
     emulator_process.wait_healthy(f"{local}/.well-known/jwks.json", timeout=30)
     database = postgres_server.create_database()
     objects = render(
