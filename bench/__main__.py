@@ -21,7 +21,17 @@ from typing import Any
 from bench import report
 from bench.config import PROFILES, Profile
 from bench.load import wrk_binary
-from bench.scenarios import breakdown, budget, cache, coldstart, stampede, telemetry, tokens, warm
+from bench.scenarios import (
+    breakdown,
+    budget,
+    cache,
+    coldstart,
+    container,
+    stampede,
+    telemetry,
+    tokens,
+    warm,
+)
 from bench.stack import ROOT, Stack
 from harness.processes import install_signal_cleanup
 
@@ -38,6 +48,7 @@ SCENARIOS: dict[str, Scenario] = {
     "budget": budget.run,
     "tokens": tokens.run,
     "telemetry": telemetry.run,
+    "container": container.run,
 }
 
 

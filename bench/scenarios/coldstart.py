@@ -47,7 +47,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
             finally:
                 server.stop()
     auth0_after = stack.emulator.stats()
-    summary = {name: _summary(values) for name, values in samples.items()}
+    summary = {name: summarize(values) for name, values in samples.items()}
     hello = summary["fastapi-hello"]["median_ms"]
     return {
         "runs": profile.cold_runs,
@@ -75,7 +75,7 @@ def _by_package(stderr: str) -> dict[str, float]:
     return dict(totals)
 
 
-def _summary(values_ms: list[float]) -> dict[str, Any]:
+def summarize(values_ms: list[float]) -> dict[str, Any]:
     return {
         "median_ms": round(statistics.median(values_ms), 1),
         "min_ms": round(min(values_ms), 1),

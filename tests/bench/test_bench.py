@@ -78,14 +78,21 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--profile", "smoke", "--output", str(tmp_path),
          "--no-docs"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
     results = json.loads((tmp_path / "results.json").read_text())
     s = results["scenarios"]
     assert set(s) == {
         "coldstart", "warm", "breakdown", "cache", "stampede", "budget", "tokens", "telemetry",
+        "container",
     }  # fmt: skip
+    box = s["container"]
+    assert 10 < box["image_mb"]["app_layer"] < box["image_mb"]["total"]
+    assert 0 < box["image_mb"]["app_layer_compressed"] < box["image_mb"]["app_layer"]
+    assert set(box["cold_start"]) == {"userapi", "fastapi-hello"}
+    assert all(row["min_ms"] > 0 for row in box["cold_start"].values())
+    assert 0 < box["rss_mib"]["idle"] <= box["rss_mib"]["under_load"]
     assert s["breakdown"]["cpu_us_per_call"]["direct_route"] > 0
     assert s["breakdown"]["cpu_us_per_call"]["fastapi_route"] > 0
     assert set(s["coldstart"]["servers"]) == {"userapi", "fastapi-hello", "func-python-hello"}
