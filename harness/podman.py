@@ -120,14 +120,6 @@ class Podman:
             measure=measure,
         )
 
-    def image_ids(self) -> dict[str, str]:
-        listed = self("images", "--format", "json")
-        names: dict[str, str] = {}
-        for entry in json.loads(listed.stdout or "[]"):
-            for name in entry.get("Names") or []:
-                names[name] = entry["Id"]
-        return names
-
     # --- containers ----------------------------------------------------------------------------
 
     def inspect(self, name: str) -> dict[str, Any]:

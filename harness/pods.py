@@ -45,7 +45,6 @@ import hashlib
 import json
 import secrets as random_tokens
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,11 +294,3 @@ def run_pod(
         {c["name"]: f"{name}-{c['name']}" for c in adapted.get("containers", [])},
     )
     return started
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout} s")
-        time.sleep(interval)
