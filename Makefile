@@ -59,8 +59,10 @@ bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede
 	$(PY) -m bench
 
 IMAGE ?= localhost/userapi:dev
+# TARGET: a Dockerfile stage (skaffold dev builds `dev`); PUSH=true pushes $(IMAGE) once built
+# (skaffold's custom builder passes its $$PUSH_IMAGE).
 image: ## build the container image as $(IMAGE) (Docker if an engine answers, else podman) and report its size
-	$(PYTHON) scripts/image.py --tag $(IMAGE)
+	$(PYTHON) scripts/image.py --tag $(IMAGE)$(if $(TARGET), --target $(TARGET))$(if $(filter true,$(PUSH)), --push)
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json

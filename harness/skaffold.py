@@ -5,15 +5,21 @@ nothing written to the caller's ~/.skaffold or ~/.config/helm.
     tool = Skaffold.create(tmp_path)          # copies the checkout; nothing starts
     tool.run("render", "-p", "local", ...)    # a CompletedProcess; raises on failure
 
+skaffold reads the images it built through a Docker API: with no Docker engine, `docker_api`
+serves podman's (a private podman, harness/podman.py) for `skaffold build` and `run`.
+
 Importing this module starts nothing and builds nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,8 @@ from typing import Any
 import yaml
 
 from harness.cluster import build
+from harness.podman import Podman
+from harness.processes import spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,3 +167,47 @@ class Skaffold:
                 f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
             )
         return result
+
+
+def _answers(path: Path) -> bool:
+    """podman's Docker API answers /_ping on the socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        try:
+            sock.connect(str(path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n")
+            return sock.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK")
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def docker_api(podman: Podman, timeout: float = 30) -> Iterator[dict[str, str]]:
+    """podman's Docker-compatible API on a socket of its own, over podman's private storage: the
+    environment (DOCKER_HOST and podman's settings) in which skaffold and `make image` see the
+    same images."""
+    path = podman.root / "docker.sock"
+    process = spawn(
+        ["podman", "system", "service", "--time=0", f"unix://{path}"],
+        podman.root / "docker-api.log",
+        env=podman.env,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _answers(path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (podman.root / "docker-api.log").read_text()[-2000:]
+                raise SkaffoldError(f"podman system service did not answer:\n{log}")
+            time.sleep(0.1)
+        names = ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF")
+        # A docker CLI would answer through this socket, and `make image` would then build
+        # with it; podman builds with its own settings (runc, cgroupfs, stand-in bases).
+        path_dirs = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        no_docker = os.pathsep.join(d for d in path_dirs if not (Path(d) / "docker").exists())
+        yield {
+            "DOCKER_HOST": f"unix://{path}",
+            "PATH": no_docker,
+            **{name: podman.env[name] for name in names},
+        }
+    finally:
+        stop_process(process)

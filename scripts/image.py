@@ -498,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", default=None)
     parser.add_argument("--with-pgbouncer", action="store_true", help="also the sidecar image")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--push", action="store_true", help="then push it (skaffold -p cloud)")
     args = parser.parse_args(argv)
     built = build(
         args.tag,
@@ -516,6 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"{built.tag}: built by {built.engine} in {built.seconds:.1f} s{on}")
         print(f"{built.tag}: {built.sizes.text()}")
+    if args.push:
+        if built.stand_in_bases:
+            raise SystemExit(f"image: not pushing {built.tag}: it was built on stand-in bases")
+        env = podman_env() if built.engine == "podman" else dict(os.environ)
+        run([built.engine, "push", built.tag], env)
     return 0
 
 

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from userapi.endpoints import ENDPOINTS
 
-from harness.skaffold import Skaffold
+from harness.podman import Podman
+from harness.podman import available as podman_available
+from harness.skaffold import Skaffold, docker_api
 from tests.deploy import knative_rules
 from tests.deploy.test_helm import KUBERNETES_VERSION, render
 from tests.deploy.test_knative_schema import schema_errors
@@ -224,7 +226,7 @@ def test_the_sync_destination_is_what_the_dev_stage_makes_writable() -> None:
     assert "--reload" in dockerfile
 
 
-# --- the custom builder's inputs --------------------------------------------------------------
+# --- skaffold build: the custom builder is `make image` ---------------------------------------
 
 
 def test_dependencies_are_what_the_dockerfile_copies() -> None:
@@ -235,3 +237,25 @@ def test_dependencies_are_what_the_dockerfile_copies() -> None:
         if line.startswith("COPY ") and "--from=" not in line:
             copied |= set(line.split()[1:-1])
     assert listed == copied
+
+
+@pytest.mark.integration
+def test_skaffold_build_runs_make_image_for_both_artifacts(tmp_path: Path) -> None:
+    assert podman_available() is None, podman_available()
+    tool = Skaffold.create(tmp_path / "skaffold", LOCAL_CONTEXTS)
+    builds = tool.workdir / "builds.json"
+    with Podman(tmp_path / "podman") as podman:
+        with docker_api(podman) as engine:
+            # `skaffold dev`'s build: the app from the dev stage, the emulator from the runtime.
+            args = ["build", "-p", "local,dev", f"--file-output={builds}"]
+            tool.run(*args, env={**tool.in_context("kind-knative"), **engine}, timeout=1800,
+                     offline=False)  # fmt: skip
+        tags = {b["imageName"]: b["tag"] for b in json.loads(builds.read_text())["builds"]}
+        assert set(tags) == {"dev.local/userapi", "dev.local/userapi-emulator"}
+
+        def entrypoint(tag: str) -> list[str]:
+            (image,) = json.loads(podman("image", "inspect", tag).stdout)
+            return list(image["Config"]["Entrypoint"])
+
+        assert entrypoint(tags["dev.local/userapi"])[:1] == ["uvicorn"]
+        assert entrypoint(tags["dev.local/userapi-emulator"]) == ["userapi", "serve"]
