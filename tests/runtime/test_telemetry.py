@@ -34,6 +34,10 @@ _BASE_ENV = {
     "AUTH0_AUDIENCE": "https://api.example.com",
     "AUTH0_CLIENT_ID": "client",
     "AUTH0_CLIENT_SECRET": "secret",
+    # Redis and PostgreSQL as a pod has them: start-up builds their clients (connecting to
+    # neither), so what those libraries import counts, as in a real cold start.
+    "REDIS_URL": "redis://127.0.0.1:9",
+    "DATABASE_URL": "postgresql://userapi@127.0.0.1:9/userapi",
     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
 }
 
@@ -88,6 +92,25 @@ def test_an_endpoint_turns_it_on_and_the_exporter_loads_only_when_it_exports() -
     assert "userapi.runtime.otel" in modules
     assert "opentelemetry.sdk.trace" in modules
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" not in modules
+
+
+def test_the_sdk_is_hidden_only_inside_sdk_hidden_and_only_while_off() -> None:
+    # redis-py imports the SDK when it can (runtime/store.py imports it inside sdk_hidden).
+    code = """
+from userapi.runtime import telemetry
+with telemetry.sdk_hidden():
+    try:
+        import opentelemetry.sdk.metrics
+        print("found")
+    except ImportError:
+        print("hidden")
+import opentelemetry.sdk.metrics
+print("found")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["hidden", "found"]
 
 
 def settings(**env: str) -> Settings:

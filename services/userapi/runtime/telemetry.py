@@ -13,9 +13,11 @@ password, a user id or a SQL parameter.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -166,6 +168,28 @@ def observe_pool(name: str, sizes: Callable[[], tuple[int, int]]) -> None:
 def trace_ids() -> tuple[str, str] | None:
     recorder = _recorder
     return None if recorder is None else recorder.trace_ids()
+
+
+@contextlib.contextmanager
+def sdk_hidden() -> Iterator[None]:
+    """While telemetry is off, imports made inside find no OpenTelemetry SDK.
+
+    redis-py (8.x) imports `opentelemetry.sdk.metrics` with itself whenever the SDK is
+    installed, for a metrics feature of its own that userapi never turns on (it measures Redis
+    at its own seam, `operation`): about 20 ms of every cold start, measured with
+    `python -X importtime` (docs/performance.md). A None in sys.modules is Python's way to make
+    an import fail; the library then takes the path it takes without the SDK. Once telemetry
+    is on, or the SDK already loaded, nothing is hidden.
+    """
+    sdk = "opentelemetry.sdk"
+    hide = _recorder is None and sdk not in sys.modules
+    if hide:
+        sys.modules[sdk] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if hide and sys.modules.get(sdk, ...) is None:
+            del sys.modules[sdk]
 
 
 # name: (kind, unit, description). runtime/otel.py creates them; docs/observability.md lists them.
