@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -216,6 +217,22 @@ async def test_a_deeply_nested_json_line_is_one_rejected_item(api, clean_emulato
     result = response.json()
     assert (result["received"], result["applied"]) == (3, 1)
     assert [item["index"] for item in result["rejected"]] == [1, 2]
+
+
+async def test_a_string_of_escaped_quotes_is_read_in_linear_time(api, clean_emulator) -> None:
+    """An unterminated string of 60 000 escaped quotes took the depth count minutes (it searched
+    again from every quote); any body is judged in one pass."""
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    body = b'{"email": "' + b'\\"' * 60_000
+    for endpoint, path, authorization in (
+        ("create-user", "/users", _bearer(token)),
+        ("auth0-events", "/events/auth0", _bearer(SECRET)),
+    ):
+        started = time.monotonic()
+        response = await api[endpoint].post(path, content=body, headers=authorization)
+        _json_error(response, 400)
+        assert time.monotonic() - started < 5, endpoint
+    assert clean_emulator.calls(CREATE) == 0
 
 
 # 6. 401, then 403, then the body -------------------------------------------------------------

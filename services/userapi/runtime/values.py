@@ -33,7 +33,10 @@ METADATA_MAX_BYTES = 16 * 1024
 METADATA_MAX_DEPTH = 16
 
 # A JSON string token (unrolled, so a long string is one linear match), and what is not a bracket.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# An unterminated string runs to the end of the text: a closing quote required there would make
+# the search fail at each later quote and start again from the next, quadratic in the body
+# ('"\\"' repeated: 80 kB took half a minute).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 # U+0000 and the surrogate code points: nothing downstream can store or encode them.
