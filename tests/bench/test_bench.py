@@ -124,3 +124,23 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert zipf["auth0_fetches"] == zipf["distinct_users_requested"]
     assert (tmp_path / "performance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| stampede | <= 1 Auth0 fetch | 1 | met |" in markdown(results)
+
+
+@pytest.mark.integration
+def test_compare_runs_another_commit_beside_this_tree_and_the_hello_app(tmp_path: Path) -> None:
+    output = tmp_path / "compare.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "HEAD", "--connections", "1", "--rounds", "2",
+         "--seconds", "1", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    (level,) = json.loads(output.read_text())["levels"]
+    servers = level["servers"]
+    assert set(servers) == {"this tree", "HEAD", "fastapi-hello"}
+    assert servers["fastapi-hello"]["rps_ratio_rounds"] == [1.0, 1.0]
+    for name in ("this tree", "HEAD"):
+        assert 0 < servers[name]["rps_ratio"] < 10
+        assert len(servers[name]["rps_ratio_rounds"]) == 2
+        assert servers[name]["cpu_us_per_request"] > 0
+    assert "| 1 | HEAD |" in result.stdout
