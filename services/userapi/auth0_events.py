@@ -2,9 +2,14 @@
 this API (dashboard, Actions, other apps) reach readers within seconds instead of a cache TTL.
 
 Accepts Event Streams (CloudEvents user.created / user.updated / user.deleted, one or a batch)
-and Log Streams (JSON lines or an array; `sapi` writes to /api/v2/users/{id}, `sdu` deletions).
-Delivery is at-least-once and unordered: events are deduplicated by id, and a profile is never
-replaced by an older one. One bad item never costs the good ones of its batch.
+and Log Streams (any of the custom webhook's content formats: JSON lines, a JSON array or one
+JSON object; `sapi` writes to /api/v2/users/{id}, `sdu` deletions). Delivery is at-least-once
+and unordered: events are deduplicated by id, and a profile is never replaced by an older one.
+
+One bad item never costs the good ones of its batch: an array element or a line that the strict
+body reader refuses (NaN, a raw NUL, nested too deep, not JSON), or that is no event, is listed
+in `rejected` with its index and reason, and the others are applied. Only a body in which
+nothing can be read (truncated, not JSON, every element refused) is a 400.
 
 An event id is remembered only once its change is in the shared cache. When the cache cannot
 take a change (Redis down), the delivery is answered 503 so that Auth0 sends it again; the
@@ -14,6 +19,7 @@ once) is harmless: an invalidation repeats, and an older profile never replaces 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -78,29 +84,53 @@ def _authorize(request: Request, settings: Settings) -> None:
 
 @dataclass(frozen=True)
 class _Unreadable:
-    """A JSON line that the body reader refused: rejected as an item, like any bad event."""
+    """An element or JSON line that the body reader refused: rejected as an item, like any bad
+    event, with the reader's reason."""
 
     reason: str
 
 
-def _items(raw: bytes) -> list[Any]:
-    """One JSON document (object or array), or JSON lines, each read by the strict body reader
-    (runtime/values.py). A document that is neither is refused whole (400, which Auth0 does not
-    retry); in JSON lines, a line the reader refuses is one rejected item."""
+async def _items(raw: bytes) -> list[Any]:
+    """One JSON document (object or array), or JSON lines: Log Streams' three content formats
+    (JSON Object, JSON Array, JSON Lines; "Content Format" in
+    https://auth0.com/docs/customize/log-streams/custom-log-streams) and Event Streams'
+    CloudEvents, all read by the strict body reader (runtime/values.py). A body that does not
+    read whole is read piece by piece, so that one bad item never costs the good ones."""
     try:
         document = values.parse(raw)
     except APIError:
-        lines = [line for line in raw.splitlines() if line.strip()]
-        if len(lines) < 2:
-            raise  # one document, unreadable: the reader's 400 says why
-        items: list[Any] = []
-        for line in lines:
-            try:
-                items.append(values.parse(line))
-            except APIError as exc:
-                items.append(_Unreadable(exc.message))
+        # In a worker thread: a 5 MB body of small pieces is thousands of reads, and the event
+        # loop must not wait for them (it waits, as before, only for the whole-body read).
+        items = await asyncio.to_thread(_pieces, raw)
+        if items is None:
+            raise  # nothing in it reads: the reader's 400 for the whole body says why
         return items
     return document if isinstance(document, list) else [document]
+
+
+def _pieces(raw: bytes) -> list[Any] | None:
+    """Each element of a JSON array, or else each of two or more JSON lines, read on its own;
+    one the reader refuses is an _Unreadable item. None when the body is neither, or is an
+    array none of whose elements reads (truncated, or not JSON): refused whole, as a 400,
+    which Auth0 does not retry."""
+    elements = values.array_elements(raw)
+    if elements is not None:
+        if all(isinstance(element, APIError) for element in elements):
+            return None
+        return [
+            _Unreadable(element.message) if isinstance(element, APIError) else element
+            for element in elements
+        ]
+    lines = [line for line in raw.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return None
+    items: list[Any] = []
+    for line in lines:
+        try:
+            items.append(values.parse(line))
+        except APIError as exc:
+            items.append(_Unreadable(exc.message))
+    return items
 
 
 async def _done(resources: Resources, event_id: str, outcome: str) -> str:
@@ -183,7 +213,10 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "One CloudEvent or log event, an array of them, or JSON lines.",
+            "description": (
+                "One CloudEvent or log event, an array of them, or JSON lines. An element or "
+                "line that cannot be read is one rejected item; the others are applied."
+            ),
             "content": {
                 "application/json": {
                     "schema": {
@@ -201,10 +234,14 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
     _authorize(request, resources.settings)
     # Read after the secret is checked; at most ENDPOINT.max_body_bytes (RequestMiddleware refuses
     # more).
-    items = _items(await request.body())
+    items = await _items(await request.body())
     outcomes = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
     rejected: list[Rejected] = []
     for index, item in enumerate(items):
+        if index % 1024 == 1023:
+            # Items that are refused need no I/O: a body of a million of them must not hold the
+            # event loop until the last one.
+            await asyncio.sleep(0)
         try:
             if isinstance(item, _Unreadable):
                 raise _Invalid(item.reason)
@@ -219,7 +256,6 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
                 raise _Invalid("neither a CloudEvent nor a log stream entry")
         except _Invalid as exc:
             rejected.append(Rejected(index=index, reason=str(exc)))
-            log.warning("rejected event", extra={"index": index, "reason": str(exc)})
             continue
         except Exception:
             # An item shaped in a way nobody foresaw is a bug to fix, not a reason to fail the
@@ -228,6 +264,11 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
             log.exception("event failed", extra={"index": index})
             continue
         outcomes[outcome] += 1
+    if rejected:
+        # One line per delivery, not one per item: a million refused items are not a million
+        # log lines (a 5 MB array of them took 100 s, most of it logging).
+        first = [item.model_dump() for item in rejected[:10]]
+        log.warning("rejected events", extra={"rejected": len(rejected), "first": first})
     if rejected and len(rejected) == len(items):
         raise bad_request("No event in the body could be read: " + rejected[0].reason)
     if outcomes["failed"]:

@@ -219,6 +219,85 @@ async def test_a_deeply_nested_json_line_is_one_rejected_item(api, clean_emulato
     assert [item["index"] for item in result["rejected"]] == [1, 2]
 
 
+def _log_deletion(user: dict[str, Any], **data: Any) -> dict[str, Any]:
+    return {
+        "log_id": secrets.token_hex(8),
+        "data": {"type": "sdu", "user_id": user["user_id"], "date": "2099-01-01T00:00:00Z", **data},
+    }
+
+
+async def test_unreadable_elements_of_a_json_array_are_rejected_and_the_rest_applied(
+    api, clean_emulator
+) -> None:
+    """Log Streams' "JSON Array" format: one element the reader refuses is one rejected item,
+    as one such line is in JSON lines, and the good elements beside it reach the cache."""
+    updated, deleted = (clean_emulator.create_user(_email(), name="Original") for _ in range(2))
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    for user in (updated, deleted):  # both cached before the delivery
+        response = await api["get-user"].get(user_path(user["user_id"]), headers=_bearer(token))
+        assert response.status_code == 200, response.text
+    cloud_event = {
+        "id": "evt_" + secrets.token_hex(8),
+        "source": "urn:auth0:tenant",
+        "specversion": "1.0",
+        "type": "user.updated",
+        "time": "2099-01-01T00:00:00Z",
+        "data": {
+            "object": {**updated, "name": "Changed By Event", "updated_at": "2099-01-01T00:00:00Z"}
+        },
+    }
+    elements = [
+        json.dumps(cloud_event).encode(),  # 0: good
+        json.dumps(_log_deletion(deleted, description="a\x00b")).encode(),  # 1: U+0000, escaped
+        _raw(_log_deletion(deleted, description="\ud800")),  # 2: a lone surrogate
+        b'{"log_id": "raw-nul", "data": {"description": "a\x00b"}}',  # 3: a raw NUL in a string
+        b"[" * 100_000 + b"]" * 100_000,  # 4: nested 100 000 deep
+        _raw(_log_deletion(deleted, amount=float("nan"))),  # 5: NaN
+        _raw(_log_deletion(deleted, amount=1e400)).replace(b"Infinity", b"1e400"),  # 6
+        b'{"log_id": "cut", "data": [}]',  # 7: brackets that do not match
+        json.dumps(_log_deletion(deleted)).encode(),  # 8: good
+    ]
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=b"[" + b",\n".join(elements) + b"]", headers=_bearer(SECRET)
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["received"], result["applied"]) == (9, 2), result
+    reasons = {item["index"]: item["reason"] for item in result["rejected"]}
+    assert list(reasons) == [1, 2, 3, 4, 5, 6, 7], result
+    assert "U+0000" in reasons[1], reasons
+    assert "unpaired surrogates" in reasons[2], reasons
+    assert "control character" in reasons[3], reasons
+    assert "deeper than 32" in reasons[4], reasons
+    assert "NaN" in reasons[5], reasons
+    assert "1e400" in reasons[6], reasons
+    assert "not valid JSON" in reasons[7], reasons
+    clean_emulator.reset()
+    response = await api["get-user"].get(user_path(updated["user_id"]), headers=_bearer(token))
+    assert response.json()["name"] == "Changed By Event"  # from the event, through the cache
+    response = await api["get-user"].get(user_path(deleted["user_id"]), headers=_bearer(token))
+    assert response.status_code == 404  # the tombstone; Auth0 still has the user
+    assert clean_emulator.calls("GET /api/v2/users/{id}") == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"log_id": "a", "data": {}}, {"log_id": "b", "data": {',  # truncated
+        b'[{"log_id": "a", "data": {}}] {"log_id": "b"}',  # more after the array
+        b'[{"log_id": "a", "data": {}}}',  # closed by the wrong bracket
+        b"[NaN, 1e400, " + b"[" * 100_000 + b"]" * 100_000 + b"]",  # no element reads
+        b"[" * 100_000,
+    ],
+    ids=["truncated", "trailing", "mismatched", "nothing-readable", "unclosed"],
+)
+async def test_a_delivery_that_is_no_readable_array_is_still_a_400(api, body: bytes) -> None:
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=body, headers=_bearer(SECRET)
+    )
+    _json_error(response, 400)
+
+
 async def test_a_string_of_escaped_quotes_is_read_in_linear_time(api, clean_emulator) -> None:
     """An unterminated string of 60 000 escaped quotes took the depth count minutes (it searched
     again from every quote); any body is judged in one pass."""
