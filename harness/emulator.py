@@ -3,12 +3,26 @@ the emulator's /__emulator control routes (tokens, faults, latency, request coun
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 
 from harness.processes import HOST, USERAPI, ServiceProcess, free_port
+
+
+def cloud_event(kind: str, user: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """What an Auth0 Event Stream delivers about `user` (with `changes` made to it): a CloudEvent
+    with a fresh id, of type `kind` (user.created, user.updated, user.deleted)."""
+    return {
+        "id": "evt_" + secrets.token_hex(8),
+        "source": "urn:auth0:tenant",
+        "specversion": "1.0",
+        "type": kind,
+        "time": "2026-11-23T00:00:00Z",
+        "data": {"object": {**user, **changes}},
+    }
 
 
 class EmulatorHandle:

@@ -266,7 +266,7 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         outcomes[outcome] += 1
     if rejected:
         # One line per delivery, not one per item: a million refused items are not a million
-        # log lines (a 5 MB array of them took 100 s, most of it logging).
+        # log lines, which cost far more than judging the items.
         first = [item.model_dump() for item in rejected[:10]]
         log.warning("rejected events", extra={"rejected": len(rejected), "first": first})
     if rejected and len(rejected) == len(items):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from harness.emulator import EmulatorHandle
+from harness.emulator import EmulatorHandle, cloud_event
 from harness.redis_server import RedisServer
 from harness.userapi import in_process, service_env
 
@@ -60,21 +60,12 @@ async def test_an_update_the_cache_could_not_take_is_refused_and_applied_when_re
     events: httpx.AsyncClient, redis_server: RedisServer
 ) -> None:
     user_id = "auth0|" + secrets.token_hex(12)
-    event = {
-        "id": "evt_" + secrets.token_hex(8),
-        "source": "urn:auth0:tenant",
-        "specversion": "1.0",
-        "type": "user.updated",
-        "time": "2026-11-23T00:00:00Z",
-        "data": {
-            "object": {
-                "user_id": user_id,
-                "email": "outage@example.com",
-                "name": "Changed While Redis Was Down",
-                "updated_at": "2099-01-01T00:00:00.000Z",
-            }
-        },
-    }
+    event = cloud_event(
+        "user.updated",
+        {"user_id": user_id, "email": "outage@example.com"},
+        name="Changed While Redis Was Down",
+        updated_at="2099-01-01T00:00:00.000Z",
+    )
     redis_server.kill()
     refused = await _deliver(events, event)
     assert refused.status_code == 503, refused.text

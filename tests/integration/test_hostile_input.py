@@ -15,7 +15,7 @@ import httpx
 import pytest
 from userapi.runtime.users import user_path
 
-from harness.emulator import EmulatorHandle
+from harness.emulator import EmulatorHandle, cloud_event
 from harness.userapi import in_process, migrate, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -236,18 +236,9 @@ async def test_unreadable_elements_of_a_json_array_are_rejected_and_the_rest_app
     for user in (updated, deleted):  # both cached before the delivery
         response = await api["get-user"].get(user_path(user["user_id"]), headers=_bearer(token))
         assert response.status_code == 200, response.text
-    cloud_event = {
-        "id": "evt_" + secrets.token_hex(8),
-        "source": "urn:auth0:tenant",
-        "specversion": "1.0",
-        "type": "user.updated",
-        "time": "2099-01-01T00:00:00Z",
-        "data": {
-            "object": {**updated, "name": "Changed By Event", "updated_at": "2099-01-01T00:00:00Z"}
-        },
-    }
+    newer = {"name": "Changed By Event", "updated_at": "2099-01-01T00:00:00Z"}
     elements = [
-        json.dumps(cloud_event).encode(),  # 0: good
+        json.dumps(cloud_event("user.updated", updated, **newer)).encode(),  # 0: good
         json.dumps(_log_deletion(deleted, description="a\x00b")).encode(),  # 1: U+0000, escaped
         _raw(_log_deletion(deleted, description="\ud800")),  # 2: a lone surrogate
         b'{"log_id": "raw-nul", "data": {"description": "a\x00b"}}',  # 3: a raw NUL in a string

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from userapi.runtime.users import user_path
 
-from harness.emulator import EmulatorHandle
+from harness.emulator import EmulatorHandle, cloud_event
 from harness.postgres import PostgresServer
 from harness.userapi import Service, migrate, service_env, start_services
 
@@ -471,19 +471,8 @@ def _events(
     )
 
 
-def _cloud_event(kind: str, user: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {
-        "id": "evt_" + secrets.token_hex(8),
-        "source": "urn:auth0:tenant",
-        "specversion": "1.0",
-        "type": kind,
-        "time": "2026-11-23T00:00:00Z",
-        "data": {"object": {**user, **changes}},
-    }
-
-
 def test_events_need_the_shared_secret(api: API, user) -> None:
-    event = _cloud_event("user.updated", user)
+    event = cloud_event("user.updated", user)
     assert _events(api, event, secret=None).status_code == 401
     assert _events(api, event, secret="wrong").status_code == 401
 
@@ -493,10 +482,10 @@ def test_an_updated_event_refreshes_readers_and_older_ones_are_ignored(
 ) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200
-    newer = _cloud_event(
+    newer = cloud_event(
         "user.updated", user, name="Changed In Dashboard", updated_at="2099-01-01T00:00:00.000Z"
     )
-    older = _cloud_event(
+    older = cloud_event(
         "user.updated", user, name="Stale Name", updated_at="2099-01-01T00:00:00.000Z"
     )
     older["data"]["object"]["updated_at"] = "2001-01-01T00:00:00.000Z"
@@ -569,9 +558,9 @@ def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
 ) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200
-    deleted = _cloud_event("user.deleted", user)
+    deleted = cloud_event("user.deleted", user)
     deleted["time"] = "2099-01-01T00:00:00Z"
-    late = _cloud_event("user.updated", user, updated_at="2098-12-31T23:59:59.000Z")
+    late = cloud_event("user.updated", user, updated_at="2098-12-31T23:59:59.000Z")
     result = _events(api, [deleted, late])  # the older update arrives after the deletion
     assert (result.json()["applied"], result.json()["ignored"]) == (1, 1), result.text
     clean_emulator.reset()
@@ -582,7 +571,7 @@ def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
 def test_odd_items_are_rejected_one_by_one_never_a_500(api: API, user, admin) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200  # cached, with a "Z" time
-    naive = _cloud_event("user.updated", user, name="Naive Time")
+    naive = cloud_event("user.updated", user, name="Naive Time")
     naive["data"]["object"]["updated_at"] = "2099-05-01T09:00:00"  # no offset: read as UTC
     odd_details = {"log_id": secrets.token_hex(8), "data": {"type": "sapi", "details": "oops"}}
     deletion = {"log_id": secrets.token_hex(8), "data": {"type": "sdu", "user_id": "auth0|x1"}}
