@@ -110,8 +110,8 @@ async def _items(raw: bytes) -> list[Any]:
 
 def _pieces(raw: bytes) -> list[Any] | None:
     """Each element of a JSON array, or else each of two or more JSON lines, read on its own;
-    one the reader refuses is an _Unreadable item. None when the body is neither, or is an
-    array none of whose elements reads (truncated, or not JSON): refused whole, as a 400,
+    one the reader refuses is an _Unreadable item. None when the body is neither (a truncated
+    array, not JSON), or is an array none of whose elements reads: refused whole, as a 400,
     which Auth0 does not retry."""
     elements = values.array_elements(raw)
     if elements is not None:
