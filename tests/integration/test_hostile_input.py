@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.auth0_events import ENDPOINT
 from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle, cloud_event
@@ -269,6 +270,30 @@ async def test_unreadable_elements_of_a_json_array_are_rejected_and_the_rest_app
     response = await api["get-user"].get(user_path(deleted["user_id"]), headers=_bearer(token))
     assert response.status_code == 404  # the tombstone; Auth0 still has the user
     assert clean_emulator.calls("GET /api/v2/users/{id}") == 0
+
+
+async def test_one_bad_element_in_an_array_as_large_as_a_delivery_may_be(api) -> None:
+    """5 MB, the receiver's body bound, of log entries and one NaN in the middle: the entries
+    are applied (one, then the same log_id again as duplicates) and only the NaN is rejected."""
+    user = {"user_id": "auth0|" + secrets.token_hex(12)}
+    # About the size of Auth0's sapi entries (request, response, user agent, ...).
+    entry = json.dumps(_log_deletion(user, description="x" * 1000)).encode()
+    count = (ENDPOINT.max_body_bytes - 64) // (len(entry) + 1)
+    elements = [entry] * count
+    elements[count // 2] = b'{"log_id": "nan", "data": {"n": NaN}}'
+    body = b"[" + b",".join(elements) + b"]"
+    assert len(body) > ENDPOINT.max_body_bytes - 3 * len(entry)  # within one entry or two
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=body, headers=_bearer(SECRET)
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["received"], result["applied"], result["duplicates"]) == (
+        count,
+        1,
+        count - 2,
+    )
+    assert [item["index"] for item in result["rejected"]] == [count // 2]
 
 
 @pytest.mark.parametrize(
