@@ -30,7 +30,7 @@ from typing import Any
 
 from userapi.runtime.users import user_path
 
-from bench.load import fire, wrk, wrk_binary
+from bench.load import LoadResult, fire, median_of, paired_ratios, wrk, wrk_binary
 from bench.stack import ROOT, Server, Stack, cpu_seconds, first_200, spawn_hello
 from harness.processes import install_signal_cleanup
 
@@ -77,7 +77,7 @@ async def compare(
         names = list(servers)
         levels = []
         for level in connections:
-            rps: dict[str, list[float]] = {name: [] for name in names}
+            runs: dict[str, list[LoadResult]] = {name: [] for name in names}
             cpu: dict[str, list[float]] = {name: [] for name in names}
             for round_ in range(rounds):
                 shift = round_ % len(names)
@@ -91,15 +91,17 @@ async def compare(
                     if result.errors:
                         raise RuntimeError(f"{name} had {result.errors} errors at {level}")
                     used = cpu_seconds(server.process.pid) - before
-                    rps[name].append(result.rps)
+                    runs[name].append(result)
                     cpu[name].append(used / max(result.requests, 1) * 1e6)
-            hello = rps["fastapi-hello"]
-            levels.append(
-                {
-                    "connections": level,
-                    "servers": {name: _row(rps[name], hello, cpu[name]) for name in names},
+            servers_row = {
+                name: {
+                    **paired_ratios(runs[name], runs["fastapi-hello"]),
+                    "rps": median_of(runs[name]).rps,
+                    "cpu_us_per_request": round(statistics.median(cpu[name])),
                 }
-            )
+                for name in names
+            }
+            levels.append({"connections": level, "servers": servers_row})
     finally:
         for server in servers.values():
             server.stop()
@@ -110,16 +112,6 @@ async def compare(
         "seconds_per_run": seconds,
         "load_average": {"start": load_before, "end": os.getloadavg()},
         "levels": levels,
-    }
-
-
-def _row(rps: list[float], hello: list[float], cpu: list[float]) -> dict[str, Any]:
-    ratios = [ours / theirs for ours, theirs in zip(rps, hello, strict=True)]
-    return {
-        "rps_ratio": round(statistics.median(ratios), 3),
-        "rps_ratio_rounds": [round(ratio, 3) for ratio in ratios],
-        "rps": round(statistics.median(rps), 1),
-        "cpu_us_per_request": round(statistics.median(cpu)),
     }
 
 

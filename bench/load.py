@@ -69,6 +69,21 @@ def median_of(results: Sequence[LoadResult]) -> LoadResult:
     )
 
 
+def paired_ratios(ours: Sequence[LoadResult], theirs: Sequence[LoadResult]) -> dict[str, Any]:
+    """Each round's run against the other server's run of the same round, and the median of
+    those ratios: a stall of the shared machine moves both runs of one round, and one round of
+    several at most."""
+    pairs = list(zip(ours, theirs, strict=True))
+    rps = [mine.rps / other.rps for mine, other in pairs if other.rps]
+    p99 = [mine.p99_ms / other.p99_ms for mine, other in pairs if other.p99_ms]
+    return {
+        "rps_ratio": round(statistics.median(rps), 3) if rps else None,
+        "p99_ratio": round(statistics.median(p99), 3) if p99 else None,
+        "rps_ratio_rounds": [round(ratio, 3) for ratio in rps],
+        "p99_ratio_rounds": [round(ratio, 3) for ratio in p99],
+    }
+
+
 def wrk_binary() -> str:
     path = shutil.which("wrk")
     if path is None:

@@ -17,7 +17,7 @@ from typing import Any
 from userapi.runtime.users import user_path
 
 from bench.config import Profile
-from bench.load import LoadResult, fire, median_of, wrk
+from bench.load import LoadResult, fire, median_of, paired_ratios, wrk
 from bench.stack import Server, Stack, cpu_seconds, first_200
 from harness.otlp import OTLPReceiver
 
@@ -139,20 +139,12 @@ async def _warm(
 def _level(
     connections: int, rounds: dict[str, list[LoadResult]], cpu: dict[str, float]
 ) -> dict[str, Any]:
-    off = rounds["off"]
-    ratios: dict[str, Any] = {}
-    for name, results in rounds.items():
-        rps = [ours.rps / theirs.rps for ours, theirs in zip(results, off, strict=True)]
-        p99 = [ours.p99_ms / theirs.p99_ms for ours, theirs in zip(results, off, strict=True)]
-        ratios[name] = {
-            "rps_ratio": round(statistics.median(rps), 3),
-            "p99_ratio": round(statistics.median(p99), 3),
-            "rps_ratio_rounds": [round(r, 3) for r in rps],
-        }
     return {
         "connections": connections,
         "runs": {name: median_of(results).as_dict() for name, results in rounds.items()},
-        "ratio_to_off": ratios,
+        "ratio_to_off": {
+            name: paired_ratios(results, rounds["off"]) for name, results in rounds.items()
+        },
         "cpu_us_per_request": {
             name: round(cpu[name] / sum(r.requests for r in results) * 1e6)
             for name, results in rounds.items()

@@ -12,14 +12,13 @@ ratios are medians of each round's paired ratio; every round is kept in the resu
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
 from userapi.runtime.users import user_path
 
 from bench.config import Profile
-from bench.load import LoadResult, fire, median_of, wrk
+from bench.load import LoadResult, fire, median_of, paired_ratios, wrk
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
 
 WARM_USERS = 200
@@ -88,7 +87,7 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
             for name, levels in rounds.items()
         },
         "ratios": [
-            _ratios(ours, theirs)
+            {"connections": ours[0].connections, **paired_ratios(ours, theirs)}
             for ours, theirs in zip(rounds[userapi.name], rounds[hello.name], strict=True)
         ],
         # Where the machine's two cores went: CPU microseconds per request, by process.
@@ -174,18 +173,4 @@ def _backing_calls(stack: Stack, server: Server) -> dict[str, float]:
             commands.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("get", "mget")
         ),
         "database_queries": queries,
-    }
-
-
-def _ratios(userapi: list[LoadResult], hello: list[LoadResult]) -> dict[str, Any]:
-    """Each round's userapi run against the hello run beside it, and the median of those."""
-    pairs = list(zip(userapi, hello, strict=True))
-    rps = [ours.rps / theirs.rps for ours, theirs in pairs if theirs.rps]
-    p99 = [ours.p99_ms / theirs.p99_ms for ours, theirs in pairs if theirs.p99_ms]
-    return {
-        "connections": userapi[0].connections,
-        "rps_ratio": round(statistics.median(rps), 3) if rps else None,
-        "p99_ratio": round(statistics.median(p99), 3) if p99 else None,
-        "rps_ratio_rounds": [round(r, 3) for r in rps],
-        "p99_ratio_rounds": [round(r, 3) for r in p99],
     }

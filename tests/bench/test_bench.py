@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.load import LoadResult, median_of, parse_wrk, percentiles
+from bench.load import LoadResult, median_of, paired_ratios, parse_wrk, percentiles
 from bench.report import markdown, targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,21 @@ def test_repeated_runs_report_the_median_round_the_worst_maximum_and_every_error
     assert (merged.requests, merged.errors) == (300, 1)
     with pytest.raises(ValueError, match="one concurrency"):
         median_of([run(1, 1, 1, 0), LoadResult(10, 1, 1, 1, 1, 1, 1, 1, 0)])
+
+
+def test_paired_ratios_take_each_round_against_its_own_yardstick_run() -> None:
+    def run(rps: float, p99_ms: float) -> LoadResult:
+        return LoadResult(50, 100, 1.0, rps, 1.0, 2.0, p99_ms, p99_ms, 0)
+
+    ours = [run(900, 20.0), run(1000, 30.0), run(475, 40.0)]
+    theirs = [run(1800, 10.0), run(2000, 10.0), run(500, 10.0)]  # the third round stalled both
+    ratios = paired_ratios(ours, theirs)
+    assert ratios["rps_ratio_rounds"] == [0.5, 0.5, 0.95]
+    assert ratios["rps_ratio"] == 0.5  # the median of the paired rounds, not of the medians
+    assert (ratios["p99_ratio"], ratios["p99_ratio_rounds"]) == (3.0, [2.0, 3.0, 4.0])
+    assert paired_ratios([run(900, 20.0)], [run(0, 0.0)])["rps_ratio"] is None
+    with pytest.raises(ValueError, match="shorter"):
+        paired_ratios(ours, theirs[:2])  # a round without its pair is a bug, not a ratio
 
 
 def test_a_second_auth0_fetch_or_a_connection_over_the_cap_misses_its_target() -> None:
