@@ -120,6 +120,22 @@ class Podman:
             measure=measure,
         )
 
+    def build_from_binary(self, tag: str, binary: Path, *, user: str = "65532:65532") -> str:
+        """An image holding one static binary, laid out as ko (which builds Knative's release
+        images) lays it out: /ko-app/<name> as the entrypoint, non-root (distroless's nonroot
+        user), nothing else. For the queue-proxy the tests build from the Knative module."""
+        context = self.root / "contexts" / binary.name
+        context.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, context / binary.name)
+        (context / "Containerfile").write_text(
+            "FROM scratch\n"
+            f"COPY {binary.name} /ko-app/{binary.name}\n"
+            f"USER {user}\n"
+            f'ENTRYPOINT ["/ko-app/{binary.name}"]\n'
+        )
+        self("build", "--network", "host", "--tag", tag, str(context), timeout=300)
+        return tag
+
     # --- containers ----------------------------------------------------------------------------
 
     def inspect(self, name: str) -> dict[str, Any]:

@@ -10,10 +10,13 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
+from harness import podman as podman_harness
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
 from harness.processes import install_signal_cleanup, stop_all
 from harness.redis_server import RedisServer
+from scripts import image as image_tool
+from tests.deploy.pod_backends import TAG
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,3 +68,20 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
 def database_url(postgres_server: PostgresServer, pgbouncer: PgBouncer) -> str:
     """A fresh, empty database for each test module, reached through PgBouncer."""
     return pgbouncer.dsn(postgres_server.create_database())
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[podman_harness.Podman]:
+    """One private podman engine for the session's pod tests (tests/deploy/test_pods.py,
+    tests/cluster/test_revision_pod.py), so the image is built once."""
+    missing = podman_harness.available()
+    assert missing is None, missing  # never a skip: `make test` installs podman (bootstrap)
+    with podman_harness.Podman() as podman:
+        yield podman
+
+
+@pytest.fixture(scope="session")
+def pod_image(podman_engine: podman_harness.Podman) -> image_tool.Built:
+    """The image built from the Dockerfile as `make image` builds it, with the PgBouncer
+    sidecar's image (stand-ins for both bases when no registry answers)."""
+    return podman_engine.build_image(TAG, with_pgbouncer=True)

@@ -22,22 +22,18 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
+from userapi.emulator import DEV_CLIENT_SECRET
 from userapi.runtime.users import user_path
 
 from harness import podman as podman_harness
-from harness.emulator import EmulatorHandle
-from harness.pods import HOST_FROM_POD, Pod, job_pod_spec, knative_pod_spec, run_pod
-from harness.postgres import PASSWORD, ROLE, PostgresServer
-from harness.processes import USERAPI, ServiceProcess, free_port
-from harness.redis_server import RedisServer
+from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod
+from harness.processes import free_port
+from tests.deploy.pod_backends import EVENTS_SECRET, TAG, PodBackends, pod_backends, spec_of
 from tests.deploy.test_helm import knative_services, render
 
 pytestmark = pytest.mark.pods
 
 ENDPOINTS = ("get-user", "list-users", "create-user", "update-user", "delete-user", "auth0-events")
-EVENTS_SECRET = "pod-test-events-secret-0123456789"
-TAG = "localhost/userapi:pod-test"
 ADMIN = "auth0|admin0000000000000000000"
 PERMISSIONS = ["read:users", "create:users", "update:users", "delete:users"]
 PGBOUNCER_PORT = 6432
@@ -50,18 +46,15 @@ class Deployment:
         self,
         engine: podman_harness.Podman,
         pods: dict[str, Pod],
-        emulator: EmulatorHandle,
-        postgres: PostgresServer,
-        database: str,
-        redis: RedisServer,
+        backends: PodBackends,
         objects: list[dict[str, Any]],
     ) -> None:
         self.engine = engine
         self.pods = pods
-        self.emulator = emulator
-        self.postgres = postgres
-        self.database = database
-        self.redis = redis
+        self.emulator = backends.emulator
+        self.postgres = backends.postgres
+        self.database = backends.database
+        self.redis = backends.redis
         self.objects = objects
         self.http = {
             name: httpx.Client(base_url=pod.url(), timeout=30) for name, pod in pods.items()
@@ -82,92 +75,41 @@ class Deployment:
         return self.postgres.psql(query, database=self.database).stdout.splitlines()
 
 
-def _spec_of(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[podman_harness.Podman]:
-    missing = podman_harness.available()
-    assert missing is None, missing  # never a skip: `make test` installs podman (bootstrap)
-    with podman_harness.Podman() as podman:
-        yield podman
-
-
-@pytest.fixture(scope="module")
-def built(engine: podman_harness.Podman) -> Any:
-    return engine.build_image(TAG, with_pgbouncer=True)
-
-
 @pytest.fixture(scope="module")
 def deployment(
-    engine: podman_harness.Podman, built: Any, postgres_server: PostgresServer
+    podman_engine: podman_harness.Podman, pod_image: Any, postgres_server: Any
 ) -> Iterator[Deployment]:
-    redis = RedisServer()
-    emulator_port = free_port()
-    public = f"http://{HOST_FROM_POD}:{emulator_port}"
-    emulator_process = ServiceProcess(
-        [USERAPI, "emulator", "--port", str(emulator_port), "--base-url", public], env={}
-    )
-    local = f"http://127.0.0.1:{emulator_port}"
-    emulator = EmulatorHandle(local, emulator_process, public_url=public)
-    emulator_process.wait_healthy(f"{local}/.well-known/jwks.json", timeout=30)
-    database = postgres_server.create_database()
-    objects = render(
-        {
-            "image": {"repository": TAG.rsplit(":", 1)[0], "tag": TAG.rsplit(":", 1)[1]},
-            "auth0": {"domain": public, "audience": DEV_AUDIENCE, "clientId": DEV_CLIENT_ID},
-            "redis": {"url": f"redis://{HOST_FROM_POD}:{redis.port}/0"},
-            "database": {
-                "host": HOST_FROM_POD,
-                "port": postgres_server.port,
-                "name": database,
-                "user": ROLE,
-            },
-        }
-    )
-    secrets_data = {
-        "userapi-auth0": {"client-secret": DEV_CLIENT_SECRET, "events-secret": EVENTS_SECRET},
-        "userapi-postgres": {"password": PASSWORD},
-    }
-    configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
     pods: dict[str, Pod] = {}
     deployment: Deployment | None = None
-    try:
-        migrate = run_pod(
-            engine,
-            "migrate",
-            job_pod_spec(_spec_of(objects, "Job", "demo-migrate")),
-            secrets=secrets_data,
-        )
-        code = migrate.wait_exited("migrate", timeout=120)
-        assert code == 0, migrate.logs()
-        services = knative_services(objects)
+    with pod_backends(postgres_server) as backends:
+        objects = render(backends.values)
+        configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
+        try:
+            backends.migrate(podman_engine, objects)
+            services = knative_services(objects)
 
-        def start(endpoint: str) -> Pod:
-            return run_pod(
-                engine,
-                endpoint,
-                knative_pod_spec(services[endpoint]),
-                secrets=secrets_data,
-                configmaps=configmaps,
-                publish={8080: free_port()},
-            )
+            def start(endpoint: str) -> Pod:
+                return run_pod(
+                    podman_engine,
+                    endpoint,
+                    knative_pod_spec(services[endpoint]),
+                    secrets=backends.secrets,
+                    configmaps=configmaps,
+                    publish={8080: free_port()},
+                )
 
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            pods = dict(zip(ENDPOINTS, pool.map(start, ENDPOINTS), strict=True))
-        for endpoint, pod in pods.items():
-            _wait_healthy(pod, endpoint)
-        deployment = Deployment(engine, pods, emulator, postgres_server, database, redis, objects)
-        yield deployment
-    finally:
-        if deployment is not None:
-            for client in deployment.http.values():
-                client.close()
-        for pod in pods.values():
-            pod.remove()
-        emulator.close()
-        redis.stop()
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                pods = dict(zip(ENDPOINTS, pool.map(start, ENDPOINTS), strict=True))
+            for endpoint, pod in pods.items():
+                _wait_healthy(pod, endpoint)
+            deployment = Deployment(podman_engine, pods, backends, objects)
+            yield deployment
+        finally:
+            if deployment is not None:
+                for client in deployment.http.values():
+                    client.close()
+            for pod in pods.values():
+                pod.remove()
 
 
 def _wait_healthy(pod: Pod, endpoint: str, timeout: float = 120) -> None:
@@ -191,8 +133,9 @@ def _wait_healthy(pod: Pod, endpoint: str, timeout: float = 120) -> None:
 
 
 def test_the_image_has_no_installers_and_reports_its_size(
-    engine: podman_harness.Podman, built: Any
+    podman_engine: podman_harness.Podman, pod_image: Any
 ) -> None:
+    engine, built = podman_engine, pod_image
     assert built.sizes.app_layer > 10_000_000  # the venv: a real measurement, not a zero
     assert built.sizes.app_layer_compressed < built.sizes.app_layer
     assert built.sizes.total > built.sizes.base > 0
@@ -246,7 +189,7 @@ def test_each_pod_runs_as_the_chart_says(deployment: Deployment, endpoint: str) 
     # The sidecar runs the chart's command with the chart's pgbouncer.ini.
     ini = pod.exec("pgbouncer", "cat", "/etc/pgbouncer/pgbouncer.ini").stdout
     assert (
-        ini == _spec_of(deployment.objects, "ConfigMap", "demo-pgbouncer")["data"]["pgbouncer.ini"]
+        ini == spec_of(deployment.objects, "ConfigMap", "demo-pgbouncer")["data"]["pgbouncer.ini"]
     )
     command = pod.exec("pgbouncer", "cat", "/proc/1/cmdline").stdout.split("\0")
     assert command[:2] == ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]
