@@ -132,8 +132,25 @@ def test_the_app_gets_settings_from_a_configmap_and_secrets_from_secret_refs() -
     assert "readinessProbe" in app
     assert "periodSeconds" not in app["readinessProbe"]
     config = next(o for o in objects if o["metadata"]["name"] == "demo-config")["data"]
-    assert config["AUTH0_CLIENT_SECRET_FILE"].startswith("/var/run/secrets/")
     assert not any("password" in k.lower() or k.lower() == "secret" for k in config)
+
+
+def test_each_endpoint_names_only_the_secret_file_it_mounts() -> None:
+    """The shared ConfigMap names no secret file: auth0-events mounts only `events-secret`, so
+    a client-secret path there would point at nothing (and say it could read it)."""
+    objects = render()
+    config = next(o for o in objects if o["metadata"]["name"] == "demo-config")["data"]
+    assert not any(name.endswith("_FILE") for name in config), sorted(config)
+    for name, service in knative_services(objects).items():
+        spec = service["spec"]["template"]["spec"]
+        app = spec["containers"][0]
+        files = {e["name"]: e["value"] for e in app["env"] if e["name"].endswith("_SECRET_FILE")}
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "auth0"]
+        (mount,) = [m for m in app["volumeMounts"] if m["name"] == "auth0"]
+        mounted = {f"{mount['mountPath']}/{item['path']}" for item in volume["secret"]["items"]}
+        assert set(files.values()) == mounted, (name, files, mounted)
+        reads = "EVENTS" if name == "auth0-events" else "CLIENT"
+        assert list(files) == [f"AUTH0_{reads}_SECRET_FILE"], (name, files)
 
 
 def test_the_pgbouncer_sidecar_runs_transaction_mode_with_a_cap() -> None:
