@@ -57,6 +57,8 @@ API_PORT = 6443
 WEBHOOK_PORT = 8443
 NODE_NAME = "kwok-node"
 _ALLOCATION_LOCK = Path("/run/lock/userapi-cluster-net.lock")
+_NETNS_DIR = Path("/run/netns")  # where `ip netns add` puts each namespace's handle
+_ABANDONED_AFTER_SECONDS = 120
 
 
 class ClusterError(RuntimeError):
@@ -201,6 +203,7 @@ def _network_up(state: Path) -> tuple[str, str]:
     _ALLOCATION_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with _ALLOCATION_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two control planes starting at once get two subnets
+        _sweep_abandoned()
         used = _ip("-4", "-o", "addr", "show").stdout
         free = next(
             (n for n in range(256) if f" {SUBNET_PREFIX}{n}." not in used),
@@ -222,6 +225,26 @@ def _network_up(state: Path) -> tuple[str, str]:
             _ip("netns", "exec", netns, "ip", *command)
     saved.write_text(json.dumps({"netns": netns, "address": inside, "host": host}))
     return netns, inside
+
+
+def _sweep_abandoned(older_than: float = _ABANDONED_AFTER_SECONDS) -> None:
+    """Deletes the namespaces (and veth pairs) of control planes whose owner was killed before
+    it could clean up (a SIGKILLed pytest): ours by name, with no process left in them, and
+    older than any start still spawning its first process into one."""
+    for line in _ip("netns", "list", check=False).stdout.splitlines():
+        netns = line.split()[0] if line.split() else ""
+        if not netns.startswith("userapi-"):
+            continue
+        try:
+            age = time.time() - (_NETNS_DIR / netns).stat().st_mtime
+        except OSError:
+            continue
+        busy = _ip("netns", "pids", netns, check=False).stdout.strip()
+        if age < older_than or busy:
+            continue
+        tag = netns.removeprefix("userapi-")
+        _ip("link", "del", f"ua{tag}h", check=False)
+        _ip("netns", "del", netns, check=False)
 
 
 def _network_down(state: Path) -> None:
