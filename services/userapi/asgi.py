@@ -11,7 +11,9 @@ from fastapi import FastAPI
 
 def create() -> FastAPI:
     from userapi import endpoints
-    from userapi.runtime.process import startup
+    from userapi.runtime.process import load_settings, startup
 
-    settings = startup()
-    return endpoints.build_app(settings.userapi_endpoint, [settings.userapi_endpoint], settings)
+    settings = load_settings()
+    name = settings.userapi_endpoint
+    settings = startup(management_api=endpoints.load(name).management_api)
+    return endpoints.build_app(name, [name], settings)

@@ -296,4 +296,5 @@ ENDPOINT = Endpoint(
     None,  # Auth0's stream secret, not an access token
     # Auth0 decides how many events a delivery batches; larger than the other endpoints' bound.
     max_body_bytes=5 * 1024 * 1024,
+    management_api=False,  # it applies what Auth0 sends; it never asks Auth0
 )

@@ -15,11 +15,12 @@ def serve(endpoint: str, host: str, port: int | None) -> None:
     from userapi import endpoints
     from userapi.runtime.process import run_uvicorn, startup
 
-    settings = startup()
     try:
-        app = endpoints.build_app(endpoint, [endpoint], settings)
+        declared = endpoints.load(endpoint)
     except ValueError as exc:
         raise SystemExit(f"userapi: {exc}") from None
+    settings = startup(management_api=declared.management_api)
+    app = endpoints.build_app(endpoint, [endpoint], settings)
     run_uvicorn(app, host, settings.port if port is None else port, settings)
 
 

@@ -11,6 +11,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from userapi import endpoints
 from userapi.endpoints import ENDPOINTS
 
 from manifests.generate import deep_merge
@@ -149,7 +150,8 @@ def test_each_endpoint_names_only_the_secret_file_it_mounts() -> None:
         (mount,) = [m for m in app["volumeMounts"] if m["name"] == "auth0"]
         mounted = {f"{mount['mountPath']}/{item['path']}" for item in volume["secret"]["items"]}
         assert set(files.values()) == mounted, (name, files, mounted)
-        reads = "EVENTS" if name == "auth0-events" else "CLIENT"
+        # The client secret exactly where the endpoint declares it calls the Management API.
+        reads = "CLIENT" if endpoints.load(name).management_api else "EVENTS"
         assert list(files) == [f"AUTH0_{reads}_SECRET_FILE"], (name, files)
 
 

@@ -102,6 +102,8 @@ def deployment(
                 pods = dict(zip(ENDPOINTS, pool.map(start, ENDPOINTS), strict=True))
             for endpoint, pod in pods.items():
                 _wait_healthy(pod, endpoint)
+                for container in pod.containers:
+                    assert pod.running(container), f"{endpoint} {container}\n{pod.logs()}"
             deployment = Deployment(podman_engine, pods, backends, objects)
             yield deployment
         finally:

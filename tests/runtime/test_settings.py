@@ -48,6 +48,20 @@ def test_serving_without_auth0_settings_names_every_missing_one(
         assert name in str(raised.value)
 
 
+def test_an_endpoint_that_never_calls_the_management_api_needs_no_client_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AUTH0_CLIENT_SECRET", "AUTH0_CLIENT_SECRET_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    Settings(**REQUIRED).require_auth0(management_api=False)
+    with pytest.raises(ConfigurationError, match="AUTH0_CLIENT_SECRET"):
+        Settings(**REQUIRED).require_auth0()
+    monkeypatch.delenv("AUTH0_DOMAIN", raising=False)
+    without_domain = {k: v for k, v in REQUIRED.items() if k != "auth0_domain"}
+    with pytest.raises(ConfigurationError, match="AUTH0_DOMAIN"):
+        Settings(**without_domain).require_auth0(management_api=False)
+
+
 def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROFILE_FRESH_TTL_SECONDS", "42")
     monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")

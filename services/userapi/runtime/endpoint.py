@@ -24,3 +24,6 @@ class Endpoint:
     direct_routes: tuple[DirectGet, ...] = ()
     # The request body bound; only an endpoint whose callers send more raises it.
     max_body_bytes: int = MAX_BODY_BYTES
+    # Calls Auth0's Management API, so needs the client secret; an endpoint that does not is
+    # neither given it (the chart mounts no client-secret there) nor refused without it.
+    management_api: bool = True

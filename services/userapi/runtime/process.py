@@ -22,15 +22,21 @@ def load_settings(**overrides: object) -> Settings:
         raise SystemExit(f"userapi: configuration error: {problems}") from None
 
 
-def startup(overrides: Mapping[str, object] | None = None, *, serving: bool = True) -> Settings:
+def startup(
+    overrides: Mapping[str, object] | None = None,
+    *,
+    serving: bool = True,
+    management_api: bool = True,
+) -> Settings:
     """What `userapi serve`, `userapi dev`, `userapi migrate` and the skaffold factory do first:
-    the settings, the Auth0 ones an endpoint needs when `serving`, then JSON logging."""
+    the settings, the Auth0 ones the endpoints need when `serving` (the client secret only when
+    one calls the `management_api`), then JSON logging."""
     from userapi.runtime import logs
 
     settings = load_settings(**(overrides or {}))
     if serving:
         try:
-            settings.require_auth0()
+            settings.require_auth0(management_api=management_api)
         except ConfigurationError as exc:
             raise SystemExit(f"userapi: configuration error: {exc}") from None
     logs.configure(settings.log_level)

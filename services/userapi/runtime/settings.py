@@ -162,14 +162,16 @@ class Settings(BaseSettings):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
         return self
 
-    def require_auth0(self) -> None:
-        """Raise ConfigurationError naming every Auth0 setting an endpoint needs and lacks."""
+    def require_auth0(self, *, management_api: bool = True) -> None:
+        """Raise ConfigurationError naming every Auth0 setting an endpoint needs and lacks (the
+        client secret only where it calls the Management API)."""
         missing = [
             name.upper()
             for name in ("auth0_domain", "auth0_audience", "auth0_client_id")
             if not getattr(self, name)
         ]
-        if self.auth0_client_secret is None and self.auth0_client_secret_file is None:
+        no_secret = self.auth0_client_secret is None and self.auth0_client_secret_file is None
+        if management_api and no_secret:
             missing.append("AUTH0_CLIENT_SECRET (or AUTH0_CLIENT_SECRET_FILE)")
         if missing:
             raise ConfigurationError("missing settings: " + ", ".join(missing))
