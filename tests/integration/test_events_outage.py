@@ -108,4 +108,5 @@ async def test_a_batch_with_one_change_the_cache_could_not_take_is_refused_whole
         "duplicates": 0,
         "ignored": 1,
         "rejected": [],
+        "rejected_total": 0,
     }

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.auth0_events import ENDPOINT
+from userapi.auth0_events import ENDPOINT, REJECTED_LISTED
 from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle, cloud_event
@@ -294,6 +294,28 @@ async def test_one_bad_element_in_an_array_as_large_as_a_delivery_may_be(api) ->
         count - 2,
     )
     assert [item["index"] for item in result["rejected"]] == [count // 2]
+
+
+async def test_a_million_refused_items_get_a_bounded_answer(api) -> None:
+    """One good log entry and about a million elements that are no event: the good one is
+    applied, every other one counted, and only the first REJECTED_LISTED listed (listing all
+    made a response 38 times the body)."""
+    user = {"user_id": "auth0|" + secrets.token_hex(12)}
+    good = json.dumps(_log_deletion(user)).encode()
+    count = (ENDPOINT.max_body_bytes - len(good) - 64) // 2
+    body = b"[" + good + b",1" * count + b"]"
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=body, headers=_bearer(SECRET), timeout=300
+    )
+    assert response.status_code == 200, response.text[:500]
+    result = response.json()
+    assert (result["received"], result["applied"], result["rejected_total"]) == (
+        count + 1,
+        1,
+        count,
+    )
+    assert [item["index"] for item in result["rejected"]] == list(range(1, REJECTED_LISTED + 1))
+    assert len(response.content) < 20_000
 
 
 @pytest.mark.parametrize(

@@ -497,6 +497,7 @@ def test_an_updated_event_refreshes_readers_and_older_ones_are_ignored(
         "duplicates": 1,
         "ignored": 1,
         "rejected": [],
+        "rejected_total": 0,
     }
     clean_emulator.reset()
     assert api.call("get-user", "GET", path, admin).json()["name"] == "Changed In Dashboard"
