@@ -28,6 +28,7 @@ from userapi.runtime.users import user_path
 from harness import podman as podman_harness
 from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod
 from harness.processes import free_port
+from tests import bearer
 from tests.deploy.pod_backends import EVENTS_SECRET, TAG, PodBackends, pod_backends, spec_of
 from tests.deploy.test_helm import knative_services, render
 
@@ -66,10 +67,7 @@ class Deployment:
     def call(
         self, endpoint: str, method: str, path: str, token: str | None = None, **kwargs: Any
     ) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.http[endpoint].request(method, path, headers=headers, **kwargs)
+        return bearer.request(self.http[endpoint], method, path, token, **kwargs)
 
     def sql(self, query: str) -> list[str]:
         return self.postgres.psql(query, database=self.database).stdout.splitlines()

@@ -16,6 +16,7 @@ from userapi.runtime.users import user_path
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.postgres import PostgresServer
 from harness.userapi import Service, migrate, service_env, start_services
+from tests import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +35,7 @@ class API:
     def call(
         self, endpoint: str, method: str, path: str, token: str | None = None, **kwargs: Any
     ) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.services[endpoint].http.request(method, path, headers=headers, **kwargs)
+        return bearer.request(self.services[endpoint].http, method, path, token, **kwargs)
 
     def sql(self, query: str) -> list[str]:
         return self.postgres.psql(query, database=self.db).stdout.splitlines()
