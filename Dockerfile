@@ -54,7 +54,7 @@ FROM base AS dev
 USER 0
 RUN chown -R 10001:10001 /opt/venv/lib/python3.11/site-packages/userapi
 USER 10001:10001
-ENTRYPOINT ["uvicorn", "--factory", "userapi.asgi:create", "--reload", \
+ENTRYPOINT ["uvicorn", "--factory", "userapi.commands.asgi:create", "--reload", \
             "--reload-dir", "/opt/venv/lib/python3.11/site-packages/userapi", \
             "--host", "0.0.0.0", "--port", "8080"]
 CMD []

@@ -28,7 +28,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk, wrk_binary
 from bench.stack import ROOT, Server, Stack, cpu_seconds, first_200, spawn_hello

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from bench.load import fire
 from bench.stack import ROOT, Stack

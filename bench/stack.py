@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import redis
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.emulator import start_emulator
 from harness.pgbouncer import PgBouncer

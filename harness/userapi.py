@@ -56,7 +56,7 @@ async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.
     """One endpoint's app in this process, lifespan included, behind an httpx client: for the
     tests that change what it depends on between requests (a Redis killed, a file removed)."""
     from userapi import endpoints
-    from userapi.runtime.settings import Settings
+    from userapi.platform.settings import Settings
 
     settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
     app = endpoints.build_app(endpoint, [endpoint], settings)

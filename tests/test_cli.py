@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 import userapi.emulator
-import userapi.runtime.process
-from userapi import cli
+import userapi.platform.startup
+from userapi.commands import cli
 
 
 def test_the_emulator_command_takes_its_defaults_from_settings(
@@ -31,7 +31,9 @@ def test_the_emulator_command_takes_its_defaults_from_settings(
 def test_serve_listens_on_port_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     ports: list[int] = []
     monkeypatch.setattr(
-        userapi.runtime.process, "run_uvicorn", lambda app, host, port, settings: ports.append(port)
+        userapi.platform.startup,
+        "run_uvicorn",
+        lambda app, host, port, settings: ports.append(port),
     )
     for name, value in {
         "AUTH0_DOMAIN": "example.us.auth0.com",

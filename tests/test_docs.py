@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from userapi.runtime.settings import Settings
+from userapi.platform.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -16,15 +16,15 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
 
 
 def test_the_merged_openapi_document_is_current() -> None:
-    from userapi.openapi import render
+    from userapi.commands.openapi import render
 
     committed = (DOCS / "openapi.json").read_text(encoding="utf-8")
     assert committed == render(), "docs/openapi.json is stale: run `make openapi`"
 
 
 def test_every_operation_names_the_service_that_answers_it() -> None:
+    from userapi.commands.openapi import merged_spec
     from userapi.endpoints import ENDPOINTS
-    from userapi.openapi import merged_spec
 
     spec = merged_spec()
     named = {op["x-userapi-endpoint"] for item in spec["paths"].values() for op in item.values()}
@@ -33,8 +33,8 @@ def test_every_operation_names_the_service_that_answers_it() -> None:
 
 def test_each_service_documents_bearer_auth_exactly_where_it_verifies_tokens() -> None:
     from userapi import endpoints
-    from userapi.runtime.app import create_app
-    from userapi.runtime.settings import Settings
+    from userapi.platform.settings import Settings
+    from userapi.web.app import create_app
 
     expected = {"get-user": True, "list-users": True, "auth0-events": False}
     for name, secured in expected.items():

@@ -2,7 +2,7 @@
 load generator), with the same read taken apart step by step.
 
 Each variant is timed by process CPU over sequential requests:
-- `GET /users/{id}` as served: the direct route (runtime/direct.py);
+- `GET /users/{id}` as served: the direct route (web/direct_routes.py);
 - the same endpoint through its FastAPI route;
 - the same work as a plain Starlette route (no FastAPI dependency solving or validation);
 - that route without the account read, then without the Redis read too;
@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from userapi import endpoints
-from userapi.runtime import logs
-from userapi.runtime.app import create_app
-from userapi.runtime.auth import authenticate
-from userapi.runtime.direct import DirectGet
-from userapi.runtime.settings import Settings
-from userapi.runtime.users import User, etag, target_user
+from userapi.adapters.access_tokens import authenticate
+from userapi.domain.users import User, etag, target_user
+from userapi.platform import logs
+from userapi.platform.settings import Settings
+from userapi.web.app import create_app
+from userapi.web.direct_routes import DirectGet
 
 from bench.config import Profile
 from bench.stack import USER, Stack

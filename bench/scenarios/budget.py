@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from userapi.runtime.settings import Settings
+from userapi.platform.settings import Settings
 
 from bench.config import Profile
 from bench.load import LoadResult, wrk

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER
-from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire, percentiles

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import wrk

@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER, ROUTE_OAUTH
-from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire, percentiles

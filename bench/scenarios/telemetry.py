@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_OAUTH
-from userapi.runtime.users import user_path
 
 from bench.config import Profile
 from bench.load import fire

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk
@@ -92,7 +92,7 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
         ],
         # Where the machine's two cores went: CPU microseconds per request, by process.
         "cpu_us_per_request": cpu,
-        # Counted by Redis and PgBouncer: how many reads the batching (runtime/batch.py) made
+        # Counted by Redis and PgBouncer: how many reads the batching (platform/batch.py) made
         # of one per request, per concurrency.
         "userapi_backing_calls_per_request": calls,
         # Expected: all hits. A process stall longer than REDIS_TIMEOUT_SECONDS turns the next

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.cluster import QUEUE_IMAGE, ControlPlane
 from harness.podman import Podman

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from userapi.cluster import Cluster
+from userapi.commands.cluster_status import Cluster
 
 from harness.processes import free_port, wait_for_port
 

@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from userapi.runtime.telemetry import INSTRUMENTS
+from userapi.platform.telemetry import INSTRUMENTS
 
 from tests.deploy import knative_rules
 from tests.deploy.test_helm import KUBERNETES_VERSION, knative_services, render

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.domain.users import user_path
 from userapi.emulator import DEV_CLIENT_SECRET
-from userapi.runtime.users import user_path
 
 from harness import podman as podman_harness
 from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from fastapi.routing import APIRoute
 from userapi import endpoints
 from userapi.endpoints import ENDPOINTS
+from userapi.web.dependencies import principal_of
 
 from tests.deploy.test_helm import CHART, knative_services, render
 
@@ -60,3 +62,21 @@ def test_each_module_declares_the_endpoint_it_is_registered_as() -> None:
         declared = endpoints.load(name)
         assert declared.name == name
         assert declared.router.routes, name
+
+
+def _calls(dependant: Any) -> list[Any]:
+    return [dependant.call, *(c for sub in dependant.dependencies for c in _calls(sub))]
+
+
+def test_every_route_takes_its_caller_from_its_endpoint_declaration() -> None:
+    # The permission is stated once, in ENDPOINT; a route that authenticated some other way
+    # would enforce something else, or nothing.
+    for name in ENDPOINTS:
+        endpoint = endpoints.load(name)
+        for route in endpoint.router.routes:
+            assert isinstance(route, APIRoute), (name, route)
+            calls = _calls(route.dependant)
+            if endpoint.permission is None:
+                assert principal_of not in calls, (name, route.path)
+            else:
+                assert endpoint.authorize in calls, (name, route.path)

@@ -137,7 +137,7 @@ def test_every_endpoint_answers_at_its_own_url(deployed: dict[str, str], token: 
 
 
 def test_scale_to_zero_and_cold_start(deployed: dict[str, str], token: str) -> None:
-    from userapi.cluster import Cluster
+    from userapi.commands.cluster_status import Cluster
 
     cluster = Cluster("userapi", KUBECONFIG)
     result = cluster.coldstart("get-user", path="/users/me", token=token, idle_timeout=600)

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.domain import users
 from userapi.emulator import (
     DEV_CLIENT_ID,
     DEV_CLIENT_SECRET,
@@ -15,7 +16,6 @@ from userapi.emulator import (
     default_seed_path,
     load_seed,
 )
-from userapi.runtime import users
 
 BASE_URL = "http://auth0.test"
 MANAGEMENT_AUDIENCE = f"{BASE_URL}/api/v2/"

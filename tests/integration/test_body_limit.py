@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.runtime.middleware import MAX_BODY_BYTES
+from userapi.web.middleware import MAX_BODY_BYTES
 
 from harness.emulator import EmulatorHandle
 from harness.userapi import in_process, service_env

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import pytest
-from userapi.runtime.accounts import Accounts
-from userapi.runtime.db import PostgresDatabase
-from userapi.runtime.migrate import load_migrations
-from userapi.runtime.settings import Settings
-from userapi.runtime.users import user_path
+from userapi.adapters.database import PostgresDatabase
+from userapi.adapters.migrate import load_migrations
+from userapi.domain.accounts import Accounts
+from userapi.domain.users import user_path
+from userapi.platform.settings import Settings
 
 from harness.emulator import EmulatorHandle
 from harness.pgbouncer import PgBouncer
@@ -183,7 +183,7 @@ async def test_concurrent_account_reads_share_one_query_through_pgbouncer(
 async def test_expired_idempotency_records_are_swept_by_new_claims(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from userapi.runtime import idempotency
+    from userapi.domain import idempotency
 
     migrate(database_url)
     database = PostgresDatabase(_settings(database_url))

@@ -1,4 +1,4 @@
-"""get-user's direct route (runtime/direct.py) answers exactly as the FastAPI route it stands in
+"""get-user's direct route (web/direct_routes.py) answers exactly as the FastAPI route it stands in
 for: the same app is built with and without it, and each request is sent to both."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from userapi import get_user
-from userapi.runtime.app import create_app
-from userapi.runtime.settings import Settings
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
+from userapi.endpoints import get_user
+from userapi.platform.settings import Settings
+from userapi.web.app import create_app
 
 from harness.emulator import EmulatorHandle
 from harness.redis_server import RedisServer

@@ -17,8 +17,8 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
+from userapi.domain.users import user_path
 from userapi.emulator import DEV_AUDIENCE
-from userapi.runtime.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.userapi import Service, migrate, service_env, start_service

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.auth0_events import ENDPOINT, REJECTED_LISTED
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
+from userapi.endpoints.auth0_events import ENDPOINT, REJECTED_LISTED
 
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.userapi import in_process, migrate, service_env

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from userapi.list_users import _check_query, _fields
-from userapi.runtime.errors import APIError
+from userapi.endpoints.list_users import _check_query, _fields
+from userapi.platform.errors import APIError
 
 
 @pytest.mark.parametrize(

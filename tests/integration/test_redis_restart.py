@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.redis_server import RedisServer

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.userapi import in_process, service_env

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.emulator import EmulatorHandle
 from harness.otlp import OTLPReceiver, Span

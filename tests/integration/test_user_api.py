@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from userapi.runtime.users import user_path
+from userapi.domain.users import user_path
 
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.postgres import PostgresServer

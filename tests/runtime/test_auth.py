@@ -11,8 +11,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
-from userapi.emulator import Emulator, EmulatorConfig
-from userapi.runtime.auth import (
+from userapi.adapters.access_tokens import (
     InvalidToken,
     JWKSUnavailable,
     KeySet,
@@ -21,8 +20,9 @@ from userapi.runtime.auth import (
     _parse_jwks,
     authenticate,
 )
-from userapi.runtime.errors import APIError
-from userapi.runtime.store import MemoryStore
+from userapi.adapters.shared_store import MemoryStore
+from userapi.emulator import Emulator, EmulatorConfig
+from userapi.platform.errors import APIError
 
 from tests import tokens
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from userapi.runtime.auth0 import _json_object
-from userapi.runtime.errors import Auth0Error
+from userapi.adapters.auth0_management import _json_object
+from userapi.platform.errors import Auth0Error
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from userapi.adapters.auth0_management import ManagementClient
+from userapi.adapters.shared_store import MemoryStore
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
-from userapi.runtime.auth0 import ManagementClient
-from userapi.runtime.errors import Auth0Error, Auth0Rejected, Auth0Timeout
-from userapi.runtime.settings import Settings
-from userapi.runtime.store import MemoryStore
+from userapi.platform.errors import Auth0Error, Auth0Rejected, Auth0Timeout
+from userapi.platform.settings import Settings
 
 from harness.emulator import EmulatorHandle, start_emulator
 

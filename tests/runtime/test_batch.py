@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import anyio
 import pytest
-from userapi.runtime.batch import Batcher
+from userapi.platform.batch import Batcher
 
 pytestmark = pytest.mark.anyio
 

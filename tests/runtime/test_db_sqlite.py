@@ -6,9 +6,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from userapi.runtime.accounts import Accounts
-from userapi.runtime.db import SqliteDatabase
-from userapi.runtime.migrate import apply_migrations, load_migrations
+from userapi.adapters.database import SqliteDatabase
+from userapi.adapters.migrate import apply_migrations, load_migrations
+from userapi.domain.accounts import Accounts
 
 pytestmark = pytest.mark.anyio
 USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"

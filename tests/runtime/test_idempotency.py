@@ -8,11 +8,11 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from userapi.runtime.db import Database, PostgresDatabase
-from userapi.runtime.errors import APIError
-from userapi.runtime.idempotency import IdempotencyKeys, request_fingerprint, validate_key
-from userapi.runtime.migrate import apply_migrations
-from userapi.runtime.settings import Settings
+from userapi.adapters.database import Database, PostgresDatabase
+from userapi.adapters.migrate import apply_migrations
+from userapi.domain.idempotency import IdempotencyKeys, request_fingerprint, validate_key
+from userapi.platform.errors import APIError
+from userapi.platform.settings import Settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

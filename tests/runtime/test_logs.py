@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from userapi.runtime import context
-from userapi.runtime.logs import JSONFormatter
+from userapi.platform import context
+from userapi.platform.logs import JSONFormatter
 
 
 def _record(created: float, **extra: object) -> logging.LogRecord:

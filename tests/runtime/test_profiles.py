@@ -8,10 +8,10 @@ from typing import Any
 
 import anyio
 import pytest
-from userapi.runtime.errors import Auth0Error, Auth0Timeout
-from userapi.runtime.profiles import PROFILE_FIELDS, ProfileCache, allowlisted
-from userapi.runtime.settings import Settings
-from userapi.runtime.store import MemoryStore
+from userapi.adapters.shared_store import MemoryStore
+from userapi.domain.profile_cache import PROFILE_FIELDS, ProfileCache, allowlisted
+from userapi.platform.errors import Auth0Error, Auth0Timeout
+from userapi.platform.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from userapi.runtime.settings import Settings
-from userapi.runtime.store import BUSY, DOWN, RedisStore
+from userapi.adapters.shared_store import BUSY, DOWN, RedisStore
+from userapi.platform.settings import Settings
 
 from harness.redis_server import RedisServer
 

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from userapi.runtime.settings import ConfigurationError, Settings
+from userapi.platform.settings import ConfigurationError, Settings
 
 REQUIRED: dict[str, Any] = {
     "auth0_domain": "example.us.auth0.com",
@@ -78,7 +78,7 @@ def test_a_database_url_must_be_postgresql() -> None:
 def test_the_reload_factory_serves_the_endpoint_named_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from userapi.asgi import create
+    from userapi.commands.asgi import create
 
     for name, value in {
         **REQUIRED,

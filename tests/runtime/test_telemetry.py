@@ -9,15 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from userapi.runtime import telemetry
-from userapi.runtime.settings import Settings
+from userapi.platform import telemetry
+from userapi.platform.settings import Settings
 
 # A process that builds an endpoint's app and runs its whole lifespan (start-up, ready, the
 # shutdown flush), then prints every module it imported.
 _SERVE_AND_LIST_MODULES = """
 import asyncio, json, sys
 from userapi import endpoints
-from userapi.runtime.process import load_settings
+from userapi.platform.startup import load_settings
 
 async def main():
     settings = load_settings()
@@ -59,7 +59,7 @@ def opentelemetry_modules(modules: set[str]) -> set[str]:
     return {
         m
         for m in modules
-        if m in ("opentelemetry", "userapi.runtime.otel") or m.startswith("opentelemetry.")
+        if m in ("opentelemetry", "userapi.platform.otel") or m.startswith("opentelemetry.")
     }
 
 
@@ -89,15 +89,15 @@ def test_an_endpoint_turns_it_on_and_the_exporter_loads_only_when_it_exports() -
     # The counterpart that shows the two tests above can fail. Nothing was recorded, so nothing
     # was exported: the OTLP exporter (requests, protobuf) was never needed.
     modules = modules_of_a_served_app({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
-    assert "userapi.runtime.otel" in modules
+    assert "userapi.platform.otel" in modules
     assert "opentelemetry.sdk.trace" in modules
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" not in modules
 
 
 def test_the_sdk_is_hidden_only_inside_sdk_hidden_and_only_while_off() -> None:
-    # redis-py imports the SDK when it can (runtime/store.py imports it inside sdk_hidden).
+    # redis-py imports the SDK when it can (adapters/shared_store.py imports it inside sdk_hidden).
     code = """
-from userapi.runtime import telemetry
+from userapi.platform import telemetry
 with telemetry.sdk_hidden():
     try:
         import opentelemetry.sdk.metrics
@@ -151,7 +151,7 @@ def test_only_metrics_or_nothing() -> None:
     ],
 )
 def test_the_sampler_follows_otel_traces_sampler(name: str, arg: str, expected: str) -> None:
-    from userapi.runtime.otel import sampler
+    from userapi.platform.otel import sampler
 
     chosen = sampler(settings(OTEL_TRACES_SAMPLER=name, OTEL_TRACES_SAMPLER_ARG=arg))
     assert chosen.get_description().startswith(expected)
@@ -168,7 +168,7 @@ def test_process_age_counts_from_the_process_start() -> None:
     # A child that sleeps 0.3 s before asking: its age includes the sleep and its start-up.
     code = (
         "import time; time.sleep(0.3); "
-        "from userapi.runtime.telemetry import process_age_seconds; print(process_age_seconds())"
+        "from userapi.platform.telemetry import process_age_seconds; print(process_age_seconds())"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -1,4 +1,4 @@
-"""runtime/values.py's strict reader on the pieces of a JSON array: each element reads exactly
+"""domain/json_values.py's strict reader on the pieces of a JSON array: each element reads exactly
 as `parse` reads it alone, whatever its neighbours, and only a body that is one array splits."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import random
 from typing import Any
 
 import pytest
-from userapi.runtime import values
-from userapi.runtime.errors import APIError
+from userapi.domain import json_values
+from userapi.platform.errors import APIError
 
 GOOD = [
     b"1",
@@ -37,7 +37,7 @@ BAD = [
 
 def _alone(element: bytes) -> Any:
     try:
-        return values.parse(element)
+        return json_values.parse(element)
     except APIError as exc:
         return (exc.error, exc.message)
 
@@ -55,7 +55,7 @@ def test_each_element_reads_as_it_reads_alone(seed: int) -> None:
         for _ in range(rng.choice([1, 2, 7, 200]))
     ]
     raw = b" [" + rng.choice([b",", b" ,\n", b",\r\n\t"]).join(pieces) + b"]\n"
-    elements = values.array_elements(raw)
+    elements = json_values.array_elements(raw)
     assert elements is not None
     if pieces in ([b""], [b"  "]):  # "[ ]": no element at all
         assert elements == []
@@ -68,19 +68,19 @@ def test_reading_the_elements_is_linear(monkeypatch, bad_every: int | None) -> N
     """No byte is read more than three times, and a few bad elements among many small ones
     cost hundreds of reads, not one per element."""
     reads: list[int] = []
-    parse = values.parse
+    parse = json_values.parse
 
-    def counted(raw: bytes, max_depth: int = values.MAX_DEPTH) -> Any:
+    def counted(raw: bytes, max_depth: int = json_values.MAX_DEPTH) -> Any:
         reads.append(len(raw))
         return parse(raw, max_depth)
 
-    monkeypatch.setattr(values, "parse", counted)
+    monkeypatch.setattr(json_values, "parse", counted)
     pieces = [b'{"n": 1}'] * 100_000
     bad = range(31_337, len(pieces), bad_every or len(pieces))
     for index in bad:
         pieces[index] = b'{"n": NaN}'
     raw = b"[" + b",".join(pieces) + b"]"
-    elements = values.array_elements(raw)
+    elements = json_values.array_elements(raw)
     assert elements is not None
     assert [i for i, e in enumerate(elements) if isinstance(e, APIError)] == list(bad)
     assert elements[0] == {"n": 1}
@@ -111,8 +111,8 @@ def test_reading_the_elements_is_linear(monkeypatch, bad_every: int | None) -> N
     ],
 )
 def test_a_body_that_is_not_one_array_does_not_split(raw: bytes) -> None:
-    assert values.array_elements(raw) is None
+    assert json_values.array_elements(raw) is None
 
 
 def test_an_empty_array_has_no_elements() -> None:
-    assert values.array_elements(b" [ \n ] ") == []
+    assert json_values.array_elements(b" [ \n ] ") == []

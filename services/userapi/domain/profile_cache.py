@@ -1,0 +1,336 @@
+"""Auth0 profiles behind the shared cache: the memoization that makes a ~500 ms call ~1 ms.
+
+An entry holds the allowlisted profile, when it was fetched and Auth0's updated_at. It is fresh
+for PROFILE_FRESH_TTL_SECONDS (with jitter so that entries filled together do not expire
+together), then kept for PROFILE_STALE_TTL_SECONDS more to stand in when Auth0 fails
+(RFC 5861 stale-if-error). A 404 is remembered for PROFILE_NEGATIVE_TTL_SECONDS.
+
+Writes never put older knowledge over newer. A profile replaces the entry unless the entry's
+Auth0 updated_at is later (search results lag behind writes, events arrive out of order). A
+deleted user leaves a tombstone, a negative entry stamped with the deletion time, so that
+neither an older profile nor a read that was already fetching brings the user back. A miss
+writes what it fetched only if nobody wrote the entry after its fetch began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from userapi.adapters.shared_store import SharedStore, fill_once
+from userapi.domain.json_values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
+from userapi.domain.timestamps import parse_timestamp
+from userapi.platform import context, telemetry
+from userapi.platform.batch import Batcher
+from userapi.platform.errors import Auth0Error
+from userapi.platform.settings import Settings
+
+log = logging.getLogger("userapi.profiles")
+
+# The only Auth0 fields an endpoint ever returns: identities, tokens of social providers,
+# logins count and the like stay inside Auth0.
+PROFILE_FIELDS = (
+    "user_id",
+    "email",
+    "email_verified",
+    "name",
+    "given_name",
+    "family_name",
+    "nickname",
+    "picture",
+    "created_at",
+    "updated_at",
+    "last_login",
+    "user_metadata",
+)
+
+_LOCK_POLL_SECONDS = 0.02
+# The cache metric's labels per outcome, built once: a cached read is the hot path.
+_LOOKUP_LABELS = {
+    outcome: {"userapi.cache": "profile", "userapi.outcome": outcome}
+    for outcome in ("hit", "miss", "stale", "coalesced")
+}
+
+
+@dataclass(frozen=True)
+class Visible:
+    """What an endpoint may show of an Auth0 profile, and the metadata it had to leave out."""
+
+    profile: dict[str, Any]
+    omitted: tuple[str, ...] = ()
+
+
+def allowlisted(profile: dict[str, Any], include_app_metadata: bool) -> Visible:
+    """The allowlisted fields, with metadata cut to what this API would accept as a write.
+
+    Auth0 may hold metadata that no write through this API could have stored (the dashboard,
+    an Action, another app): nested too deep to render (pydantic gives up at about 255 levels),
+    an unpaired surrogate that no response can encode, or far over 16 kB. A read still answers:
+    each top-level metadata key that breaks a limit of domain/json_values.py is left out, largest
+    first for size, and named (`user_metadata.<key>`) in `omitted`.
+    """
+    kept = {name: profile[name] for name in PROFILE_FIELDS if name in profile}
+    if include_app_metadata and "app_metadata" in profile:
+        kept["app_metadata"] = profile["app_metadata"]
+    omitted: list[str] = []
+    for field in ("user_metadata", "app_metadata"):
+        if field not in kept:
+            continue
+        metadata = kept[field]
+        if metadata is None:  # as good as absent: the response model's default stands in
+            del kept[field]
+            continue
+        if not isinstance(metadata, dict):
+            del kept[field]
+            omitted.append(field)
+            continue
+        shown, left_out = _presentable(metadata)
+        if left_out:
+            kept[field] = shown
+            omitted.extend(f"{field}.{key}" for key in left_out)
+    return Visible(kept, tuple(omitted))
+
+
+def _presentable(metadata: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    # Each value sits one level below the metadata object, as in fields.Metadata's check.
+    left_out = [
+        key
+        for key, value in metadata.items()
+        if unstorable({key: value}, METADATA_MAX_DEPTH) is not None
+    ]
+    shown = {key: value for key, value in metadata.items() if key not in left_out}
+    sizes = {key: json_size(value) for key, value in shown.items()}
+    total = sum(sizes.values()) + sum(json_size(key) + 2 for key in sizes)  # ':' and ','
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= METADATA_MAX_BYTES:
+            break
+        total -= sizes[key] + json_size(key) + 2
+        del shown[key]
+        left_out.append(key)
+    return shown, left_out
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    profile: dict[str, Any] | None  # None: Auth0 said the user does not exist
+    fetched_at: float
+    fresh_until: float
+    updated_at: str | None  # Auth0's; for a tombstone, when the user was deleted
+    omitted: tuple[str, ...] = ()  # what allowlisted() left out of the profile
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.fresh_until
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "profile": self.profile,
+                "fetched_at": self.fetched_at,
+                "fresh_until": self.fresh_until,
+                "updated_at": self.updated_at,
+                "omitted": self.omitted,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> CacheEntry | None:
+        try:
+            data = json.loads(raw)
+            return cls(
+                profile=data["profile"],
+                fetched_at=float(data["fetched_at"]),
+                fresh_until=float(data["fresh_until"]),
+                updated_at=data.get("updated_at"),
+                omitted=tuple(data["omitted"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry from an incompatible version is just a miss
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What `put` did with a profile, and what an endpoint may answer with: the allowlisted
+    fields, metadata cut to the write limits (`visible.omitted` names what was left out)."""
+
+    outcome: Literal["stored", "older", "failed"]
+    visible: Visible
+
+
+@dataclass(frozen=True)
+class Lookup:
+    profile: dict[str, Any] | None
+    outcome: str  # hit | miss | stale | coalesced
+    fetched_at: float
+    omitted: tuple[str, ...] = ()
+
+
+class ProfileCache:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SharedStore,
+        fetch: Callable[[str], Awaitable[dict[str, Any] | None]],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._fetch = fetch
+        # Entries hold what the allowlist kept, so pods that keep app_metadata and pods that do
+        # not (a changed setting, a rolling deploy) must not read each other's.
+        variant = "+app_metadata" if settings.profile_include_app_metadata else ""
+        # v2: entries hold what allowlisted() cut to the write limits, and say what it left out.
+        self._prefix = f"{settings.redis_key_prefix}profile:v2{variant}:"
+        # The Auth0 fields an entry keeps: a caller fetching profiles (list-users) asks for
+        # these and no more.
+        kept = (*PROFILE_FIELDS, "app_metadata") if settings.profile_include_app_metadata else ()
+        self.fields = ",".join(kept or PROFILE_FIELDS)
+        self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
+        # reads of one user as one key: a burst costs one round trip, not one per request.
+        self._reads: Batcher[str, CacheEntry | None] = Batcher(self._read_many)
+
+    def key(self, user_id: str) -> str:
+        return self._prefix + user_id
+
+    async def get(self, user_id: str) -> Lookup:
+        """The profile (None when the user does not exist); raises Auth0Error with nothing stale."""
+        with telemetry.span("userapi.cache.get profile") as span:
+            lookup = await self._lookup(user_id)
+            span.outcome(lookup.outcome)
+        telemetry.add("userapi.cache.lookups", 1, _LOOKUP_LABELS[lookup.outcome])
+        ctx = context.current()
+        if ctx is not None:
+            ctx.cache = lookup.outcome
+        return lookup
+
+    async def _lookup(self, user_id: str) -> Lookup:
+        cached = await self._read(user_id)
+        if cached is not None and cached.is_fresh(time.time()):
+            return Lookup(cached.profile, "hit", cached.fetched_at, cached.omitted)
+        # Single-flight: concurrent misses for one user in this process share one Auth0 call. The
+        # fill runs as its own task so that a caller hanging up does not cancel the others.
+        task = self._inflight.get(user_id)
+        if task is None:
+            task = asyncio.create_task(self._fill(user_id, cached))
+            self._inflight[user_id] = task
+            task.add_done_callback(lambda done: self._settle(user_id, done))
+            return await asyncio.shield(task)
+        shared = await asyncio.shield(task)
+        return Lookup(shared.profile, "coalesced", shared.fetched_at, shared.omitted)
+
+    def _settle(self, user_id: str, task: asyncio.Task[Lookup]) -> None:
+        self._inflight.pop(user_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have hung up
+
+    async def _fill(self, user_id: str, stale: CacheEntry | None) -> Lookup:
+        async def fresh_entry() -> Lookup | None:
+            entry = await self._read(user_id)
+            if entry is not None and entry.is_fresh(time.time()):
+                return Lookup(entry.profile, "coalesced", entry.fetched_at, entry.omitted)
+            return None
+
+        # Another pod fetching this user: its result lands in the store shortly.
+        lock_seconds = self._settings.profile_lock_seconds
+        return await fill_once(
+            self._store,
+            self.key(user_id) + ":lock",
+            lock_seconds=lock_seconds,
+            wait_seconds=lock_seconds,
+            poll_seconds=_LOCK_POLL_SECONDS,
+            read=fresh_entry,
+            fill=lambda: self._fetch_and_store(user_id, stale),
+        )
+
+    async def _fetch_and_store(self, user_id: str, stale: CacheEntry | None) -> Lookup:
+        started = time.time()
+        try:
+            profile = await self._fetch(user_id)
+        except Auth0Error as exc:
+            if stale is not None and stale.profile is not None:
+                log.warning(
+                    "Auth0 failed; serving a stale profile",
+                    extra={
+                        "user_id": user_id,
+                        "age_s": round(time.time() - stale.fetched_at, 1),
+                        "error": repr(exc),
+                    },
+                )
+                return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
+            raise
+        # A write that landed while we fetched (an update, a deletion, a change event) is
+        # newer than what we hold: it stays, and is what this read answers.
+        current = await self._read(user_id)
+        if current is not None and current.fetched_at > started:
+            return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
+        entry = self._entry(profile)
+        await self._write(user_id, entry)
+        return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
+
+    def _entry(self, profile: dict[str, Any] | None) -> CacheEntry:
+        now = time.time()
+        settings = self._settings
+        if profile is None:
+            return CacheEntry(None, now, now + settings.profile_negative_ttl_seconds, None)
+        jitter = 1 + random.uniform(-settings.profile_ttl_jitter, settings.profile_ttl_jitter)
+        kept = allowlisted(profile, settings.profile_include_app_metadata)
+        fresh_until = now + settings.profile_fresh_ttl_seconds * jitter
+        return CacheEntry(
+            kept.profile, now, fresh_until, kept.profile.get("updated_at"), kept.omitted
+        )
+
+    async def _read(self, user_id: str) -> CacheEntry | None:
+        return await self._reads.load(user_id)
+
+    async def _read_many(self, user_ids: Sequence[str]) -> list[CacheEntry | None]:
+        raws = await self._store.get_many([self.key(user_id) for user_id in user_ids])
+        return [CacheEntry.decode(raw) if raw is not None else None for raw in raws]
+
+    async def _write(self, user_id: str, entry: CacheEntry) -> bool:
+        ttl = entry.fresh_until - entry.fetched_at
+        if entry.profile is not None:
+            ttl += self._settings.profile_stale_ttl_seconds
+        if ttl > 0:
+            return await self._store.set(self.key(user_id), entry.encode(), ttl)
+        return await self._store.delete(self.key(user_id))
+
+    async def put(self, profile: dict[str, Any]) -> Stored:
+        """Store a profile fetched by other means (a create, an update, a list, a change event)
+        unless the entry is newer: a later Auth0 updated_at, or a later deletion.
+
+        Read-then-write is not atomic; a race can keep the older of two versions for at most
+        one fresh TTL, which the next change event or expiry repairs.
+        """
+        user_id = str(profile["user_id"])
+        cached = await self._read(user_id)
+        incoming = parse_timestamp(profile.get("updated_at"))
+        if cached is not None and incoming is not None:
+            current = parse_timestamp(cached.updated_at)
+            if current is not None and current > incoming:
+                return Stored(
+                    "older", allowlisted(profile, self._settings.profile_include_app_metadata)
+                )
+        entry = self._entry(profile)
+        assert entry.profile is not None
+        written = await self._write(user_id, entry)
+        return Stored("stored" if written else "failed", Visible(entry.profile, entry.omitted))
+
+    async def tombstone(self, user_id: str, deleted_at: datetime | None = None) -> bool:
+        """The user was deleted (at `deleted_at`, default now): answer 404 from the cache, and
+        outlive any read already fetching the old profile. False when the store refused."""
+        now = time.time()
+        settings = self._settings
+        lifetime = max(settings.profile_negative_ttl_seconds, settings.auth0_request_budget_seconds)
+        stamp = (deleted_at or datetime.now(UTC)).isoformat()
+        return await self._write(user_id, CacheEntry(None, now, now + lifetime, stamp))
+
+    async def invalidate(self, user_id: str) -> bool:
+        """False when the store could not drop the entry: it may still be served."""
+        return await self._store.delete(self.key(user_id))

@@ -1,0 +1,102 @@
+"""The clients one process shares between all its requests, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from userapi.adapters.access_tokens import KeySet, TokenVerifier
+from userapi.adapters.database import Database, create_database
+from userapi.adapters.http_client import LazyHTTP
+from userapi.adapters.shared_store import SharedStore, create_store
+from userapi.domain.accounts import Accounts
+from userapi.domain.idempotency import IdempotencyKeys
+from userapi.domain.profile_cache import ProfileCache
+from userapi.domain.seen_events import SeenEvents
+from userapi.platform.settings import Settings
+
+if TYPE_CHECKING:
+    from userapi.adapters.auth0_management import ManagementClient
+
+log = logging.getLogger("userapi.resources")
+
+
+@dataclass
+class Resources:
+    """Clients shared by every request of one process. Creating them does no I/O: Redis, the
+    database and Auth0 are contacted by the first request that needs them."""
+
+    settings: Settings
+    http: LazyHTTP
+    store: SharedStore
+    verifier: TokenVerifier
+    database: Database
+    accounts: Accounts
+    idempotency: IdempotencyKeys
+
+    @classmethod
+    def create(cls, settings: Settings) -> Resources:
+        http = LazyHTTP(settings)
+        store = create_store(settings)
+        keys = KeySet(
+            http.client,
+            f"{settings.auth0_base_url}/.well-known/jwks.json",
+            cache_seconds=settings.jwks_cache_seconds,
+            refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            store=store,
+            key_prefix=settings.redis_key_prefix,
+        )
+        verifier = TokenVerifier(
+            keys,
+            issuer=settings.issuer,
+            audience=settings.auth0_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+        database = create_database(settings)
+        return cls(
+            settings=settings,
+            http=http,
+            store=store,
+            verifier=verifier,
+            database=database,
+            accounts=Accounts(database),
+            idempotency=IdempotencyKeys(
+                database,
+                ttl_seconds=settings.idempotency_ttl_seconds,
+                # A holder gets two Auth0 budgets (a create, then an adoption's read) and the
+                # database's work before another request may take its key over.
+                lease_seconds=settings.auth0_request_budget_seconds * 2 + 5,
+            ),
+        )
+
+    @cached_property
+    def auth0(self) -> ManagementClient:
+        # Built on first use, with httpx: a cache hit never needs either.
+        from userapi.adapters.auth0_management import ManagementClient
+
+        return ManagementClient(self.settings, self.http.client(), self.store)
+
+    @cached_property
+    def profiles(self) -> ProfileCache:
+        return ProfileCache(self.settings, self.store, self._fetch_profile)
+
+    @cached_property
+    def events(self) -> SeenEvents:
+        return SeenEvents(self.settings, self.store)
+
+    async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
+        return await self.auth0.get_user(user_id)
+
+    async def close(self) -> None:
+        # Each close is attempted even if another fails: a pod must not leak connections.
+        for name, close in (
+            ("database", self.database.close),
+            ("store", self.store.close),
+            ("http", self.http.aclose),
+        ):
+            try:
+                await close()
+            except Exception as exc:
+                log.warning("closing %s failed", name, extra={"error": repr(exc)})
