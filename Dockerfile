@@ -12,7 +12,7 @@ RUN apt-get update -q \
 WORKDIR /src
 COPY requirements.lock requirements-build.lock ./
 # Hash-checked: the image gets exactly the locked runtime dependencies, and no test tools.
-# python3, not python: Debian's own python (a stand-in base, see scripts/image.py) has no
+# python3, not python: Debian's own python (a stand-in base, see harness/images.py) has no
 # `python` command; the official image has both.
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \

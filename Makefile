@@ -62,7 +62,7 @@ IMAGE ?= localhost/userapi:dev
 # TARGET: a Dockerfile stage (skaffold dev builds `dev`); PUSH=true pushes $(IMAGE) once built
 # (skaffold's custom builder passes its $$PUSH_IMAGE).
 image: ## build the container image as $(IMAGE) (Docker if an engine answers, else podman) and report its size
-	$(PYTHON) scripts/image.py --tag $(IMAGE)$(if $(TARGET), --target $(TARGET))$(if $(filter true,$(PUSH)), --push)
+	$(PYTHON) harness/images.py --tag $(IMAGE)$(if $(TARGET), --target $(TARGET))$(if $(filter true,$(PUSH)), --push)
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json

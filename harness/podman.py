@@ -2,7 +2,7 @@
 under one directory that the test run owns, so nothing depends on (or changes) the machine's
 own podman, and removing the directory removes everything.
 
-The engine settings are those `make image` uses on this machine (scripts/image.py: runc with
+The engine settings are those `make image` uses on this machine (harness/images.py: runc with
 cgroupfs, ulimits root may set here); the images are built by the same code (`build_image`).
 See /work/shared/reference/containers.md for the obstacles these settings get past.
 """
@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import images as image_tool
 from harness.processes import new_workdir
-from scripts import image as image_tool
 
 # Pods reach the host's loopback (our Redis, PostgreSQL, emulator) at this address through
 # slirp4netns; the host is not on any bridge (netavark is not installed on these machines).

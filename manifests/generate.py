@@ -27,8 +27,13 @@ LOCAL_BACKING_KINDS = {"Secret", "Deployment", "Service", "NetworkPolicy"}
 HEADER = "# Generated from helm/userapi by `make manifests`. Do not edit: change the chart.\n"
 
 
-def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
-    rendered = helm.Chart.load(CHART).render(values, name="userapi", namespace="userapi")
+def render_chart(
+    values: dict[str, Any], *, name: str = "userapi", is_install: bool | None = None
+) -> list[dict[str, Any]]:
+    """The chart's objects for `values`, as release `name` in namespace userapi."""
+    rendered = helm.Chart.load(CHART).render(
+        values, name=name, namespace="userapi", is_install=is_install
+    )
     objects = []
     for path, text in sorted(rendered.items()):
         if path.endswith(".yaml"):

@@ -10,13 +10,13 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
+from harness import images as image_tool
 from harness import podman as podman_harness
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
 from harness.processes import install_signal_cleanup, stop_all
 from harness.redis_server import RedisServer
-from scripts import image as image_tool
-from tests.deploy.pod_backends import TAG
+from tests.support.pod_backends import TAG
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,8 +16,8 @@ from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
 from manifests.generate import deep_merge, overlay_values
-from tests.cluster import OFFLINE_IMAGES
-from tests.deploy.test_helm import CHART
+from tests.support.chart import CHART
+from tests.support.cluster import OFFLINE_IMAGES
 
 pytestmark = pytest.mark.cluster
 

@@ -18,8 +18,8 @@ import yaml
 from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import QUEUE_IMAGE, ControlPlane
-from tests.cluster import OFFLINE_IMAGES
-from tests.deploy.test_helm import knative_services, render
+from tests.support.chart import knative_services, render
+from tests.support.cluster import OFFLINE_IMAGES
 
 pytestmark = pytest.mark.cluster
 

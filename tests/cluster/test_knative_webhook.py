@@ -1,7 +1,7 @@
 """Knative Serving's real admission webhook (defaulting and validation) judges the chart's Services.
 
 Every Service the chart renders must be admitted and come back defaulted by the webhook; every
-case in tests/deploy/knative_rules.py (the offline copy of the webhook's rules) must be refused by
+case in tests/support/knative_rules.py (the offline copy of the webhook's rules) must be refused by
 the real webhook too, so the copy cannot drift from the real thing unnoticed.
 """
 
@@ -15,8 +15,8 @@ import pytest
 from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
-from tests.deploy import knative_rules
-from tests.deploy.test_helm import knative_services, render
+from tests.support import knative_rules
+from tests.support.chart import knative_services, render
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from harness.cluster import ControlPlane
-from tests.deploy.test_manifests import OVERLAYS
+from tests.support.chart import OVERLAYS
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import cluster
+from harness.cluster import network
 
 pytestmark = pytest.mark.cluster
 
@@ -44,9 +44,9 @@ def test_an_abandoned_namespace_is_swept_and_nothing_else(made: list[str]) -> No
     in_use = _add(made)
     sleeper = subprocess.Popen(["ip", "netns", "exec", in_use, "sleep", "60"])
     try:
-        cluster._sweep_abandoned()  # all just made: a start may still be spawning into them
+        network.sweep_abandoned()  # all just made: a start may still be spawning into them
         assert {abandoned, other, in_use} <= _namespaces()
-        cluster._sweep_abandoned(older_than=0)
+        network.sweep_abandoned(older_than=0)
         left = _namespaces()
         assert abandoned not in left
         assert {other, in_use} <= left

@@ -34,13 +34,13 @@ import pytest
 import yaml
 from userapi.domain.users import user_path
 
+from harness import images as image_tool
 from harness.cluster import QUEUE_IMAGE, ControlPlane
 from harness.podman import Podman
 from harness.pods import Pod, run_pod
-from scripts import image as image_tool
-from tests.cluster import OFFLINE_IMAGES
-from tests.deploy.pod_backends import TAG, PodBackends, pod_backends
-from tests.deploy.test_helm import render
+from tests.support.chart import render
+from tests.support.cluster import OFFLINE_IMAGES
+from tests.support.pod_backends import TAG, PodBackends, pod_backends
 
 pytestmark = [pytest.mark.cluster, pytest.mark.pods]
 

@@ -130,5 +130,5 @@ def test_the_emulator_runs_an_image_of_its_own(
 
 def test_the_images_were_built_by_make_image(deployed: tuple[Skaffold, str]) -> None:
     _, output = deployed
-    assert "scripts/image.py --tag dev.local/userapi:" in output
-    assert "scripts/image.py --tag dev.local/userapi-emulator:" in output
+    assert "harness/images.py --tag dev.local/userapi:" in output
+    assert "harness/images.py --tag dev.local/userapi-emulator:" in output

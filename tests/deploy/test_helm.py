@@ -4,48 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
-import yaml
 from userapi import endpoints
 from userapi.endpoints import ENDPOINTS
 
 from manifests.generate import deep_merge
-from tests.deploy import knative_rules
-
-CHART = Path(__file__).resolve().parents[2] / "helm" / "userapi"
-KUBERNETES_VERSION = "1.32"
-REQUIRED = {
-    "auth0": {
-        "domain": "example.us.auth0.com",
-        "audience": "https://api.example.com",
-        "clientId": "m2m-client",
-    },
-    "database": {"host": "postgres.example.internal"},
-}
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    chart = helm.Chart.load(CHART)
-    merged = deep_merge(copy.deepcopy(REQUIRED), values or {})
-    rendered = chart.render(merged, name="demo", namespace="userapi", is_install=True)
-    objects = []
-    for path, text in rendered.items():
-        if path.endswith(".yaml"):
-            objects += [doc for doc in yaml.safe_load_all(text) if doc]
-    return objects
-
-
-def knative_services(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        o["metadata"]["name"]: o
-        for o in objects
-        if o["apiVersion"].startswith("serving.knative.dev")
-    }
+from tests.support import knative_rules
+from tests.support.chart import CHART, KUBERNETES_VERSION, REQUIRED, knative_services, render
 
 
 def test_lint_strict_is_clean() -> None:

@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
-
-from tests.deploy.test_helm import knative_services, render
-from tests.deploy.test_manifests import OVERLAYS, _build
-
-VALIDATOR = Path(__file__).resolve().parent / "knative-schema"
-
-
-def schema_errors(objects: list[dict[str, Any]], kind: str = "Service") -> dict[str, str]:
-    """{index: error} for each of `objects` (all of `kind`: a Knative Service, or a
-    PrometheusRule) that the models generated from the project's Go types reject."""
-    node = shutil.which("node")
-    assert node, "node is needed (apt-get install nodejs); scripts/bootstrap installs it"
-    assert (VALIDATOR / "node_modules").exists(), (
-        "run `make install` (npm ci in tests/deploy/knative-schema)"
-    )
-    result = subprocess.run(
-        [node, str(VALIDATOR / "validate.mjs"), kind],
-        input=json.dumps(objects),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=VALIDATOR,
-    )
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+from tests.support.chart import OVERLAYS, build_overlay, knative_services, render
+from tests.support.knative_schema import schema_errors
 
 
 def test_chart_services_match_knatives_schema() -> None:
@@ -44,7 +16,7 @@ def test_overlay_services_match_knatives_schema() -> None:
     services = []
     for overlay in OVERLAYS:
         services += [
-            o for o in _build(overlay) if o["apiVersion"].startswith("serving.knative.dev")
+            o for o in build_overlay(overlay) if o["apiVersion"].startswith("serving.knative.dev")
         ]
     assert len(services) == 6 * len(OVERLAYS)
     assert schema_errors(services) == {}

@@ -9,15 +9,13 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 from userapi.endpoints import ENDPOINTS
 
-from harness.cluster import kubectl_binary
 from manifests.generate import overlay_values, render_chart
-from tests.deploy import knative_rules
+from tests.support import knative_rules
+from tests.support.chart import OVERLAYS, build_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ("local", "gke", "eks", "aks")
 
 
 def test_manifests_are_generated_from_the_current_chart() -> None:
@@ -28,18 +26,9 @@ def test_manifests_are_generated_from_the_current_chart() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def _build(overlay: str) -> list[dict[str, Any]]:
-    # The kubectl built with the control plane (controlplane/): never skipped for a missing one.
-    out = subprocess.run(
-        [str(kubectl_binary()), "kustomize", str(ROOT / "manifests" / "overlays" / overlay)],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_overlay_builds_into_valid_objects(overlay: str) -> None:
-    objects = _build(overlay)
+    objects = build_overlay(overlay)
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"
                 and o["apiVersion"].startswith("serving.knative.dev")}  # fmt: skip
     assert set(services) == set(ENDPOINTS)
@@ -64,7 +53,7 @@ def _without_images(obj: Any) -> Any:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_overlay_builds_into_what_the_chart_renders_with_its_values(overlay: str) -> None:
-    built = {(o["kind"], o["metadata"]["name"]): o for o in _build(overlay)}
+    built = {(o["kind"], o["metadata"]["name"]): o for o in build_overlay(overlay)}
     rendered = render_chart(overlay_values(overlay))
     assert rendered
     for obj in rendered:
@@ -77,7 +66,7 @@ def test_each_overlay_builds_into_what_the_chart_renders_with_its_values(overlay
 
 def test_cloud_overlays_point_everything_at_their_own_endpoints() -> None:
     for overlay in ("gke", "eks", "aks"):
-        objects = _build(overlay)
+        objects = build_overlay(overlay)
         config = next(o for o in objects if o["metadata"]["name"] == "userapi-config")["data"]
         ini = next(o for o in objects if o["metadata"]["name"] == "userapi-pgbouncer")["data"]
         job = next(o for o in objects if o["kind"] == "Job")
@@ -98,7 +87,7 @@ def test_cloud_overlays_point_everything_at_their_own_endpoints() -> None:
 
 
 def test_the_local_overlay_brings_its_backing_services_behind_network_policies() -> None:
-    objects = _build("local")
+    objects = build_overlay("local")
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert {("Deployment", "redis"), ("Deployment", "postgres"), ("Deployment", "auth0-emulator"),
             ("NetworkPolicy", "redis-from-userapi"),
@@ -121,7 +110,7 @@ def test_the_documented_schema_first_apply_selects_all_but_the_endpoints() -> No
     for overlay in OVERLAYS:
         first = {
             (o["kind"], o["metadata"]["name"])
-            for o in _build(overlay)
+            for o in build_overlay(overlay)
             if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") not in ENDPOINTS
         }
         assert ("Job", "userapi-migrate") in first

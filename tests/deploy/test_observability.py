@@ -16,9 +16,9 @@ import pytest
 import yaml
 from userapi.platform.telemetry import INSTRUMENTS
 
-from tests.deploy import knative_rules
-from tests.deploy.test_helm import KUBERNETES_VERSION, knative_services, render
-from tests.deploy.test_knative_schema import schema_errors
+from tests.support import knative_rules
+from tests.support.chart import KUBERNETES_VERSION, knative_services, render
+from tests.support.knative_schema import schema_errors
 
 ON = {
     "telemetry": {

@@ -12,7 +12,7 @@ import pytest
 
 from harness.postgres import PostgresServer, run_psql
 from harness.processes import HOST, binary, free_port, new_workdir, spawn, wait_for_port
-from tests.deploy.test_helm import knative_services, render
+from tests.support.chart import knative_services, render
 
 pytestmark = pytest.mark.integration
 

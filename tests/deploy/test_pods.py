@@ -28,9 +28,9 @@ from userapi.emulator import DEV_CLIENT_SECRET
 from harness import podman as podman_harness
 from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod
 from harness.processes import free_port
-from tests import bearer
-from tests.deploy.pod_backends import EVENTS_SECRET, TAG, PodBackends, pod_backends, spec_of
-from tests.deploy.test_helm import knative_services, render
+from tests.support import bearer
+from tests.support.chart import knative_services, render
+from tests.support.pod_backends import EVENTS_SECRET, TAG, PodBackends, pod_backends, spec_of
 
 pytestmark = pytest.mark.pods
 
@@ -151,7 +151,7 @@ def test_the_image_has_no_installers_and_reports_its_size(
             "run", "--rm", "--network", "none", "--entrypoint", python, TAG, "-c", probe
         )
         assert result.stdout.strip() == "[] []", (python, result.stdout)
-    # The CA bundle and pip.conf the build mounted (scripts/image.py) stayed out of the image.
+    # The CA bundle and pip.conf the build mounted (harness/images.py) stayed out of the image.
     listing = engine(
         "run", "--rm", "--network", "none", "--entrypoint", "/bin/ls", TAG, "-a", "/run", "/etc"
     ).stdout.split()

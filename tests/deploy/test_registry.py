@@ -15,7 +15,7 @@ from userapi import endpoints
 from userapi.endpoints import ENDPOINTS
 from userapi.web.dependencies import principal_of
 
-from tests.deploy.test_helm import CHART, knative_services, render
+from tests.support.chart import CHART, knative_services, render
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ from userapi.endpoints import ENDPOINTS
 from harness.podman import Podman
 from harness.podman import available as podman_available
 from harness.skaffold import Skaffold, docker_api
-from tests.deploy import knative_rules
-from tests.deploy.test_helm import KUBERNETES_VERSION, render
-from tests.deploy.test_knative_schema import schema_errors
+from tests.support import knative_rules
+from tests.support.chart import KUBERNETES_VERSION, render
+from tests.support.knative_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CONTEXTS = ("kind-knative", "knative", "docker-desktop", "k3d-userapi", "minikube")

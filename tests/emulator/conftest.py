@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from userapi.domain import users
-from userapi.emulator import (
-    DEV_CLIENT_ID,
-    DEV_CLIENT_SECRET,
-    Emulator,
-    EmulatorConfig,
-    default_seed_path,
-    load_seed,
-)
+from userapi.emulator import Emulator
 
-BASE_URL = "http://auth0.test"
-MANAGEMENT_AUDIENCE = f"{BASE_URL}/api/v2/"
-ADA = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"  # seed user with a password and read:users
-ADA_EMAIL = "ada@example.com"
-ADA_PASSWORD = "correct horse battery staple"
-GRACE = "auth0|64f1c2a9e4b0a1b2c3d4e5f7"  # seed admin with all four permissions
-ALAN = "google-oauth2|103547991597142817347"
+from tests.support.emulator import client_for, make_emulator, management_token
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def make_emulator(**overrides: Any) -> Emulator:
-    config = EmulatorConfig(base_url=BASE_URL, seed_users=load_seed(default_seed_path()))
-    for name, value in overrides.items():
-        setattr(config, name, value)
-    return Emulator(config)
-
-
-def client_for(emulator: Emulator) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator.app), base_url=BASE_URL)
 
 
 @pytest.fixture
@@ -53,25 +27,7 @@ async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def management_token(http: httpx.AsyncClient, scope: str | None = None) -> str:
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": DEV_CLIENT_ID,
-        "client_secret": DEV_CLIENT_SECRET,
-        "audience": MANAGEMENT_AUDIENCE,
-    }
-    if scope is not None:
-        form["scope"] = scope
-    response = await http.post("/oauth/token", data=form)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 @pytest.fixture
 async def admin(http: httpx.AsyncClient) -> dict[str, str]:
     """Authorization headers with a management token holding all four user scopes."""
     return {"Authorization": f"Bearer {await management_token(http)}"}
-
-
-def user_path(user_id: str) -> str:
-    return "/api/v2" + users.user_path(user_id)

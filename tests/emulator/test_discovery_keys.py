@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from userapi.emulator import DEV_AUDIENCE, Emulator, EmulatorConfig
 
-from tests.emulator.conftest import ADA, BASE_URL, management_token, user_path
+from tests.support.emulator import ADA, BASE_URL, management_token, user_path
 
 pytestmark = pytest.mark.anyio
 

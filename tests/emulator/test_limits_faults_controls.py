@@ -11,7 +11,7 @@ import jwt
 import pytest
 from userapi.emulator import DEV_AUDIENCE, ROUTE_NAMES, Emulator, Fault
 
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ADA,
     BASE_URL,
     client_for,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from userapi.emulator import Emulator
 
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ADA,
     ADA_EMAIL,
     ALAN,

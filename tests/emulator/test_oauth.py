@@ -10,7 +10,7 @@ import jwt
 import pytest
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET, Emulator
 
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ADA,
     ADA_EMAIL,
     ADA_PASSWORD,

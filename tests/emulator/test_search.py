@@ -10,7 +10,7 @@ from userapi.emulator import Emulator
 from userapi.emulator.errors import ManagementError
 from userapi.emulator.query import parse_query
 
-from tests.emulator.conftest import ADA, ALAN, GRACE
+from tests.support.emulator import ADA, ALAN, GRACE
 
 pytestmark = pytest.mark.anyio
 

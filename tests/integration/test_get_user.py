@@ -22,7 +22,7 @@ from userapi.emulator import DEV_AUDIENCE
 
 from harness.emulator import EmulatorHandle
 from harness.userapi import Service, migrate, service_env, start_service
-from tests import tokens
+from tests.support import tokens
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from userapi.domain.users import user_path
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.postgres import PostgresServer
 from harness.userapi import Service, migrate, service_env, start_services
-from tests import bearer
+from tests.support import bearer
 
 pytestmark = pytest.mark.integration
 

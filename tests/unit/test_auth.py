@@ -24,7 +24,7 @@ from userapi.adapters.shared_store import MemoryStore
 from userapi.emulator import Emulator, EmulatorConfig
 from userapi.platform.errors import APIError
 
-from tests import tokens
+from tests.support import tokens
 
 BASE = "http://auth0.test"
 AUDIENCE = "https://userapi.local/api"

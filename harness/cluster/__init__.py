@@ -1,0 +1,116 @@
+"""A real Kubernetes control plane with Knative Serving, run as local processes.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes, so pods become
+Ready and Job pods complete) and Knative Serving's webhook and controller, all built from the Go
+modules pinned in controlplane/ (`controlplane/build`), run inside a network namespace this module
+creates. The namespace is needed, not just tidy: the API server must advertise, and the webhook's
+EndpointSlice must carry, an address that is not loopback (Kubernetes rejects loopback endpoints),
+and no test may use any address outside loopback or namespaces it created. A veth pair joins the
+namespace to the host, so clients on the host (pytest, kubectl, helm) reach the API server at the
+namespace's address; nothing else can. Inside the namespace every component has its own ports
+(etcd 2379, the Knative controller's fixed :8080), so several control planes never collide.
+
+Everything lives in one state directory: certificates, the admin kubeconfig, logs, etcd's data and
+the pid of each process. `up()` is idempotent (a healthy control plane is reused), `down()` stops
+exactly the processes it recorded and deletes the namespace. Needs root (network namespaces).
+
+    python -m harness.cluster up [STATE_DIR]     # prints KUBECONFIG=/abs/path last
+    python -m harness.cluster down [STATE_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.cluster.credentials import credentials, kubeconfig
+from harness.cluster.knative import knative_manifests, start_knative, webhook_admits
+from harness.cluster.kubernetes import start_kubernetes
+from harness.cluster.network import network_down, network_up
+from harness.cluster.plane import (
+    DEFAULT_STATE,
+    QUEUE_IMAGE,
+    ClusterError,
+    ControlPlane,
+    build,
+    kubectl_binary,
+)
+from harness.cluster.supervisor import stop
+
+__all__ = [
+    "DEFAULT_STATE",
+    "QUEUE_IMAGE",
+    "ClusterError",
+    "ControlPlane",
+    "build",
+    "down",
+    "knative_manifests",
+    "kubectl_binary",
+    "up",
+    "webhook_admits",
+]
+
+
+def knative_version(components: Path) -> str:
+    return components.name.split("-knative-")[1].split("-etcd-")[0]
+
+
+def up(state: Path = DEFAULT_STATE, *, detached: bool = False) -> ControlPlane:
+    """Start (or find running) the control plane whose files live in `state`. Detached, its
+    processes outlive the caller (`make cluster`); otherwise they go through harness.processes,
+    which stops them when the caller exits, however it exits."""
+    state = state.resolve()
+    components = build()
+    for directory in ("logs", "pids"):
+        (state / directory).mkdir(parents=True, exist_ok=True)
+    if detached:
+        (state / "detached").touch()
+    netns, address = network_up(state)
+    token = credentials(state, address)
+    kubeconfig(state, address, token)
+    plane = ControlPlane(state, components, address, netns, knative_version(components))
+    try:
+        start_kubernetes(state, components, netns, address)
+        start_knative(plane)
+    except BaseException:
+        stop(state)  # nothing left running; the logs stay for a post-mortem
+        network_down(state)
+        raise
+    return plane
+
+
+def down(state: Path = DEFAULT_STATE) -> None:
+    """Stop every process `state` started, delete its namespace and its files."""
+    state = state.resolve()
+    if (state / "pids").exists():
+        stop(state)
+    network_down(state)
+    if state.exists():
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("state", nargs="?", type=Path, default=DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "down":
+            down(args.state)
+            print(f"control plane in {args.state} stopped")
+            return 0
+        plane = up(args.state, detached=True)
+    except ClusterError as error:
+        print(f"cluster: {error}", file=sys.stderr)
+        return 1
+    print(f"API server {plane.server}, Knative Serving {plane.knative_version}, logs in "
+          f"{plane.state / 'logs'}")  # fmt: skip
+    print(f"KUBECONFIG={plane.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""The network namespace each control plane runs in, joined to the host by a veth pair."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from harness.cluster.plane import (
+    ClusterError,
+)
+
+# Private addresses for the namespaces' veth pairs: 10.254.N.0/30, one N per control plane.
+SUBNET_PREFIX = "10.254."
+_ALLOCATION_LOCK = Path("/run/lock/userapi-cluster-net.lock")
+_NETNS_DIR = Path("/run/netns")  # where `ip netns add` puts each namespace's handle
+_ABANDONED_AFTER_SECONDS = 120
+
+
+def names(state: Path) -> tuple[str, str, str]:
+    tag = hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:8]
+    return f"userapi-{tag}", f"ua{tag}h", f"ua{tag}n"  # netns, host veth, namespace veth (<= 15)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise ClusterError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def network_up(state: Path) -> tuple[str, str]:
+    """Create (or find) this state directory's namespace; (netns name, its address)."""
+    netns, host_veth, ns_veth = names(state)
+    saved = state / "network.json"
+    if saved.exists() and ip("netns", "exec", netns, "true", check=False).returncode == 0:
+        return netns, str(json.loads(saved.read_text())["address"])
+    if os.geteuid() != 0:
+        raise ClusterError("the control plane runs in a network namespace: run as root")
+    network_down(state)
+    _ALLOCATION_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with _ALLOCATION_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two control planes starting at once get two subnets
+        sweep_abandoned()
+        used = ip("-4", "-o", "addr", "show").stdout
+        free = next(
+            (n for n in range(256) if f" {SUBNET_PREFIX}{n}." not in used),
+            None,
+        )
+        if free is None:
+            raise ClusterError(f"no free {SUBNET_PREFIX}N.0/30 subnet for the namespace")
+        host, inside = f"{SUBNET_PREFIX}{free}.1", f"{SUBNET_PREFIX}{free}.2"
+        ip("netns", "add", netns)
+        ip("link", "add", host_veth, "type", "veth", "peer", "name", ns_veth)
+        ip("link", "set", ns_veth, "netns", netns)
+        ip("addr", "add", f"{host}/30", "dev", host_veth)
+        ip("link", "set", host_veth, "up")
+        for command in (
+            ("link", "set", "lo", "up"),
+            ("addr", "add", f"{inside}/30", "dev", ns_veth),
+            ("link", "set", ns_veth, "up"),
+        ):
+            ip("netns", "exec", netns, "ip", *command)
+    saved.write_text(json.dumps({"netns": netns, "address": inside, "host": host}))
+    return netns, inside
+
+
+def sweep_abandoned(older_than: float = _ABANDONED_AFTER_SECONDS) -> None:
+    """Deletes the namespaces (and veth pairs) of control planes whose owner was killed before
+    it could clean up (a SIGKILLed pytest): ours by name, with no process left in them, and
+    older than any start still spawning its first process into one."""
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        netns = line.split()[0] if line.split() else ""
+        if not netns.startswith("userapi-"):
+            continue
+        try:
+            age = time.time() - (_NETNS_DIR / netns).stat().st_mtime
+        except OSError:
+            continue
+        busy = ip("netns", "pids", netns, check=False).stdout.strip()
+        if age < older_than or busy:
+            continue
+        tag = netns.removeprefix("userapi-")
+        ip("link", "del", f"ua{tag}h", check=False)
+        ip("netns", "del", netns, check=False)
+
+
+def network_down(state: Path) -> None:
+    netns, host_veth, _ = names(state)
+    ip("link", "del", host_veth, check=False)  # deletes its peer in the namespace too
+    ip("netns", "del", netns, check=False)
+    (state / "network.json").unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+"""The control plane's processes, recorded by pid and start time in the state directory, so that
+`down` stops exactly what `up` started (and never a recycled pid)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from harness import processes
+
+
+def start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # exited; a parent that is not waiting (say, init) has not reaped it
+        return None
+    return fields[19]  # field 22: start time in clock ticks since boot
+
+
+def recorded(state: Path) -> Iterator[tuple[str, int]]:
+    """(name, pid) of every process this state directory started that is still that process."""
+    for record in sorted((state / "pids").glob("*")):
+        pid, started = record.read_text().split()
+        if start_time(int(pid)) == started:
+            yield record.name, int(pid)
+
+
+def spawn(state: Path, netns: str, name: str, command: Sequence[str], env: dict[str, str]) -> None:
+    args = ["ip", "netns", "exec", netns, *command]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    log_path = state / "logs" / f"{name}.log"
+    if (state / "detached").exists():  # `make cluster`: outlives this process
+        with log_path.open("ab") as log:
+            pid = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True, cwd=state,
+            ).pid  # fmt: skip
+    else:  # the tests: the registry stops it at exit, its watchdog even if pytest is killed
+        pid = processes.spawn(args, log_path, env=env, cwd=state).pid
+    (state / "pids" / name).write_text(f"{pid} {start_time(pid)}\n")
+
+
+def alive(state: Path, name: str) -> bool:
+    return any(n == name for n, _ in recorded(state))
+
+
+def stop(state: Path) -> None:
+    running = list(recorded(state))
+    # SIGTERM to all at once, then SIGKILL whatever is left after 5 s: the data is throwaway, and
+    # the API server would otherwise wait out its open watches.
+    for _, pid in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while any(start_time(pid) is not None for _, pid in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _, pid in running:
+        if start_time(pid) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    for record in (state / "pids").glob("*"):
+        record.unlink()
