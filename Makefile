@@ -67,8 +67,9 @@ image: ## build the container image as $(IMAGE) (Docker if an engine answers, el
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json
 
-manifests: install ## regenerate manifests/ from the Helm chart
+manifests: install ## regenerate manifests/ from the chart, and docs/configuration.md's tables
 	$(PY) manifests/generate.py
+	$(PY) -m manifests.reference_docs
 
 clean: ## remove the venv, caches and the dev database
 	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache

@@ -1,6 +1,9 @@
 """Every setting of every endpoint, read from the environment (one class, UPPERCASE names).
 
-docs/configuration.md lists each one with its Helm value; keep the three in step.
+Each field's description is its documentation: docs/configuration.md's tables are generated
+from them (`make manifests`), one table per `# Section ---` comment below, and a test fails
+when they are stale. `shown_default` is the Default column where the value alone would not
+say it (a setting that is required, or whose absence means something).
 """
 
 from __future__ import annotations
@@ -24,114 +27,337 @@ class Settings(BaseSettings):
     # Required to serve (see require_auth0); `userapi migrate` runs without them.
     auth0_domain: str = Field(
         default="",
-        description="Tenant domain (example.us.auth0.com) or a full http(s)://host:port base URL.",
+        description=(
+            "Tenant domain (`example.us.auth0.com`) or a full base URL (`http://127.0.0.1:8765` for"
+            " the emulator). The expected token issuer is the base URL plus `/`."
+        ),
+        json_schema_extra={"shown_default": "required to serve"},
     )
     auth0_audience: str = Field(
-        default="", description="API identifier that access tokens must carry in aud."
+        default="",
+        description="The API identifier access tokens must carry in `aud`.",
+        json_schema_extra={"shown_default": "required to serve"},
     )
     auth0_client_id: str = Field(
-        default="", description="Management API client (machine-to-machine app)."
+        default="",
+        description=(
+            "Machine-to-machine application used for the Management API. Needs the `read:users` "
+            "grant (and `create:users`, `update:users`, `delete:users` for the write endpoints)."
+        ),
+        json_schema_extra={"shown_default": "required to serve"},
     )
-    auth0_client_secret: SecretStr | None = None
+    auth0_client_secret: SecretStr | None = Field(
+        default=None, description="Its secret. Prefer `AUTH0_CLIENT_SECRET_FILE` in a cluster."
+    )
     auth0_client_secret_file: Path | None = Field(
-        default=None, description="File holding the client secret (a mounted Kubernetes Secret)."
+        default=None,
+        description=(
+            "A file holding the secret (a mounted Kubernetes Secret). Read at each token fetch, so "
+            "a rotated secret is picked up without a restart. One of the two is required by every "
+            "endpoint that calls the Management API (all but auth0-events, which is neither given "
+            "nor asks for it)."
+        ),
     )
     auth0_management_audience: str | None = Field(
-        default=None, description="Defaults to <base URL>/api/v2/."
+        default=None,
+        description=(
+            "Only for custom domains, where the Management API audience still names the canonical "
+            "domain."
+        ),
+        json_schema_extra={"shown_default": "`<base URL>/api/v2/`"},
     )
     auth0_connection: str = Field(
         default="Username-Password-Authentication",
-        description="Database connection that create-user creates users in.",
+        description="The database connection create-user creates users in.",
     )
     auth0_events_secret: SecretStr | None = Field(
-        default=None, description="Bearer secret Auth0 Event/Log Streams send to auth0-events."
+        default=None,
+        description=(
+            "The bearer secret Auth0 Event Streams / Log Streams send to `POST /events/auth0`; "
+            "compared in constant time."
+        ),
+        json_schema_extra={"shown_default": "— (auth0-events answers 503)"},
     )
-    auth0_events_secret_file: Path | None = None
-    event_dedupe_seconds: float = Field(default=86400.0, gt=0)
-    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
-    auth0_connect_timeout_seconds: float = Field(default=2.0, gt=0)
-    auth0_read_timeout_seconds: float = Field(default=5.0, gt=0)
+    auth0_events_secret_file: Path | None = Field(
+        default=None, description="The same, from a mounted file."
+    )
+    event_dedupe_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a change event's id is remembered to drop redeliveries.",
+        json_schema_extra={"shown_default": "`86400`"},
+    )
+    idempotency_ttl_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long create-user keeps an `Idempotency-Key` and its response.",
+        json_schema_extra={"shown_default": "`86400`"},
+    )
+    auth0_connect_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="TCP+TLS connect timeout per Auth0 call."
+    )
+    auth0_read_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Read timeout per Auth0 call."
+    )
     auth0_request_budget_seconds: float = Field(
         default=8.0,
         gt=0,
-        description="Total time one Management API call may take, retries included.",
+        description=(
+            "Total time one Management API call may take, retries and rate-limit waits included. "
+            "Keep it well under the service's `timeoutSeconds`."
+        ),
     )
-    auth0_max_retries: int = Field(default=3, ge=0, le=10)
-    auth0_max_connections: int = Field(default=20, ge=1)
+    auth0_max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description=(
+            "Retries after the first attempt: for 429 always, for 5xx/network errors only on "
+            "idempotent calls."
+        ),
+    )
+    auth0_max_connections: int = Field(
+        default=20, ge=1, description="Size of the per-process httpx connection pool to Auth0."
+    )
 
-    # Access-token verification ----------------------------------------------------------------
-    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    jwks_cache_seconds: int = Field(default=600, ge=10)
-    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # Access tokens ----------------------------------------------------------------------------
+    jwt_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock skew tolerated on `exp`/`iat`."
+    )
+    jwks_cache_seconds: int = Field(
+        default=600,
+        ge=10,
+        description=(
+            "How long the signing keys are trusted before a refetch (Auth0 suggests 5 to 10 "
+            "minutes); also the lifetime of the copy shared through Redis."
+        ),
+    )
+    jwks_refetch_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Minimum time between refetches triggered by an unknown `kid`.",
+    )
 
     # Profile cache -----------------------------------------------------------------------------
-    redis_url: str | None = Field(default=None, description="Unset: an in-process LRU cache.")
+    redis_url: str | None = Field(
+        default=None,
+        description=(
+            "`redis://` or `rediss://` URL of the Redis every pod shares: one node or a primary, "
+            "not a Redis Cluster (reads are batched as `MGET`)."
+        ),
+        json_schema_extra={"shown_default": "— (in-process LRU)"},
+    )
     # Not tighter: both waits include event-loop lag, which at 50+ concurrent requests on one
     # core reaches tens of ms while Redis itself answers in well under one.
-    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
-    redis_connect_timeout_seconds: float = Field(default=0.25, gt=0, le=5)
+    redis_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description=(
+            "Per-command timeout, including the wait for a free connection (64 per process). A "
+            "cache must fail fast: an error is a miss. Not lower: the wait includes event-loop "
+            "lag, which at 50 to 100 concurrent requests per pod reached 50 ms in `make bench` and "
+            "turned hits into misses."
+        ),
+    )
+    redis_connect_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description=(
+            "Connect timeout (a burst of requests opens up to 64 connections at once, each waiting "
+            "on the same busy event loop)."
+        ),
+    )
     # Short: it is also how soon a Redis that is back (a restart, a failover) is used again.
     redis_retry_after_error_seconds: float = Field(
         default=0.25,
         ge=0,
-        description="After Redis failed to answer, skip it this long; then one call tries it.",
+        description=(
+            "After Redis failed to answer (a timeout or a refused connection with no other call "
+            "answered meanwhile), the process skips Redis for this long; then one call probes it "
+            "while the others keep skipping until it has answered. A dead Redis costs one timeout "
+            "per interval, not one per request, and a Redis that is back (a restart, a failover) is"
+            " used again within the interval."
+        ),
     )
-    redis_key_prefix: str = "userapi:"
-    profile_fresh_ttl_seconds: float = Field(default=300.0, gt=0)
-    profile_ttl_jitter: float = Field(default=0.1, ge=0, le=0.5)
-    profile_stale_ttl_seconds: float = Field(default=3600.0, ge=0)
-    profile_negative_ttl_seconds: float = Field(default=30.0, ge=0)
-    profile_lock_seconds: float = Field(default=2.0, gt=0)
-    profile_include_app_metadata: bool = False
-    memory_cache_max_entries: int = Field(default=10_000, ge=1)
+    redis_key_prefix: str = Field(
+        default="userapi:",
+        description="Prefix of every key (share one Redis between installations).",
+    )
+    profile_fresh_ttl_seconds: float = Field(
+        default=300.0, gt=0, description="How long a cached profile is served without asking Auth0."
+    )
+    profile_ttl_jitter: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description=(
+            "± fraction applied to the fresh TTL so entries filled together do not expire together."
+        ),
+    )
+    profile_stale_ttl_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "How much longer an expired profile is kept to stand in when Auth0 fails "
+            "(stale-if-error)."
+        ),
+    )
+    profile_negative_ttl_seconds: float = Field(
+        default=30.0, ge=0, description='How long "no such user" is remembered.'
+    )
+    profile_lock_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "Lifetime of the cross-pod fill lock; a pod that finds it taken waits up to this long "
+            "for the other pod's result."
+        ),
+    )
+    profile_include_app_metadata: bool = Field(
+        default=False,
+        description=(
+            "Return Auth0 `app_metadata` in profiles. Off by default: it often holds data users "
+            "must not see."
+        ),
+    )
+    memory_cache_max_entries: int = Field(
+        default=10000,
+        ge=1,
+        description="Size of the in-process LRU used when `REDIS_URL` is unset.",
+    )
 
     # Database ----------------------------------------------------------------------------------
     database_url: str | None = Field(
-        default=None, description="postgresql:// URL (the PgBouncer sidecar). Unset: SQLite."
+        default=None,
+        description=(
+            "`postgresql://user@127.0.0.1:6432/userapi`: in a cluster, the PgBouncer sidecar. A "
+            "password in the URL works too, but belongs in `DATABASE_PASSWORD`."
+        ),
+        json_schema_extra={"shown_default": "— (SQLite)"},
     )
     database_password: SecretStr | None = Field(
         default=None,
-        description="Password for DATABASE_URL's user, kept out of the URL (any characters).",
+        description=(
+            "The password for `DATABASE_URL`'s user, given apart from the URL so it needs no "
+            "escaping. The Helm chart sets it from `database.existingSecret`."
+        ),
     )
-    sqlite_path: Path = Path(".dev/userapi.sqlite3")
-    db_pool_max_size: int = Field(default=4, ge=1, le=100)
-    db_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    sqlite_path: Path = Field(
+        default=Path(".dev/userapi.sqlite3"),
+        description="The embedded database used when `DATABASE_URL` is unset (`make dev`).",
+    )
+    db_pool_max_size: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description=(
+            "Connections per process to PgBouncer (cheap: PgBouncer multiplexes them onto its few "
+            "server connections)."
+        ),
+    )
+    db_connect_timeout_seconds: float = Field(default=2.0, gt=0, description="Connect timeout.")
     db_startup_grace_seconds: float = Field(
-        default=5.0, ge=0, description="How long to retry while the PgBouncer sidecar starts."
+        default=5.0,
+        ge=0,
+        description=(
+            "Until the first connection succeeds, refused connections are retried this long "
+            "(Knative gives no start order between the app and the sidecar)."
+        ),
     )
-    db_command_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_command_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Per-statement timeout."
+    )
 
     # Process -----------------------------------------------------------------------------------
     port: int = Field(
-        default=8080, ge=1, le=65535, description="`userapi serve` (Knative sets it)."
+        default=8080,
+        ge=1,
+        le=65535,
+        description="Listening port of `userapi serve` (Knative sets it).",
     )
     userapi_endpoint: str = Field(
         default="get-user",
-        description="The endpoint `uvicorn --factory userapi.commands.asgi:create` serves.",
+        description=(
+            "The endpoint the skaffold dev image's `uvicorn --factory userapi.commands.asgi:create`"
+            " serves (the chart sets it with `devMode`)."
+        ),
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    shutdown_timeout_seconds: int = Field(default=10, ge=0, le=600)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="`DEBUG`, `INFO`, `WARNING` or `ERROR`. Logs are JSON lines on stdout.",
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=600,
+        description=(
+            "On SIGTERM, how long in-flight requests may finish before the process closes its "
+            "clients and exits."
+        ),
+    )
 
-    # Telemetry (docs/observability.md): OpenTelemetry's own variable names. An OTLP endpoint
+    # Telemetry --------------------------------------------------------------------------------
+    # docs/observability.md. OpenTelemetry's own variable names. An OTLP endpoint
     # turns it on; unset (or OTEL_SDK_DISABLED=true), its SDK is never imported.
-    otel_sdk_disabled: bool = False
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        description=(
+            "`true` turns telemetry off whatever the endpoints say; nothing of OpenTelemetry's SDK "
+            "is imported."
+        ),
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP base URL; /v1/traces and /v1/metrics are appended."
+        default=None,
+        description=(
+            "OTLP/HTTP base URL of a collector, e.g. `http://otel-collector.observability:4318`; "
+            "spans go to `/v1/traces`, metrics to `/v1/metrics`. Setting it (or a per-signal "
+            "endpoint) turns telemetry on."
+        ),
+        json_schema_extra={"shown_default": "— (telemetry off)"},
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
-        default=None, description="Full URL for spans alone (used as is)."
+        default=None, description="Full URL for spans, used as is; wins over the base URL."
     )
     otel_exporter_otlp_metrics_endpoint: str | None = Field(
-        default=None, description="Full URL for metrics alone (used as is)."
+        default=None, description="Full URL for metrics, used as is; wins over the base URL."
     )
     otel_exporter_otlp_headers: SecretStr | None = Field(
-        default=None, description="key=value,... sent with every export (a Secret in the chart)."
+        default=None,
+        description=(
+            "`key=value,...` (URL-encoded values) sent with every export, e.g. "
+            "`authorization=Bearer%20...`: a secret, so the chart takes it from a Secret."
+        ),
     )
-    otel_exporter_otlp_timeout: int = Field(default=10000, ge=1, description="Milliseconds.")
-    otel_traces_exporter: Literal["otlp", "none"] = "otlp"
-    otel_metrics_exporter: Literal["otlp", "none"] = "otlp"
-    otel_service_name: str = Field(default="userapi", min_length=1)
-    otel_resource_attributes: str = Field(default="", description="key=value,... on every signal.")
+    otel_exporter_otlp_timeout: int = Field(
+        default=10000,
+        ge=1,
+        description=(
+            "Milliseconds one export may take (on the exporter's thread, never a request's)."
+        ),
+    )
+    otel_traces_exporter: Literal["otlp", "none"] = Field(
+        default="otlp", description="`none` sends metrics only."
+    )
+    otel_metrics_exporter: Literal["otlp", "none"] = Field(
+        default="otlp", description="`none` sends spans only."
+    )
+    otel_service_name: str = Field(
+        default="userapi",
+        min_length=1,
+        description=(
+            "`service.name` of every span and metric; the endpoint is the `userapi.endpoint` "
+            "attribute."
+        ),
+    )
+    otel_resource_attributes: str = Field(
+        default="",
+        description=(
+            "`key=value,...` added to the resource (e.g. `deployment.environment.name=prod`)."
+        ),
+        json_schema_extra={"shown_default": "—"},
+    )
     otel_traces_sampler: Literal[
         "parentbased_traceidratio",
         "parentbased_always_on",
@@ -139,20 +365,66 @@ class Settings(BaseSettings):
         "traceidratio",
         "always_on",
         "always_off",
-    ] = "parentbased_traceidratio"
-    otel_traces_sampler_arg: float = Field(
-        default=1.0, ge=0, le=1, description="The ratio of new traces sampled (…traceidratio)."
+    ] = Field(
+        default="parentbased_traceidratio",
+        description=(
+            "Also `parentbased_always_on`, `parentbased_always_off`, `traceidratio`, `always_on`, "
+            "`always_off`. Parent-based: a request whose `traceparent` says sampled (Knative's "
+            "activator and queue-proxy decide upstream) is always traced."
+        ),
     )
-    otel_metric_export_interval: int = Field(default=30000, ge=100, description="Milliseconds.")
-    otel_bsp_schedule_delay: int = Field(default=2000, ge=10, description="Milliseconds.")
-    otel_bsp_max_queue_size: int = Field(default=2048, ge=1)
+    otel_traces_sampler_arg: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="The ratio of new traces (no incoming `traceparent`) that are sampled, 0 to 1.",
+    )
+    otel_metric_export_interval: int = Field(
+        default=30000,
+        ge=100,
+        description="Milliseconds between metric exports (and a final one at shutdown).",
+    )
+    otel_bsp_schedule_delay: int = Field(
+        default=2000,
+        ge=10,
+        description="Milliseconds between span exports (and a final one at shutdown).",
+    )
+    otel_bsp_max_queue_size: int = Field(
+        default=2048,
+        ge=1,
+        description="Spans buffered before new ones are dropped (never blocks a request).",
+    )
 
-    # Development tools (`userapi dev`, `userapi emulator`) ---------------------------------------
-    userapi_dev_port: int = Field(default=8000, ge=1, le=65535)
-    emulator_port: int = Field(default=8765, ge=1, le=65535)
-    emulator_seed: Path | None = Field(default=None, description="Unset: the bundled seed users.")
-    emulator_latency_ms: float = Field(default=0.0, ge=0)
-    emulator_base_url: str | None = Field(default=None, description="Unset: http://HOST:PORT.")
+    # Development tools ------------------------------------------------------------------------
+    # `userapi dev` and `userapi emulator`; never read by a served endpoint.
+    userapi_dev_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port of `userapi dev`."
+    )
+    emulator_port: int = Field(
+        default=8765, ge=1, le=65535, description="Port of `userapi emulator`."
+    )
+    emulator_seed: Path | None = Field(
+        default=None,
+        description=(
+            "JSON file of users the emulator starts with (`userapi emulator`, and `userapi dev` "
+            "without `AUTH0_DOMAIN`)."
+        ),
+        json_schema_extra={"shown_default": "bundled seed"},
+    )
+    emulator_latency_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Delay added to each Management API call (`500` reproduces a slow tenant), in `userapi "
+            "emulator` and `userapi dev`."
+        ),
+        json_schema_extra={"shown_default": "`0`"},
+    )
+    emulator_base_url: str | None = Field(
+        default=None,
+        description="The emulator's issuer base, when it is reached through another name.",
+        json_schema_extra={"shown_default": "`http://HOST:PORT`"},
+    )
 
     @model_validator(mode="after")
     def _database_url_scheme(self) -> Settings:
