@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.scenario import Verdict
+
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
 
@@ -55,12 +57,11 @@ def _version(command: list[str], fallback: str | None = None) -> str:
     return "unknown"
 
 
-def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue #5 with its measured value; `met` is None when not measured."""
-    rows: list[dict[str, Any]] = []
+def targets(scenarios: dict[str, Any]) -> list[Verdict]:
+    rows: list[Verdict] = []
 
     def add(name: str, goal: str, measured: Any, met: bool | None) -> None:
-        rows.append({"target": name, "goal": goal, "measured": measured, "met": met})
+        rows.append(Verdict(target=name, goal=goal, measured=measured, met=met))
 
     cold = scenarios.get("coldstart")
     if cold:
