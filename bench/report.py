@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
+from bench.scenarios import coldstart
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -63,10 +64,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
     def add(name: str, goal: str, measured: Any, met: bool | None) -> None:
         rows.append(Verdict(target=name, goal=goal, measured=measured, met=met))
 
-    cold = scenarios.get("coldstart")
-    if cold:
-        ratio = cold["ratio_to_fastapi_hello"]["userapi"]
-        add("cold start", "<= 1.5 x FastAPI hello", f"{ratio:.2f} x", ratio <= 1.5)
+    if "coldstart" in scenarios:
+        rows += coldstart.judge(scenarios["coldstart"])
     warm = scenarios.get("warm")
     if warm:
         at_50 = next((r for r in warm["ratios"] if r["connections"] == 50), None)
@@ -160,7 +159,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     out += ["", "![bench plot](bench/performance.png)"]
     if "coldstart" in s:
-        out += _coldstart(s["coldstart"])
+        out += coldstart.render(s["coldstart"])
     if "warm" in s:
         out += _warm(s["warm"])
     if "breakdown" in s:
@@ -250,34 +249,6 @@ def _container(box: dict[str, Any]) -> list[str]:
         f"{box['cold_start_ratio_to_hello']:.2f} x. Container RSS {rss['idle']:g} MiB idle, "
         f"{rss['under_load']:g} MiB at most under 50 connections.",
     ]
-
-
-def _coldstart(cold: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Cold start**, exec to first 200, {cold['runs']} runs each, interleaved:",
-        "",
-        "| Server | Median | Min | Max | x FastAPI hello | Idle RSS |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in cold["servers"].items():
-        out.append(
-            f"| {name} | {row['median_ms']:.0f} ms | {row['min_ms']:.0f} ms | "
-            f"{row['max_ms']:.0f} ms | {cold['ratio_to_fastapi_hello'][name]:.2f} | "
-            f"{cold['idle_rss_mib'][name]:.0f} MiB |"
-        )
-    calls = ", ".join(f"{route}: {n}" for route, n in cold["auth0_calls"].items()) or "none"
-    out += ["", f"Auth0 calls made by the {cold['runs']} cold userapi processes: {calls}."]
-    imports = cold["imports"]
-    top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["userapi_top_ms"].items())[:10])
-    added = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["added_over_hello_ms"].items())
-    out += [
-        "",
-        f"Imports (`-X importtime`, one run): userapi {imports['userapi_total_ms']:.0f} ms, "
-        f"FastAPI hello {imports['fastapi_hello_total_ms']:.0f} ms. Top packages (ms): {top}. "
-        f"Added over the hello app (ms): {added}.",
-    ]
-    return out
 
 
 def _rounds(ratios: list[float]) -> str:
@@ -414,14 +385,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     s = results["scenarios"]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     if "coldstart" in s:
-        servers = s["coldstart"]["servers"]
-        names = list(servers)
-        medians = [servers[n]["median_ms"] for n in names]
-        low = [servers[n]["median_ms"] - servers[n]["min_ms"] for n in names]
-        high = [servers[n]["max_ms"] - servers[n]["median_ms"] for n in names]
-        axes[0].bar(names, medians, yerr=[low, high], capsize=4, color=["C0", "C1", "C2"])
-        axes[0].set_title("Cold start: exec to first 200 (median, min-max)")
-        axes[0].set_ylabel("ms")
+        coldstart.plot(s["coldstart"], axes[0])
     if "warm" in s:
         for name, runs in s["warm"]["runs"].items():
             x = [r["connections"] for r in runs]
