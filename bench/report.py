@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import coldstart
+from bench.scenarios import coldstart, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -66,24 +66,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
 
     if "coldstart" in scenarios:
         rows += coldstart.judge(scenarios["coldstart"])
-    warm = scenarios.get("warm")
-    if warm:
-        at_50 = next((r for r in warm["ratios"] if r["connections"] == 50), None)
-        errors = sum(run["errors"] for run in warm["runs"]["userapi"])
-        if at_50:
-            add(
-                "warm throughput at 50",
-                ">= 0.4 x FastAPI hello",
-                f"{at_50['rps_ratio']:.2f} x",
-                at_50["rps_ratio"] >= 0.4,
-            )
-            add(
-                "warm p99 at 50",
-                "<= 3 x FastAPI hello",
-                f"{at_50['p99_ratio']:.2f} x",
-                at_50["p99_ratio"] <= 3,
-            )
-        add("warm errors", "0", errors, errors == 0)
+    if "warm" in scenarios:
+        rows += warm.judge(scenarios["warm"])
     cache = scenarios.get("cache")
     if cache and "500" in cache["sequential_reads"]:
         speedup = cache["sequential_reads"]["500"]["speedup_p50"]
@@ -161,7 +145,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "coldstart" in s:
         out += coldstart.render(s["coldstart"])
     if "warm" in s:
-        out += _warm(s["warm"])
+        out += warm.render(s["warm"])
     if "breakdown" in s:
         b = s["breakdown"]
         out += [
@@ -251,68 +235,6 @@ def _container(box: dict[str, Any]) -> list[str]:
     ]
 
 
-def _rounds(ratios: list[float]) -> str:
-    return "(" + ", ".join(f"{r:.2f}" for r in ratios) + ")" if len(ratios) > 1 else ""
-
-
-def _warm(warm: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Warm path**, `GET /users/{{id}}` cache hits over {warm['users']} users, wrk "
-        f"{warm['seconds_per_run']:g} s per run, {warm['rounds_per_run']} rounds per server "
-        "and concurrency, alternating; medians, with each round's ratio in brackets "
-        "(userapi | FastAPI hello):",
-        "",
-        "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
-        "| req/s x | p99 x |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for ours, theirs, ratio in zip(
-        warm["runs"]["userapi"], warm["runs"]["fastapi-hello"], warm["ratios"], strict=True
-    ):
-        out.append(
-            f"| {ours['connections']} | {ours['rps']:.0f} | {ours['p50_ms']:.2f} ms | "
-            f"{ours['p99_ms']:.2f} ms | {ours['errors']} | {theirs['rps']:.0f} | "
-            f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
-            f"{ratio['rps_ratio']:.2f} {_rounds(ratio['rps_ratio_rounds'])} | "
-            f"{ratio['p99_ratio']:.2f} {_rounds(ratio['p99_ratio_rounds'])} |"
-        )
-    outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
-    out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]
-    batching = "; ".join(
-        f"{run['connections']} connections: {calls['redis_reads']:.2f} Redis reads and "
-        f"{calls['database_queries']:.2f} database queries"
-        for run, calls in zip(
-            warm["runs"]["userapi"], warm["userapi_backing_calls_per_request"], strict=True
-        )
-    )
-    out += [
-        "",
-        "Reads per request, as Redis (GET and MGET calls) and PgBouncer (queries) counted them; "
-        f"below 1, concurrent requests shared batched reads: {batching}.",
-    ]
-    cpu = warm["cpu_us_per_request"]
-    out += [
-        "",
-        "CPU per request (µs, from /proc, by process): "
-        + "; ".join(
-            f"{run['connections']} connections: userapi "
-            + ", ".join(f"{name} {us:.0f}" for name, us in ours.items())
-            + f" | hello {theirs.get('server', 0):.0f}"
-            for run, ours, theirs in zip(
-                warm["runs"]["userapi"], cpu["userapi"], cpu["fastapi-hello"], strict=True
-            )
-        )
-        + ".",
-    ]
-    memory = ", ".join(
-        f"{name} {m['idle']:.0f} MiB idle, {m['peak']:.0f} MiB peak"
-        for name, m in warm["memory_mib"].items()
-    )
-    out += ["", f"**Memory** (RSS; peak is VmHWM after the warm runs): {memory}."]
-    return out
-
-
 def _cache(cache: dict[str, Any]) -> list[str]:
     out = [
         "",
@@ -387,14 +309,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if "coldstart" in s:
         coldstart.plot(s["coldstart"], axes[0])
     if "warm" in s:
-        for name, runs in s["warm"]["runs"].items():
-            x = [r["connections"] for r in runs]
-            axes[1].plot(x, [r["rps"] for r in runs], marker="o", label=f"{name} req/s")
-        axes[1].set_xscale("log")
-        axes[1].set_title("Warm cache hits under wrk")
-        axes[1].set_xlabel("connections")
-        axes[1].set_ylabel("requests/s")
-        axes[1].legend()
+        warm.plot(s["warm"], axes[1])
     if "cache" in s:
         reads = s["cache"]["sequential_reads"]
         labels, values = [], []
