@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import coldstart, warm
+from bench.scenarios import breakdown, coldstart, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -147,16 +147,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "warm" in s:
         out += warm.render(s["warm"])
     if "breakdown" in s:
-        b = s["breakdown"]
-        out += [
-            "",
-            f"**Where a cached read's CPU goes** ({b['method']}, {b['calls_per_variant']} calls "
-            "each, µs): "
-            + ", ".join(
-                f"{name.replace('_', ' ')} {us}" for name, us in b["cpu_us_per_call"].items()
-            )
-            + ".",
-        ]
+        out += breakdown.render(s["breakdown"])
     if "cache" in s:
         out += _cache(s["cache"])
     if "stampede" in s:
