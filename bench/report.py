@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, coldstart, warm
+from bench.scenarios import breakdown, cache, coldstart, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -68,10 +68,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += coldstart.judge(scenarios["coldstart"])
     if "warm" in scenarios:
         rows += warm.judge(scenarios["warm"])
-    cache = scenarios.get("cache")
-    if cache and "500" in cache["sequential_reads"]:
-        speedup = cache["sequential_reads"]["500"]["speedup_p50"]
-        add("cached vs uncached (500 ms)", ">= 100 x faster p50", f"{speedup:g} x", speedup >= 100)
+    if "cache" in scenarios:
+        rows += cache.judge(scenarios["cache"])
     stampede = scenarios.get("stampede")
     if stampede:
         fetches = stampede["auth0_user_fetches"]
@@ -149,7 +147,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "breakdown" in s:
         out += breakdown.render(s["breakdown"])
     if "cache" in s:
-        out += _cache(s["cache"])
+        out += cache.render(s["cache"])
     if "stampede" in s:
         st = s["stampede"]
         out += [
@@ -226,34 +224,6 @@ def _container(box: dict[str, Any]) -> list[str]:
     ]
 
 
-def _cache(cache: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        "**Cache effect**, sequential reads of one user:",
-        "",
-        "| Auth0 latency | cached p50 | cached p99 | uncached p50 | uncached p99 | p50 speedup |",
-        "|---|---|---|---|---|---|",
-    ]
-    for latency, row in cache["sequential_reads"].items():
-        c, u = row["cached"], row["uncached"]
-        out.append(
-            f"| {latency} ms | {c['p50_ms']:.2f} ms (n={c['n']}) | {c['p99_ms']:.2f} ms | "
-            f"{u['p50_ms']:.0f} ms (n={u['n']}) | {u['p99_ms']:.0f} ms | "
-            f"{row['speedup_p50']:g} x |"
-        )
-    z = cache["zipf"]
-    out += [
-        "",
-        f"Zipf mix (s={z['exponent']}, {z['users']} users, {z['requests']} requests, "
-        f"{z['concurrency']} concurrent, Auth0 at {z['auth0_latency_ms']:g} ms, cold cache): "
-        f"hit ratio {z['hit_ratio']:.3f} against a best possible "
-        f"{z['best_possible_hit_ratio']:.3f} ({z['auth0_fetches']} Auth0 fetches for "
-        f"{z['distinct_users_requested']} distinct users); "
-        f"p50 {z['latency']['p50_ms']:.1f} ms, p99 {z['latency']['p99_ms']:.0f} ms.",
-    ]
-    return out
-
-
 def _budget(budget: dict[str, Any]) -> list[str]:
     out = [
         "",
@@ -302,15 +272,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     if "warm" in s:
         warm.plot(s["warm"], axes[1])
     if "cache" in s:
-        reads = s["cache"]["sequential_reads"]
-        labels, values = [], []
-        for latency, row in reads.items():
-            labels += [f"hit\n({latency} ms)", f"miss\n({latency} ms)"]
-            values += [row["cached"]["p50_ms"], row["uncached"]["p50_ms"]]
-        axes[2].bar(labels, values, color=["C0", "C3"] * len(reads))
-        axes[2].set_yscale("log")
-        axes[2].set_title("GET /users/{id} p50, hit vs miss (Auth0 latency)")
-        axes[2].set_ylabel("ms (log)")
+        cache.plot(s["cache"], axes[2])
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
