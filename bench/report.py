@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, cache, coldstart, warm
+from bench.scenarios import breakdown, cache, coldstart, stampede, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -70,10 +70,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += warm.judge(scenarios["warm"])
     if "cache" in scenarios:
         rows += cache.judge(scenarios["cache"])
-    stampede = scenarios.get("stampede")
-    if stampede:
-        fetches = stampede["auth0_user_fetches"]
-        add("stampede", "<= 1 Auth0 fetch", fetches, fetches <= 1)
+    if "stampede" in scenarios:
+        rows += stampede.judge(scenarios["stampede"])
     budget = scenarios.get("budget")
     if budget:
         pooled = budget["pgbouncer"]
@@ -149,15 +147,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "cache" in s:
         out += cache.render(s["cache"])
     if "stampede" in s:
-        st = s["stampede"]
-        out += [
-            "",
-            f"**Stampede**: {st['requests']} concurrent first reads of one user over "
-            f"{st['processes']} processes, Auth0 at {st['auth0_latency_ms']:g} ms: "
-            f"{st['auth0_user_fetches']} Auth0 user fetch(es), {st['auth0_token_fetches']} token "
-            f"fetch(es); statuses {st['statuses']}; cache outcomes {st['cache_outcomes']}; "
-            f"p50 {st['latency']['p50_ms']:.0f} ms, p99 {st['latency']['p99_ms']:.0f} ms.",
-        ]
+        out += stampede.render(s["stampede"])
     if "budget" in s:
         out += _budget(s["budget"])
     if "tokens" in s:
