@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, cache, coldstart, stampede, warm
+from bench.scenarios import breakdown, budget, cache, coldstart, stampede, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -72,15 +72,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += cache.judge(scenarios["cache"])
     if "stampede" in scenarios:
         rows += stampede.judge(scenarios["stampede"])
-    budget = scenarios.get("budget")
-    if budget:
-        pooled = budget["pgbouncer"]
-        add(
-            "connection budget",
-            f"peak <= {pooled['cap']}, 0 errors",
-            f"peak {pooled['peak_server_connections']}, {pooled['errors']} errors",
-            pooled["peak_server_connections"] <= pooled["cap"] and pooled["errors"] == 0,
-        )
+    if "budget" in scenarios:
+        rows += budget.judge(scenarios["budget"])
     shared = scenarios.get("tokens")
     if shared:
         calls = shared["shared_through_redis"]["token_requests"]
@@ -149,7 +142,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "stampede" in s:
         out += stampede.render(s["stampede"])
     if "budget" in s:
-        out += _budget(s["budget"])
+        out += budget.render(s["budget"])
     if "tokens" in s:
         t = s["tokens"]
         out += [
@@ -212,33 +205,6 @@ def _container(box: dict[str, Any]) -> list[str]:
         f"{box['cold_start_ratio_to_hello']:.2f} x. Container RSS {rss['idle']:g} MiB idle, "
         f"{rss['under_load']:g} MiB at most under 50 connections.",
     ]
-
-
-def _budget(budget: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Connection budget**: {budget['processes']} processes, {budget['clients']} concurrent "
-        f"clients for {budget['seconds']:g} s, PostgreSQL max_connections "
-        f"{budget['postgres_max_connections']}:",
-        "",
-        "| Setup | App pool | Peak server connections | Requests | Errors | Refused logins "
-        "log lines | req/s | worst p99 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    labels = {
-        "pgbouncer": "PgBouncer per process (2 server connections each)",
-        "direct": "direct, pods' pool size",
-        "direct_pool_per_client": "direct, pool = clients per process",
-    }
-    for key, label in labels.items():
-        row = budget[key]
-        out.append(
-            f"| {label} | {row['app_pool_max_size']} | {row['peak_server_connections']} | "
-            f"{row['requests']} | {row['errors']} | "
-            f"{row['error_log_lines_too_many_connections']} | {row['rps']:.0f} | "
-            f"{row['worst_p99_ms']:.0f} ms |"
-        )
-    return out
 
 
 def update_docs(path: Path, summary: str) -> None:
