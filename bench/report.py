@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, budget, cache, coldstart, stampede, warm
+from bench.scenarios import breakdown, budget, cache, coldstart, stampede, tokens, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -74,15 +74,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += stampede.judge(scenarios["stampede"])
     if "budget" in scenarios:
         rows += budget.judge(scenarios["budget"])
-    shared = scenarios.get("tokens")
-    if shared:
-        calls = shared["shared_through_redis"]["token_requests"]
-        add(
-            f"token sharing ({shared['cold_starts']} cold starts)",
-            "1 /oauth/token",
-            calls,
-            calls == 1,
-        )
+    if "tokens" in scenarios:
+        rows += tokens.judge(scenarios["tokens"])
     otel = scenarios.get("telemetry")
     if otel:
         at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
@@ -144,14 +137,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "budget" in s:
         out += budget.render(s["budget"])
     if "tokens" in s:
-        t = s["tokens"]
-        out += [
-            "",
-            f"**Token sharing**: {t['cold_starts']} simultaneous cold starts, each first request "
-            f"needing the Management API: {t['shared_through_redis']['token_requests']} "
-            f"`/oauth/token` call(s) with the token shared through Redis, "
-            f"{t['without_redis']['token_requests']} without Redis.",
-        ]
+        out += tokens.render(s["tokens"])
     if "telemetry" in s:
         out += _telemetry(s["telemetry"])
     if "container" in s:
