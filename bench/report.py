@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, budget, cache, coldstart, stampede, tokens, warm
+from bench.scenarios import breakdown, budget, cache, coldstart, stampede, telemetry, tokens, warm
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -76,24 +76,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += budget.judge(scenarios["budget"])
     if "tokens" in scenarios:
         rows += tokens.judge(scenarios["tokens"])
-    otel = scenarios.get("telemetry")
-    if otel:
-        at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
-        if at_50:
-            ratio = at_50["ratio_to_off"]["on"]["rps_ratio"]
-            add(
-                "telemetry on: warm throughput at 50",
-                ">= 0.9 x telemetry off",
-                f"{ratio:.2f} x",
-                ratio >= 0.9,
-            )
-        cold_ratio = otel["cold"]["ratio_to_off"]["on"]
-        add(
-            "telemetry on: cold start",
-            "<= 1.15 x telemetry off",
-            f"{cold_ratio:.2f} x",
-            cold_ratio <= 1.15,
-        )
+    if "telemetry" in scenarios:
+        rows += telemetry.judge(scenarios["telemetry"])
     box = scenarios.get("container")
     if box:
         layer = box["image_mb"]["app_layer"]
@@ -139,38 +123,10 @@ def markdown(results: dict[str, Any]) -> str:
     if "tokens" in s:
         out += tokens.render(s["tokens"])
     if "telemetry" in s:
-        out += _telemetry(s["telemetry"])
+        out += telemetry.render(s["telemetry"])
     if "container" in s:
         out += _container(s["container"])
     return "\n".join(out)
-
-
-def _telemetry(otel: dict[str, Any]) -> list[str]:
-    cold = otel["cold"]
-    out = [
-        "",
-        "**Telemetry** (docs/observability.md): get-user off, on with every trace sampled, and "
-        "on sampling one new trace in ten, exporting over OTLP/HTTP to a receiver in the bench "
-        f"process ({otel['spans_received']} spans received). Cold start, median of "
-        f"{cold['runs']}: "
-        + ", ".join(
-            f"{name} {ms:.0f} ms ({cold['ratio_to_off'][name]:.2f} x)"
-            for name, ms in cold["median_ms"].items()
-        )
-        + ".",
-        "",
-        "| Connections | Variant | req/s | p99 ms | x off (req/s) | x off (p99) | CPU µs/request |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for level in otel["warm"]["levels"]:
-        for name, run in level["runs"].items():
-            ratio = level["ratio_to_off"][name]
-            out.append(
-                f"| {level['connections']} | {name} | {run['rps']:.0f} | {run['p99_ms']:.1f} | "
-                f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} | "
-                f"{level['cpu_us_per_request'].get(name, '-')} |"
-            )
-    return out
 
 
 def _container(box: dict[str, Any]) -> list[str]:
