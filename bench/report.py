@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.scenario import Verdict
-from bench.scenarios import breakdown, budget, cache, coldstart, stampede, telemetry, tokens, warm
+from bench.scenarios import (
+    breakdown,
+    budget,
+    cache,
+    coldstart,
+    container,
+    stampede,
+    telemetry,
+    tokens,
+    warm,
+)
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -78,12 +88,8 @@ def targets(scenarios: dict[str, Any]) -> list[Verdict]:
         rows += tokens.judge(scenarios["tokens"])
     if "telemetry" in scenarios:
         rows += telemetry.judge(scenarios["telemetry"])
-    box = scenarios.get("container")
-    if box:
-        layer = box["image_mb"]["app_layer"]
-        add("image app layer", "<= 75 MB uncompressed", f"{layer:g} MB", layer <= 75)
-        ratio = box["cold_start_ratio_to_hello"]
-        add("container cold start", "<= 1.3 x FastAPI hello image", f"{ratio:.2f} x", ratio <= 1.3)
+    if "container" in scenarios:
+        rows += container.judge(scenarios["container"])
     return rows
 
 
@@ -125,28 +131,8 @@ def markdown(results: dict[str, Any]) -> str:
     if "telemetry" in s:
         out += telemetry.render(s["telemetry"])
     if "container" in s:
-        out += _container(s["container"])
+        out += container.render(s["container"])
     return "\n".join(out)
-
-
-def _container(box: dict[str, Any]) -> list[str]:
-    image, cold, rss = box["image_mb"], box["cold_start"], box["rss_mib"]
-    bases = ", ".join(box["stand_in_bases"])
-    on = f" on stand-in bases made from Debian packages ({bases})" if bases else ""
-    return [
-        "",
-        f"**Container** (built by {box['engine']}{on}): build {box['build_seconds']['fresh']:g} s "
-        f"from a fresh engine, {box['build_seconds']['cached']:g} s with nothing changed. "
-        f"Image {image['total']:g} MB, of which base {image['base']:g} MB and the app layer "
-        f"{image['app_layer']:g} MB ({image['app_layer_compressed']:g} MB gzip-compressed); the "
-        f"FastAPI hello image {box['hello_image_mb']['total']:g} MB. Cold start, `podman run` to "
-        f"the first authenticated cached 200 of get-user, {box['runs']} runs each, interleaved: "
-        f"userapi median {cold['userapi']['median_ms']:.0f} ms (min "
-        f"{cold['userapi']['min_ms']:.0f}, max {cold['userapi']['max_ms']:.0f}), FastAPI hello "
-        f"image median {cold['fastapi-hello']['median_ms']:.0f} ms: "
-        f"{box['cold_start_ratio_to_hello']:.2f} x. Container RSS {rss['idle']:g} MiB idle, "
-        f"{rss['under_load']:g} MiB at most under 50 connections.",
-    ]
 
 
 def update_docs(path: Path, summary: str) -> None:
