@@ -1,4 +1,5 @@
-"""Turns the scenarios' results into the targets' verdicts, a Markdown summary (spliced into
+"""Assembles the scenarios' verdicts, Markdown sections and plot panels (each scenario's own, in
+bench/scenarios/) into results.json's targets, a Markdown summary (spliced into
 docs/performance.md between markers, so the prose around it stays hand-written) and a plot."""
 
 from __future__ import annotations
@@ -11,18 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.scenario import Verdict
-from bench.scenarios import (
-    breakdown,
-    budget,
-    cache,
-    coldstart,
-    container,
-    stampede,
-    telemetry,
-    tokens,
-    warm,
-)
+from bench.scenario import Result, Scenario, Verdict
+from bench.scenarios import SCENARIOS
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -68,29 +59,11 @@ def _version(command: list[str], fallback: str | None = None) -> str:
     return "unknown"
 
 
-def targets(scenarios: dict[str, Any]) -> list[Verdict]:
-    rows: list[Verdict] = []
-
-    def add(name: str, goal: str, measured: Any, met: bool | None) -> None:
-        rows.append(Verdict(target=name, goal=goal, measured=measured, met=met))
-
-    if "coldstart" in scenarios:
-        rows += coldstart.judge(scenarios["coldstart"])
-    if "warm" in scenarios:
-        rows += warm.judge(scenarios["warm"])
-    if "cache" in scenarios:
-        rows += cache.judge(scenarios["cache"])
-    if "stampede" in scenarios:
-        rows += stampede.judge(scenarios["stampede"])
-    if "budget" in scenarios:
-        rows += budget.judge(scenarios["budget"])
-    if "tokens" in scenarios:
-        rows += tokens.judge(scenarios["tokens"])
-    if "telemetry" in scenarios:
-        rows += telemetry.judge(scenarios["telemetry"])
-    if "container" in scenarios:
-        rows += container.judge(scenarios["container"])
-    return rows
+def targets(scenarios: dict[str, Result]) -> list[Verdict]:
+    """What each scenario that ran is judged against, with its verdicts."""
+    return [
+        verdict for scenario, result in _measured(scenarios) for verdict in scenario.judge(result)
+    ]
 
 
 def _mark(met: bool | None) -> str:
@@ -98,7 +71,6 @@ def _mark(met: bool | None) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    s = results["scenarios"]
     m = results["machine"]
     out = [
         f"Measured by `make bench` (profile `{results['profile']}`) on {results['finished']}: "
@@ -114,25 +86,14 @@ def markdown(results: dict[str, Any]) -> str:
         for t in results["targets"]
     ]
     out += ["", "![bench plot](bench/performance.png)"]
-    if "coldstart" in s:
-        out += coldstart.render(s["coldstart"])
-    if "warm" in s:
-        out += warm.render(s["warm"])
-    if "breakdown" in s:
-        out += breakdown.render(s["breakdown"])
-    if "cache" in s:
-        out += cache.render(s["cache"])
-    if "stampede" in s:
-        out += stampede.render(s["stampede"])
-    if "budget" in s:
-        out += budget.render(s["budget"])
-    if "tokens" in s:
-        out += tokens.render(s["tokens"])
-    if "telemetry" in s:
-        out += telemetry.render(s["telemetry"])
-    if "container" in s:
-        out += container.render(s["container"])
+    for scenario, result in _measured(results["scenarios"]):
+        out += scenario.render(result)
     return "\n".join(out)
+
+
+def _measured(scenarios: dict[str, Result]) -> list[tuple[Scenario, Result]]:
+    """The scenarios that ran, in SCENARIOS' order (not `--only`'s), with their results."""
+    return [(s, scenarios[name]) for name, s in SCENARIOS.items() if name in scenarios]
 
 
 def update_docs(path: Path, summary: str) -> None:
@@ -149,14 +110,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = results["scenarios"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    if "coldstart" in s:
-        coldstart.plot(s["coldstart"], axes[0])
-    if "warm" in s:
-        warm.plot(s["warm"], axes[1])
-    if "cache" in s:
-        cache.plot(s["cache"], axes[2])
+    # Every panel is drawn, empty when its scenario did not run, so that `--only` keeps the layout.
+    panels = [(name, s.plot) for name, s in SCENARIOS.items() if s.plot is not None]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for (name, draw), panel in zip(panels, axes, strict=True):
+        if name in results["scenarios"]:
+            draw(results["scenarios"][name], panel)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
