@@ -14,42 +14,15 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.config import PROFILES, Profile
 from bench.load import wrk_binary
-from bench.scenarios import (
-    breakdown,
-    budget,
-    cache,
-    coldstart,
-    container,
-    stampede,
-    telemetry,
-    tokens,
-    warm,
-)
+from bench.scenarios import SCENARIOS
 from bench.stack import ROOT, Stack
 from harness.processes import install_signal_cleanup
-
-Scenario = Callable[[Stack, Profile, Path], Coroutine[Any, Any, dict[str, Any]]]
-
-
-# Each scenario's `run(stack, profile, workdir)`, in the order they run.
-SCENARIOS: dict[str, Scenario] = {
-    "coldstart": coldstart.run,
-    "warm": warm.run,
-    "breakdown": breakdown.run,
-    "cache": cache.run,
-    "stampede": stampede.run,
-    "budget": budget.run,
-    "tokens": tokens.run,
-    "telemetry": telemetry.run,
-    "container": container.run,
-}
 
 
 async def run(profile: Profile, names: list[str], workdir: Path) -> dict[str, Any]:
@@ -61,7 +34,7 @@ async def run(profile: Profile, names: list[str], workdir: Path) -> dict[str, An
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             stack.flush_cache()
             stack.emulator.reset()
-            results[name] = await SCENARIOS[name](stack, profile, workdir)
+            results[name] = await SCENARIOS[name].run(stack, profile, workdir)
             print(f"bench: {name} done in {time.monotonic() - started:.0f} s", file=sys.stderr)
     finally:
         stack.close()

@@ -1,4 +1,5 @@
-"""Turns the scenarios' results into the targets' verdicts, a Markdown summary (spliced into
+"""Assembles the scenarios' verdicts, Markdown sections and plot panels (each scenario's own, in
+bench/scenarios/) into results.json's targets, a Markdown summary (spliced into
 docs/performance.md between markers, so the prose around it stays hand-written) and a plot."""
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from bench.scenario import Result, Scenario, Verdict
+from bench.scenarios import SCENARIOS
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 _PACKAGES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx", "redis", "PyJWT", "asyncpg")
@@ -55,86 +59,11 @@ def _version(command: list[str], fallback: str | None = None) -> str:
     return "unknown"
 
 
-def targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue #5 with its measured value; `met` is None when not measured."""
-    rows: list[dict[str, Any]] = []
-
-    def add(name: str, goal: str, measured: Any, met: bool | None) -> None:
-        rows.append({"target": name, "goal": goal, "measured": measured, "met": met})
-
-    cold = scenarios.get("coldstart")
-    if cold:
-        ratio = cold["ratio_to_fastapi_hello"]["userapi"]
-        add("cold start", "<= 1.5 x FastAPI hello", f"{ratio:.2f} x", ratio <= 1.5)
-    warm = scenarios.get("warm")
-    if warm:
-        at_50 = next((r for r in warm["ratios"] if r["connections"] == 50), None)
-        errors = sum(run["errors"] for run in warm["runs"]["userapi"])
-        if at_50:
-            add(
-                "warm throughput at 50",
-                ">= 0.4 x FastAPI hello",
-                f"{at_50['rps_ratio']:.2f} x",
-                at_50["rps_ratio"] >= 0.4,
-            )
-            add(
-                "warm p99 at 50",
-                "<= 3 x FastAPI hello",
-                f"{at_50['p99_ratio']:.2f} x",
-                at_50["p99_ratio"] <= 3,
-            )
-        add("warm errors", "0", errors, errors == 0)
-    cache = scenarios.get("cache")
-    if cache and "500" in cache["sequential_reads"]:
-        speedup = cache["sequential_reads"]["500"]["speedup_p50"]
-        add("cached vs uncached (500 ms)", ">= 100 x faster p50", f"{speedup:g} x", speedup >= 100)
-    stampede = scenarios.get("stampede")
-    if stampede:
-        fetches = stampede["auth0_user_fetches"]
-        add("stampede", "<= 1 Auth0 fetch", fetches, fetches <= 1)
-    budget = scenarios.get("budget")
-    if budget:
-        pooled = budget["pgbouncer"]
-        add(
-            "connection budget",
-            f"peak <= {pooled['cap']}, 0 errors",
-            f"peak {pooled['peak_server_connections']}, {pooled['errors']} errors",
-            pooled["peak_server_connections"] <= pooled["cap"] and pooled["errors"] == 0,
-        )
-    shared = scenarios.get("tokens")
-    if shared:
-        calls = shared["shared_through_redis"]["token_requests"]
-        add(
-            f"token sharing ({shared['cold_starts']} cold starts)",
-            "1 /oauth/token",
-            calls,
-            calls == 1,
-        )
-    otel = scenarios.get("telemetry")
-    if otel:
-        at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
-        if at_50:
-            ratio = at_50["ratio_to_off"]["on"]["rps_ratio"]
-            add(
-                "telemetry on: warm throughput at 50",
-                ">= 0.9 x telemetry off",
-                f"{ratio:.2f} x",
-                ratio >= 0.9,
-            )
-        cold_ratio = otel["cold"]["ratio_to_off"]["on"]
-        add(
-            "telemetry on: cold start",
-            "<= 1.15 x telemetry off",
-            f"{cold_ratio:.2f} x",
-            cold_ratio <= 1.15,
-        )
-    box = scenarios.get("container")
-    if box:
-        layer = box["image_mb"]["app_layer"]
-        add("image app layer", "<= 75 MB uncompressed", f"{layer:g} MB", layer <= 75)
-        ratio = box["cold_start_ratio_to_hello"]
-        add("container cold start", "<= 1.3 x FastAPI hello image", f"{ratio:.2f} x", ratio <= 1.3)
-    return rows
+def targets(scenarios: dict[str, Result]) -> list[Verdict]:
+    """What each scenario that ran is judged against, with its verdicts."""
+    return [
+        verdict for scenario, result in _measured(scenarios) for verdict in scenario.judge(result)
+    ]
 
 
 def _mark(met: bool | None) -> str:
@@ -142,7 +71,6 @@ def _mark(met: bool | None) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    s = results["scenarios"]
     m = results["machine"]
     out = [
         f"Measured by `make bench` (profile `{results['profile']}`) on {results['finished']}: "
@@ -158,242 +86,14 @@ def markdown(results: dict[str, Any]) -> str:
         for t in results["targets"]
     ]
     out += ["", "![bench plot](bench/performance.png)"]
-    if "coldstart" in s:
-        out += _coldstart(s["coldstart"])
-    if "warm" in s:
-        out += _warm(s["warm"])
-    if "breakdown" in s:
-        b = s["breakdown"]
-        out += [
-            "",
-            f"**Where a cached read's CPU goes** ({b['method']}, {b['calls_per_variant']} calls "
-            "each, µs): "
-            + ", ".join(
-                f"{name.replace('_', ' ')} {us}" for name, us in b["cpu_us_per_call"].items()
-            )
-            + ".",
-        ]
-    if "cache" in s:
-        out += _cache(s["cache"])
-    if "stampede" in s:
-        st = s["stampede"]
-        out += [
-            "",
-            f"**Stampede**: {st['requests']} concurrent first reads of one user over "
-            f"{st['processes']} processes, Auth0 at {st['auth0_latency_ms']:g} ms: "
-            f"{st['auth0_user_fetches']} Auth0 user fetch(es), {st['auth0_token_fetches']} token "
-            f"fetch(es); statuses {st['statuses']}; cache outcomes {st['cache_outcomes']}; "
-            f"p50 {st['latency']['p50_ms']:.0f} ms, p99 {st['latency']['p99_ms']:.0f} ms.",
-        ]
-    if "budget" in s:
-        out += _budget(s["budget"])
-    if "tokens" in s:
-        t = s["tokens"]
-        out += [
-            "",
-            f"**Token sharing**: {t['cold_starts']} simultaneous cold starts, each first request "
-            f"needing the Management API: {t['shared_through_redis']['token_requests']} "
-            f"`/oauth/token` call(s) with the token shared through Redis, "
-            f"{t['without_redis']['token_requests']} without Redis.",
-        ]
-    if "telemetry" in s:
-        out += _telemetry(s["telemetry"])
-    if "container" in s:
-        out += _container(s["container"])
+    for scenario, result in _measured(results["scenarios"]):
+        out += scenario.render(result)
     return "\n".join(out)
 
 
-def _telemetry(otel: dict[str, Any]) -> list[str]:
-    cold = otel["cold"]
-    out = [
-        "",
-        "**Telemetry** (docs/observability.md): get-user off, on with every trace sampled, and "
-        "on sampling one new trace in ten, exporting over OTLP/HTTP to a receiver in the bench "
-        f"process ({otel['spans_received']} spans received). Cold start, median of "
-        f"{cold['runs']}: "
-        + ", ".join(
-            f"{name} {ms:.0f} ms ({cold['ratio_to_off'][name]:.2f} x)"
-            for name, ms in cold["median_ms"].items()
-        )
-        + ".",
-        "",
-        "| Connections | Variant | req/s | p99 ms | x off (req/s) | x off (p99) | CPU µs/request |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for level in otel["warm"]["levels"]:
-        for name, run in level["runs"].items():
-            ratio = level["ratio_to_off"][name]
-            out.append(
-                f"| {level['connections']} | {name} | {run['rps']:.0f} | {run['p99_ms']:.1f} | "
-                f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} | "
-                f"{level['cpu_us_per_request'].get(name, '-')} |"
-            )
-    return out
-
-
-def _container(box: dict[str, Any]) -> list[str]:
-    image, cold, rss = box["image_mb"], box["cold_start"], box["rss_mib"]
-    bases = ", ".join(box["stand_in_bases"])
-    on = f" on stand-in bases made from Debian packages ({bases})" if bases else ""
-    return [
-        "",
-        f"**Container** (built by {box['engine']}{on}): build {box['build_seconds']['fresh']:g} s "
-        f"from a fresh engine, {box['build_seconds']['cached']:g} s with nothing changed. "
-        f"Image {image['total']:g} MB, of which base {image['base']:g} MB and the app layer "
-        f"{image['app_layer']:g} MB ({image['app_layer_compressed']:g} MB gzip-compressed); the "
-        f"FastAPI hello image {box['hello_image_mb']['total']:g} MB. Cold start, `podman run` to "
-        f"the first authenticated cached 200 of get-user, {box['runs']} runs each, interleaved: "
-        f"userapi median {cold['userapi']['median_ms']:.0f} ms (min "
-        f"{cold['userapi']['min_ms']:.0f}, max {cold['userapi']['max_ms']:.0f}), FastAPI hello "
-        f"image median {cold['fastapi-hello']['median_ms']:.0f} ms: "
-        f"{box['cold_start_ratio_to_hello']:.2f} x. Container RSS {rss['idle']:g} MiB idle, "
-        f"{rss['under_load']:g} MiB at most under 50 connections.",
-    ]
-
-
-def _coldstart(cold: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Cold start**, exec to first 200, {cold['runs']} runs each, interleaved:",
-        "",
-        "| Server | Median | Min | Max | x FastAPI hello | Idle RSS |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in cold["servers"].items():
-        out.append(
-            f"| {name} | {row['median_ms']:.0f} ms | {row['min_ms']:.0f} ms | "
-            f"{row['max_ms']:.0f} ms | {cold['ratio_to_fastapi_hello'][name]:.2f} | "
-            f"{cold['idle_rss_mib'][name]:.0f} MiB |"
-        )
-    calls = ", ".join(f"{route}: {n}" for route, n in cold["auth0_calls"].items()) or "none"
-    out += ["", f"Auth0 calls made by the {cold['runs']} cold userapi processes: {calls}."]
-    imports = cold["imports"]
-    top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["userapi_top_ms"].items())[:10])
-    added = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["added_over_hello_ms"].items())
-    out += [
-        "",
-        f"Imports (`-X importtime`, one run): userapi {imports['userapi_total_ms']:.0f} ms, "
-        f"FastAPI hello {imports['fastapi_hello_total_ms']:.0f} ms. Top packages (ms): {top}. "
-        f"Added over the hello app (ms): {added}.",
-    ]
-    return out
-
-
-def _rounds(ratios: list[float]) -> str:
-    return "(" + ", ".join(f"{r:.2f}" for r in ratios) + ")" if len(ratios) > 1 else ""
-
-
-def _warm(warm: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Warm path**, `GET /users/{{id}}` cache hits over {warm['users']} users, wrk "
-        f"{warm['seconds_per_run']:g} s per run, {warm['rounds_per_run']} rounds per server "
-        "and concurrency, alternating; medians, with each round's ratio in brackets "
-        "(userapi | FastAPI hello):",
-        "",
-        "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
-        "| req/s x | p99 x |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for ours, theirs, ratio in zip(
-        warm["runs"]["userapi"], warm["runs"]["fastapi-hello"], warm["ratios"], strict=True
-    ):
-        out.append(
-            f"| {ours['connections']} | {ours['rps']:.0f} | {ours['p50_ms']:.2f} ms | "
-            f"{ours['p99_ms']:.2f} ms | {ours['errors']} | {theirs['rps']:.0f} | "
-            f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
-            f"{ratio['rps_ratio']:.2f} {_rounds(ratio['rps_ratio_rounds'])} | "
-            f"{ratio['p99_ratio']:.2f} {_rounds(ratio['p99_ratio_rounds'])} |"
-        )
-    outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
-    out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]
-    batching = "; ".join(
-        f"{run['connections']} connections: {calls['redis_reads']:.2f} Redis reads and "
-        f"{calls['database_queries']:.2f} database queries"
-        for run, calls in zip(
-            warm["runs"]["userapi"], warm["userapi_backing_calls_per_request"], strict=True
-        )
-    )
-    out += [
-        "",
-        "Reads per request, as Redis (GET and MGET calls) and PgBouncer (queries) counted them; "
-        f"below 1, concurrent requests shared batched reads: {batching}.",
-    ]
-    cpu = warm["cpu_us_per_request"]
-    out += [
-        "",
-        "CPU per request (µs, from /proc, by process): "
-        + "; ".join(
-            f"{run['connections']} connections: userapi "
-            + ", ".join(f"{name} {us:.0f}" for name, us in ours.items())
-            + f" | hello {theirs.get('server', 0):.0f}"
-            for run, ours, theirs in zip(
-                warm["runs"]["userapi"], cpu["userapi"], cpu["fastapi-hello"], strict=True
-            )
-        )
-        + ".",
-    ]
-    memory = ", ".join(
-        f"{name} {m['idle']:.0f} MiB idle, {m['peak']:.0f} MiB peak"
-        for name, m in warm["memory_mib"].items()
-    )
-    out += ["", f"**Memory** (RSS; peak is VmHWM after the warm runs): {memory}."]
-    return out
-
-
-def _cache(cache: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        "**Cache effect**, sequential reads of one user:",
-        "",
-        "| Auth0 latency | cached p50 | cached p99 | uncached p50 | uncached p99 | p50 speedup |",
-        "|---|---|---|---|---|---|",
-    ]
-    for latency, row in cache["sequential_reads"].items():
-        c, u = row["cached"], row["uncached"]
-        out.append(
-            f"| {latency} ms | {c['p50_ms']:.2f} ms (n={c['n']}) | {c['p99_ms']:.2f} ms | "
-            f"{u['p50_ms']:.0f} ms (n={u['n']}) | {u['p99_ms']:.0f} ms | "
-            f"{row['speedup_p50']:g} x |"
-        )
-    z = cache["zipf"]
-    out += [
-        "",
-        f"Zipf mix (s={z['exponent']}, {z['users']} users, {z['requests']} requests, "
-        f"{z['concurrency']} concurrent, Auth0 at {z['auth0_latency_ms']:g} ms, cold cache): "
-        f"hit ratio {z['hit_ratio']:.3f} against a best possible "
-        f"{z['best_possible_hit_ratio']:.3f} ({z['auth0_fetches']} Auth0 fetches for "
-        f"{z['distinct_users_requested']} distinct users); "
-        f"p50 {z['latency']['p50_ms']:.1f} ms, p99 {z['latency']['p99_ms']:.0f} ms.",
-    ]
-    return out
-
-
-def _budget(budget: dict[str, Any]) -> list[str]:
-    out = [
-        "",
-        f"**Connection budget**: {budget['processes']} processes, {budget['clients']} concurrent "
-        f"clients for {budget['seconds']:g} s, PostgreSQL max_connections "
-        f"{budget['postgres_max_connections']}:",
-        "",
-        "| Setup | App pool | Peak server connections | Requests | Errors | Refused logins "
-        "log lines | req/s | worst p99 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    labels = {
-        "pgbouncer": "PgBouncer per process (2 server connections each)",
-        "direct": "direct, pods' pool size",
-        "direct_pool_per_client": "direct, pool = clients per process",
-    }
-    for key, label in labels.items():
-        row = budget[key]
-        out.append(
-            f"| {label} | {row['app_pool_max_size']} | {row['peak_server_connections']} | "
-            f"{row['requests']} | {row['errors']} | "
-            f"{row['error_log_lines_too_many_connections']} | {row['rps']:.0f} | "
-            f"{row['worst_p99_ms']:.0f} ms |"
-        )
-    return out
+def _measured(scenarios: dict[str, Result]) -> list[tuple[Scenario, Result]]:
+    """The scenarios that ran, in SCENARIOS' order (not `--only`'s), with their results."""
+    return [(s, scenarios[name]) for name, s in SCENARIOS.items() if name in scenarios]
 
 
 def update_docs(path: Path, summary: str) -> None:
@@ -410,36 +110,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = results["scenarios"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    if "coldstart" in s:
-        servers = s["coldstart"]["servers"]
-        names = list(servers)
-        medians = [servers[n]["median_ms"] for n in names]
-        low = [servers[n]["median_ms"] - servers[n]["min_ms"] for n in names]
-        high = [servers[n]["max_ms"] - servers[n]["median_ms"] for n in names]
-        axes[0].bar(names, medians, yerr=[low, high], capsize=4, color=["C0", "C1", "C2"])
-        axes[0].set_title("Cold start: exec to first 200 (median, min-max)")
-        axes[0].set_ylabel("ms")
-    if "warm" in s:
-        for name, runs in s["warm"]["runs"].items():
-            x = [r["connections"] for r in runs]
-            axes[1].plot(x, [r["rps"] for r in runs], marker="o", label=f"{name} req/s")
-        axes[1].set_xscale("log")
-        axes[1].set_title("Warm cache hits under wrk")
-        axes[1].set_xlabel("connections")
-        axes[1].set_ylabel("requests/s")
-        axes[1].legend()
-    if "cache" in s:
-        reads = s["cache"]["sequential_reads"]
-        labels, values = [], []
-        for latency, row in reads.items():
-            labels += [f"hit\n({latency} ms)", f"miss\n({latency} ms)"]
-            values += [row["cached"]["p50_ms"], row["uncached"]["p50_ms"]]
-        axes[2].bar(labels, values, color=["C0", "C3"] * len(reads))
-        axes[2].set_yscale("log")
-        axes[2].set_title("GET /users/{id} p50, hit vs miss (Auth0 latency)")
-        axes[2].set_ylabel("ms (log)")
+    # Every panel is drawn, empty when its scenario did not run, so that `--only` keeps the layout.
+    panels = [(name, s.plot) for name, s in SCENARIOS.items() if s.plot is not None]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for (name, draw), panel in zip(panels, axes, strict=True):
+        if name in results["scenarios"]:
+            draw(results["scenarios"][name], panel)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -1,1 +1,33 @@
-"""One module per measurement; each `run(stack, profile, workdir)` returns a JSON-ready dict."""
+"""One module per measurement, each a `Scenario` (bench/scenario.py): its run, its targets and
+its part of the report."""
+
+from __future__ import annotations
+
+from bench.scenario import Scenario
+from bench.scenarios import (
+    breakdown,
+    budget,
+    cache,
+    coldstart,
+    container,
+    stampede,
+    telemetry,
+    tokens,
+    warm,
+)
+
+# A full run's order, and the report's whatever order `--only` runs them in.
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        coldstart.SCENARIO,
+        warm.SCENARIO,
+        breakdown.SCENARIO,
+        cache.SCENARIO,
+        stampede.SCENARIO,
+        budget.SCENARIO,
+        tokens.SCENARIO,
+        telemetry.SCENARIO,
+        container.SCENARIO,
+    )
+}

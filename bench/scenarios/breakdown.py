@@ -32,6 +32,7 @@ from userapi.web.app import create_app
 from userapi.web.direct_routes import DirectGet
 
 from bench.config import Profile
+from bench.scenario import Result, Scenario
 from bench.stack import USER, Stack
 
 ASGIApp = Callable[..., Awaitable[None]]
@@ -158,3 +159,16 @@ def _logs_to_devnull(level: str) -> Iterator[None]:
             yield
         finally:
             logging.getLogger().handlers.clear()
+
+
+def render(b: Result) -> list[str]:
+    return [
+        "",
+        f"**Where a cached read's CPU goes** ({b['method']}, {b['calls_per_variant']} calls "
+        "each, µs): "
+        + ", ".join(f"{name.replace('_', ' ')} {us}" for name, us in b["cpu_us_per_call"].items())
+        + ".",
+    ]
+
+
+SCENARIO = Scenario("breakdown", run=run, render=render)

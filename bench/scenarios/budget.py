@@ -16,6 +16,7 @@ from userapi.platform.settings import Settings
 
 from bench.config import Profile
 from bench.load import LoadResult, wrk
+from bench.scenario import Result, Scenario, Verdict
 from bench.stack import Server, Stack
 from harness.pgbouncer import PgBouncer
 from harness.userapi import migrate
@@ -133,3 +134,45 @@ class _PeakSampler:
         if self._task is not None:
             await self._task
         return self.peak
+
+
+def judge(budget: Result) -> list[Verdict]:
+    pooled = budget["pgbouncer"]
+    return [
+        Verdict(
+            target="connection budget",
+            goal=f"peak <= {pooled['cap']}, 0 errors",
+            measured=f"peak {pooled['peak_server_connections']}, {pooled['errors']} errors",
+            met=pooled["peak_server_connections"] <= pooled["cap"] and pooled["errors"] == 0,
+        )
+    ]
+
+
+def render(budget: Result) -> list[str]:
+    out = [
+        "",
+        f"**Connection budget**: {budget['processes']} processes, {budget['clients']} concurrent "
+        f"clients for {budget['seconds']:g} s, PostgreSQL max_connections "
+        f"{budget['postgres_max_connections']}:",
+        "",
+        "| Setup | App pool | Peak server connections | Requests | Errors | Refused logins "
+        "log lines | req/s | worst p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "pgbouncer": "PgBouncer per process (2 server connections each)",
+        "direct": "direct, pods' pool size",
+        "direct_pool_per_client": "direct, pool = clients per process",
+    }
+    for key, label in labels.items():
+        row = budget[key]
+        out.append(
+            f"| {label} | {row['app_pool_max_size']} | {row['peak_server_connections']} | "
+            f"{row['requests']} | {row['errors']} | "
+            f"{row['error_log_lines_too_many_connections']} | {row['rps']:.0f} | "
+            f"{row['worst_p99_ms']:.0f} ms |"
+        )
+    return out
+
+
+SCENARIO = Scenario("budget", run=run, render=render, judge=judge)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER
 
 from bench.config import Profile
 from bench.load import fire, percentiles
+from bench.scenario import Result, Scenario, Verdict
 from bench.stack import USER, Stack
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 PROFILE_KEY = "userapi:profile:v2:{}"
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
@@ -86,3 +90,60 @@ def _all_ok(outcomes: list[Any]) -> None:
     failed = [o.status for o in outcomes if o.status != 200]
     if failed:
         raise RuntimeError(f"{len(failed)} reads failed: statuses {sorted(set(failed))}")
+
+
+def judge(cache: Result) -> list[Verdict]:
+    if "500" not in cache["sequential_reads"]:
+        return []
+    speedup = cache["sequential_reads"]["500"]["speedup_p50"]
+    return [
+        Verdict(
+            target="cached vs uncached (500 ms)",
+            goal=">= 100 x faster p50",
+            measured=f"{speedup:g} x",
+            met=speedup >= 100,
+        )
+    ]
+
+
+def render(cache: Result) -> list[str]:
+    out = [
+        "",
+        "**Cache effect**, sequential reads of one user:",
+        "",
+        "| Auth0 latency | cached p50 | cached p99 | uncached p50 | uncached p99 | p50 speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for latency, row in cache["sequential_reads"].items():
+        c, u = row["cached"], row["uncached"]
+        out.append(
+            f"| {latency} ms | {c['p50_ms']:.2f} ms (n={c['n']}) | {c['p99_ms']:.2f} ms | "
+            f"{u['p50_ms']:.0f} ms (n={u['n']}) | {u['p99_ms']:.0f} ms | "
+            f"{row['speedup_p50']:g} x |"
+        )
+    z = cache["zipf"]
+    out += [
+        "",
+        f"Zipf mix (s={z['exponent']}, {z['users']} users, {z['requests']} requests, "
+        f"{z['concurrency']} concurrent, Auth0 at {z['auth0_latency_ms']:g} ms, cold cache): "
+        f"hit ratio {z['hit_ratio']:.3f} against a best possible "
+        f"{z['best_possible_hit_ratio']:.3f} ({z['auth0_fetches']} Auth0 fetches for "
+        f"{z['distinct_users_requested']} distinct users); "
+        f"p50 {z['latency']['p50_ms']:.1f} ms, p99 {z['latency']['p99_ms']:.0f} ms.",
+    ]
+    return out
+
+
+def plot(cache: Result, axes: Axes) -> None:
+    reads = cache["sequential_reads"]
+    labels, values = [], []
+    for latency, row in reads.items():
+        labels += [f"hit\n({latency} ms)", f"miss\n({latency} ms)"]
+        values += [row["cached"]["p50_ms"], row["uncached"]["p50_ms"]]
+    axes.bar(labels, values, color=["C0", "C3"] * len(reads))
+    axes.set_yscale("log")
+    axes.set_title("GET /users/{id} p50, hit vs miss (Auth0 latency)")
+    axes.set_ylabel("ms (log)")
+
+
+SCENARIO = Scenario("cache", run=run, render=render, judge=judge, plot=plot)

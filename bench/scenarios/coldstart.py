@@ -12,10 +12,14 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.config import Profile
+from bench.scenario import Result, Scenario, Verdict, ratio_at_most
 from bench.stack import Server, Stack, first_200, rss_kib, spawn_func_hello, spawn_hello
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
@@ -110,3 +114,50 @@ def _import_costs(stack: Stack, env: dict[str, str]) -> dict[str, Any]:
             if ms - hello.get(name, 0.0) >= 1.0
         },
     }
+
+
+def judge(cold: Result) -> list[Verdict]:
+    ratio = cold["ratio_to_fastapi_hello"]["userapi"]
+    return [ratio_at_most("cold start", 1.5, "FastAPI hello", ratio)]
+
+
+def render(cold: Result) -> list[str]:
+    out = [
+        "",
+        f"**Cold start**, exec to first 200, {cold['runs']} runs each, interleaved:",
+        "",
+        "| Server | Median | Min | Max | x FastAPI hello | Idle RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in cold["servers"].items():
+        out.append(
+            f"| {name} | {row['median_ms']:.0f} ms | {row['min_ms']:.0f} ms | "
+            f"{row['max_ms']:.0f} ms | {cold['ratio_to_fastapi_hello'][name]:.2f} | "
+            f"{cold['idle_rss_mib'][name]:.0f} MiB |"
+        )
+    calls = ", ".join(f"{route}: {n}" for route, n in cold["auth0_calls"].items()) or "none"
+    out += ["", f"Auth0 calls made by the {cold['runs']} cold userapi processes: {calls}."]
+    imports = cold["imports"]
+    top = ", ".join(f"{name} {ms:.0f}" for name, ms in list(imports["userapi_top_ms"].items())[:10])
+    added = ", ".join(f"{name} {ms:.0f}" for name, ms in imports["added_over_hello_ms"].items())
+    out += [
+        "",
+        f"Imports (`-X importtime`, one run): userapi {imports['userapi_total_ms']:.0f} ms, "
+        f"FastAPI hello {imports['fastapi_hello_total_ms']:.0f} ms. Top packages (ms): {top}. "
+        f"Added over the hello app (ms): {added}.",
+    ]
+    return out
+
+
+def plot(cold: Result, axes: Axes) -> None:
+    servers = cold["servers"]
+    names = list(servers)
+    medians = [servers[n]["median_ms"] for n in names]
+    low = [servers[n]["median_ms"] - servers[n]["min_ms"] for n in names]
+    high = [servers[n]["max_ms"] - servers[n]["median_ms"] for n in names]
+    axes.bar(names, medians, yerr=[low, high], capsize=4, color=["C0", "C1", "C2"])
+    axes.set_title("Cold start: exec to first 200 (median, min-max)")
+    axes.set_ylabel("ms")
+
+
+SCENARIO = Scenario("coldstart", run=run, render=render, judge=judge, plot=plot)

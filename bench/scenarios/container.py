@@ -23,6 +23,7 @@ from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import wrk
+from bench.scenario import Result, Scenario, Verdict, ratio_at_most
 from bench.scenarios.coldstart import summarize
 from bench.stack import ROOT, USER, Stack
 from harness.podman import Podman, environment_for
@@ -218,3 +219,40 @@ def _env_port(podman: Podman, container: str) -> int:
         if name == "PORT":
             return int(value)
     raise RuntimeError("the container has no PORT")
+
+
+def judge(box: Result) -> list[Verdict]:
+    layer = box["image_mb"]["app_layer"]
+    ratio = box["cold_start_ratio_to_hello"]
+    return [
+        Verdict(
+            target="image app layer",
+            goal="<= 75 MB uncompressed",
+            measured=f"{layer:g} MB",
+            met=layer <= 75,
+        ),
+        ratio_at_most("container cold start", 1.3, "FastAPI hello image", ratio),
+    ]
+
+
+def render(box: Result) -> list[str]:
+    image, cold, rss = box["image_mb"], box["cold_start"], box["rss_mib"]
+    bases = ", ".join(box["stand_in_bases"])
+    on = f" on stand-in bases made from Debian packages ({bases})" if bases else ""
+    return [
+        "",
+        f"**Container** (built by {box['engine']}{on}): build {box['build_seconds']['fresh']:g} s "
+        f"from a fresh engine, {box['build_seconds']['cached']:g} s with nothing changed. "
+        f"Image {image['total']:g} MB, of which base {image['base']:g} MB and the app layer "
+        f"{image['app_layer']:g} MB ({image['app_layer_compressed']:g} MB gzip-compressed); the "
+        f"FastAPI hello image {box['hello_image_mb']['total']:g} MB. Cold start, `podman run` to "
+        f"the first authenticated cached 200 of get-user, {box['runs']} runs each, interleaved: "
+        f"userapi median {cold['userapi']['median_ms']:.0f} ms (min "
+        f"{cold['userapi']['min_ms']:.0f}, max {cold['userapi']['max_ms']:.0f}), FastAPI hello "
+        f"image median {cold['fastapi-hello']['median_ms']:.0f} ms: "
+        f"{box['cold_start_ratio_to_hello']:.2f} x. Container RSS {rss['idle']:g} MiB idle, "
+        f"{rss['under_load']:g} MiB at most under 50 connections.",
+    ]
+
+
+SCENARIO = Scenario("container", run=run, render=render, judge=judge)

@@ -12,6 +12,7 @@ from userapi.emulator.app import ROUTE_GET_USER, ROUTE_OAUTH
 
 from bench.config import Profile
 from bench.load import fire, percentiles
+from bench.scenario import Result, Scenario, Verdict
 from bench.stack import Stack
 
 AUTH0_LATENCY_MS = 150.0
@@ -55,3 +56,22 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
         "latency": percentiles([o.ms for o in outcomes]),
         "warnings": warnings[:5],
     }
+
+
+def judge(st: Result) -> list[Verdict]:
+    fetches = st["auth0_user_fetches"]
+    return [Verdict(target="stampede", goal="<= 1 Auth0 fetch", measured=fetches, met=fetches <= 1)]
+
+
+def render(st: Result) -> list[str]:
+    return [
+        "",
+        f"**Stampede**: {st['requests']} concurrent first reads of one user over "
+        f"{st['processes']} processes, Auth0 at {st['auth0_latency_ms']:g} ms: "
+        f"{st['auth0_user_fetches']} Auth0 user fetch(es), {st['auth0_token_fetches']} token "
+        f"fetch(es); statuses {st['statuses']}; cache outcomes {st['cache_outcomes']}; "
+        f"p50 {st['latency']['p50_ms']:.0f} ms, p99 {st['latency']['p99_ms']:.0f} ms.",
+    ]
+
+
+SCENARIO = Scenario("stampede", run=run, render=render, judge=judge)

@@ -18,6 +18,7 @@ from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk
+from bench.scenario import Result, Scenario, Verdict, ratio_at_least, ratio_at_most
 from bench.stack import Server, Stack, cpu_seconds, first_200
 from harness.otlp import OTLPReceiver
 
@@ -151,3 +152,49 @@ def _level(
             if sum(r.requests for r in results)
         },
     }
+
+
+def judge(otel: Result) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
+    if at_50:
+        ratio = at_50["ratio_to_off"]["on"]["rps_ratio"]
+        verdicts.append(
+            ratio_at_least("telemetry on: warm throughput at 50", 0.9, "telemetry off", ratio)
+        )
+    cold_ratio = otel["cold"]["ratio_to_off"]["on"]
+    return [
+        *verdicts,
+        ratio_at_most("telemetry on: cold start", 1.15, "telemetry off", cold_ratio),
+    ]
+
+
+def render(otel: Result) -> list[str]:
+    cold = otel["cold"]
+    out = [
+        "",
+        "**Telemetry** (docs/observability.md): get-user off, on with every trace sampled, and "
+        "on sampling one new trace in ten, exporting over OTLP/HTTP to a receiver in the bench "
+        f"process ({otel['spans_received']} spans received). Cold start, median of "
+        f"{cold['runs']}: "
+        + ", ".join(
+            f"{name} {ms:.0f} ms ({cold['ratio_to_off'][name]:.2f} x)"
+            for name, ms in cold["median_ms"].items()
+        )
+        + ".",
+        "",
+        "| Connections | Variant | req/s | p99 ms | x off (req/s) | x off (p99) | CPU µs/request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in otel["warm"]["levels"]:
+        for name, run in level["runs"].items():
+            ratio = level["ratio_to_off"][name]
+            out.append(
+                f"| {level['connections']} | {name} | {run['rps']:.0f} | {run['p99_ms']:.1f} | "
+                f"{ratio['rps_ratio']:.2f} | {ratio['p99_ratio']:.2f} | "
+                f"{level['cpu_us_per_request'].get(name, '-')} |"
+            )
+    return out
+
+
+SCENARIO = Scenario("telemetry", run=run, render=render, judge=judge)

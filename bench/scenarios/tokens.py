@@ -11,6 +11,7 @@ from userapi.emulator.app import ROUTE_OAUTH
 
 from bench.config import Profile
 from bench.load import fire
+from bench.scenario import Result, Scenario, Verdict
 from bench.stack import Stack
 
 
@@ -45,3 +46,28 @@ async def _burst(stack: Stack, profile: Profile, *, redis: bool) -> dict[str, An
         "token_requests": calls,
         "statuses": sorted(o.status for o in outcomes),
     }
+
+
+def judge(t: Result) -> list[Verdict]:
+    calls = t["shared_through_redis"]["token_requests"]
+    return [
+        Verdict(
+            target=f"token sharing ({t['cold_starts']} cold starts)",
+            goal="1 /oauth/token",
+            measured=calls,
+            met=calls == 1,
+        )
+    ]
+
+
+def render(t: Result) -> list[str]:
+    return [
+        "",
+        f"**Token sharing**: {t['cold_starts']} simultaneous cold starts, each first request "
+        f"needing the Management API: {t['shared_through_redis']['token_requests']} "
+        f"`/oauth/token` call(s) with the token shared through Redis, "
+        f"{t['without_redis']['token_requests']} without Redis.",
+    ]
+
+
+SCENARIO = Scenario("tokens", run=run, render=render, judge=judge)

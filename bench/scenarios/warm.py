@@ -13,13 +13,17 @@ ratios are medians of each round's paired ratio; every round is kept in the resu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from userapi.domain.users import user_path
 
 from bench.config import Profile
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk
+from bench.scenario import Result, Scenario, Verdict, ratio_at_least, ratio_at_most
 from bench.stack import Server, Stack, cpu_seconds, first_200, rss_kib, spawn_hello
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 WARM_USERS = 200
 
@@ -174,3 +178,91 @@ def _backing_calls(stack: Stack, server: Server) -> dict[str, float]:
         ),
         "database_queries": queries,
     }
+
+
+def judge(warm: Result) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    at_50 = next((r for r in warm["ratios"] if r["connections"] == 50), None)
+    if at_50:
+        verdicts += [
+            ratio_at_least("warm throughput at 50", 0.4, "FastAPI hello", at_50["rps_ratio"]),
+            ratio_at_most("warm p99 at 50", 3, "FastAPI hello", at_50["p99_ratio"]),
+        ]
+    errors = sum(run["errors"] for run in warm["runs"]["userapi"])
+    return [*verdicts, Verdict(target="warm errors", goal="0", measured=errors, met=errors == 0)]
+
+
+def render(warm: Result) -> list[str]:
+    out = [
+        "",
+        f"**Warm path**, `GET /users/{{id}}` cache hits over {warm['users']} users, wrk "
+        f"{warm['seconds_per_run']:g} s per run, {warm['rounds_per_run']} rounds per server "
+        "and concurrency, alternating; medians, with each round's ratio in brackets "
+        "(userapi | FastAPI hello):",
+        "",
+        "| Connections | userapi req/s | p50 | p99 | errors | hello req/s | p50 | p99 | errors "
+        "| req/s x | p99 x |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ours, theirs, ratio in zip(
+        warm["runs"]["userapi"], warm["runs"]["fastapi-hello"], warm["ratios"], strict=True
+    ):
+        out.append(
+            f"| {ours['connections']} | {ours['rps']:.0f} | {ours['p50_ms']:.2f} ms | "
+            f"{ours['p99_ms']:.2f} ms | {ours['errors']} | {theirs['rps']:.0f} | "
+            f"{theirs['p50_ms']:.2f} ms | {theirs['p99_ms']:.2f} ms | {theirs['errors']} | "
+            f"{ratio['rps_ratio']:.2f} {_rounds(ratio['rps_ratio_rounds'])} | "
+            f"{ratio['p99_ratio']:.2f} {_rounds(ratio['p99_ratio_rounds'])} |"
+        )
+    outcomes = ", ".join(f"{k} {v}" for k, v in warm["userapi_cache_outcomes"].items())
+    out += ["", f"userapi's cache outcomes over these runs: {outcomes}."]
+    batching = "; ".join(
+        f"{run['connections']} connections: {calls['redis_reads']:.2f} Redis reads and "
+        f"{calls['database_queries']:.2f} database queries"
+        for run, calls in zip(
+            warm["runs"]["userapi"], warm["userapi_backing_calls_per_request"], strict=True
+        )
+    )
+    out += [
+        "",
+        "Reads per request, as Redis (GET and MGET calls) and PgBouncer (queries) counted them; "
+        f"below 1, concurrent requests shared batched reads: {batching}.",
+    ]
+    cpu = warm["cpu_us_per_request"]
+    out += [
+        "",
+        "CPU per request (µs, from /proc, by process): "
+        + "; ".join(
+            f"{run['connections']} connections: userapi "
+            + ", ".join(f"{name} {us:.0f}" for name, us in ours.items())
+            + f" | hello {theirs.get('server', 0):.0f}"
+            for run, ours, theirs in zip(
+                warm["runs"]["userapi"], cpu["userapi"], cpu["fastapi-hello"], strict=True
+            )
+        )
+        + ".",
+    ]
+    memory = ", ".join(
+        f"{name} {m['idle']:.0f} MiB idle, {m['peak']:.0f} MiB peak"
+        for name, m in warm["memory_mib"].items()
+    )
+    out += ["", f"**Memory** (RSS; peak is VmHWM after the warm runs): {memory}."]
+    return out
+
+
+def _rounds(ratios: list[float]) -> str:
+    return "(" + ", ".join(f"{r:.2f}" for r in ratios) + ")" if len(ratios) > 1 else ""
+
+
+def plot(warm: Result, axes: Axes) -> None:
+    for name, runs in warm["runs"].items():
+        x = [r["connections"] for r in runs]
+        axes.plot(x, [r["rps"] for r in runs], marker="o", label=f"{name} req/s")
+    axes.set_xscale("log")
+    axes.set_title("Warm cache hits under wrk")
+    axes.set_xlabel("connections")
+    axes.set_ylabel("requests/s")
+    axes.legend()
+
+
+SCENARIO = Scenario("warm", run=run, render=render, judge=judge, plot=plot)
