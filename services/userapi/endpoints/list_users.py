@@ -9,26 +9,19 @@ from fastapi import Query, Response
 from pydantic import BaseModel
 
 from userapi.adapters.access_tokens import Permission, Principal
+from userapi.domain.user_search import DESCRIPTION, check_query
 from userapi.domain.users import UserProfile, omitted_fields
 from userapi.platform.errors import APIError, Auth0Error, bad_request
 from userapi.web.dependencies import ResourcesDep
 from userapi.web.endpoint import Endpoint
 from userapi.web.error_rendering import ERROR_RESPONSES
 
-MAX_QUERY_LENGTH = 512
 MAX_REACHABLE = 1000  # Auth0 returns at most the first 1000 results of a search
 
-# Fields a caller may search on. app_metadata stays out: it holds what users must not probe.
-SEARCHABLE_FIELDS = frozenset(
-    {"user_id", "email", "email_verified", "name", "given_name", "family_name", "nickname",
-     "created_at", "updated_at", "last_login", "identities.connection"}
-)  # fmt: skip
-SEARCHABLE_PREFIXES = ("user_metadata.",)
 SORTABLE_FIELDS = frozenset(
     {"email", "name", "given_name", "family_name", "nickname", "created_at", "updated_at",
      "last_login"}
 )  # fmt: skip
-_FIELD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 # What the registry (userapi/endpoints/__init__.py) reads.
 ENDPOINT = Endpoint("list-users", Permission.READ_USERS)
@@ -40,55 +33,6 @@ class UserPage(BaseModel):
     page: int
     per_page: int
     total: int
-
-
-def _fields(q: str) -> list[str]:
-    """Every field a Lucene query names: the word before each `:` outside quoted phrases and
-    [ranges]. Whatever precedes it (`+`, `!`, `-`, `(`, `&&`) ends the word, so no prefix
-    hides a field; an escape outside quotes could (`app\\_metadata`), so it is refused."""
-    fields: list[str] = []
-    word, quoted, ranges = "", False, 0
-    escaped = False
-    for char in q:
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted, word = True, ""
-        elif char in "[{":
-            ranges, word = ranges + 1, ""
-        elif char in "]}":
-            ranges, word = max(0, ranges - 1), ""
-        elif ranges:
-            continue
-        elif char == "\\":
-            raise bad_request("q: backslash escapes are allowed only inside quotes.")
-        elif char == ":":
-            fields.append(word)
-            word = ""
-        elif char in _FIELD_CHARS:
-            word += char
-        else:
-            word = ""
-    return fields
-
-
-def _check_query(q: str) -> None:
-    if len(q) > MAX_QUERY_LENGTH:
-        raise bad_request(f"q: at most {MAX_QUERY_LENGTH} characters.")
-    fields = _fields(q)
-    if not fields:
-        raise bad_request('q: use field:value terms, e.g. email:"jane@example.com" or name:Jan*.')
-    for field in fields:
-        if not field:
-            raise bad_request("q: every ':' must follow a field name (quote values holding one).")
-        if field not in SEARCHABLE_FIELDS and not field.startswith(SEARCHABLE_PREFIXES):
-            allowed = ", ".join(sorted(SEARCHABLE_FIELDS)) + ", user_metadata.*"
-            raise bad_request(f"q: {field!r} is not searchable; searchable fields: {allowed}.")
 
 
 def _check_sort(sort: str) -> None:
@@ -104,10 +48,8 @@ def _check_sort(sort: str) -> None:
     responses=ERROR_RESPONSES,
     summary="Search users",
     description=(
-        f"Auth0 user search (Lucene syntax, v3). Needs `{ENDPOINT.permission}`. "
-        "Searchable fields: "
-        + ", ".join(sorted(SEARCHABLE_FIELDS))
-        + ", user_metadata.*. At most the first 1000 results can be reached. Metadata left "
+        f"Auth0 user search (Lucene syntax, v3). Needs `{ENDPOINT.permission}`. `q` says which "
+        "queries are accepted. At most the first 1000 results can be reached. Metadata left "
         "out of a profile (see get-user) is named in Omitted-Fields as users[i].<field>."
     ),
 )
@@ -116,13 +58,15 @@ async def list_users(
     principal: Annotated[Principal, ENDPOINT.caller],
     resources: ResourcesDep,
     response: Response,
-    q: Annotated[str | None, Query(description="Lucene query, e.g. email:*@example.com")] = None,
+    q: Annotated[
+        str | None, Query(description="Lucene query, e.g. email:*@example.com. " + DESCRIPTION)
+    ] = None,
     page: Annotated[int, Query(ge=0, description="0-based page number")] = 0,
     per_page: Annotated[int, Query(ge=1, le=50)] = 50,
     sort: Annotated[str | None, Query(description="field:1 (ascending) or field:-1")] = None,
 ) -> UserPage:
     if q is not None:
-        _check_query(q)
+        check_query(q)
     if sort is not None:
         _check_sort(sort)
     if page * per_page >= MAX_REACHABLE:
