@@ -67,8 +67,9 @@ image: ## build the container image as $(IMAGE) (Docker if an engine answers, el
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json
 
-manifests: install ## regenerate manifests/ from the Helm chart
+manifests: install ## regenerate manifests/ and the values table of docs/configuration.md from the chart
 	$(PY) manifests/generate.py
+	$(PY) -m manifests.values_docs
 
 clean: ## remove the venv, caches and the dev database
 	rm -rf $(VENV) .dev .mypy_cache .ruff_cache .pytest_cache
