@@ -67,7 +67,7 @@ image: ## build the container image as $(IMAGE) (Docker if an engine answers, el
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json
 
-manifests: install ## regenerate manifests/ from the chart, and docs/configuration.md's tables
+manifests: install ## regenerate manifests/ from the chart, and docs/configuration.md's reference tables
 	$(PY) manifests/generate.py
 	$(PY) -m manifests.reference_docs
 

@@ -1,11 +1,14 @@
-"""Generate docs/configuration.md's settings tables from `Settings` (each field's description
-and default), one table per `# Section ---` comment of services/userapi/platform/settings.py.
+"""Generate docs/configuration.md's reference tables: the settings, from `Settings` (each
+field's description and default, one table per `# Section ---` comment of
+services/userapi/platform/settings.py), and the Helm values, from values.yaml's `# --` comments
+(manifests/values_docs.py).
 
     python -m manifests.reference_docs          # rewrite the tables (make manifests)
-    python -m manifests.reference_docs --check  # exit 1 if they are stale (a test runs it)
+    python -m manifests.reference_docs --check  # exit 1 if one is stale or a value undocumented
 
-A table lives between `<!-- settings: Section -->` and `<!-- /settings -->`; the prose around
-it is hand-written.
+A settings table lives between `<!-- settings: Section -->` and `<!-- /settings -->`, the
+values table between `<!-- values-table:start -->` and `<!-- values-table:end -->`; the prose
+around them is hand-written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from userapi.platform import settings as settings_module
 from userapi.platform.settings import Settings
+
+from manifests import values_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGURATION = ROOT / "docs" / "configuration.md"
@@ -83,14 +88,18 @@ def render(document: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the tables are stale")
+    parser.add_argument("--check", action="store_true", help="fail if a table is stale")
     args = parser.parse_args(argv)
+    missing = values_docs.undocumented(values_docs.VALUES.read_text(encoding="utf-8"))
+    if missing:
+        print("values without a `# --` comment:", *missing, sep="\n  ", file=sys.stderr)
+        return 1
     current = CONFIGURATION.read_text(encoding="utf-8")
-    rendered = render(current)
+    rendered = values_docs.render(render(current))
     if rendered == current:
         return 0
     if args.check:
-        print("docs/configuration.md: settings tables are stale (run `make manifests`)")
+        print("docs/configuration.md: tables are stale (run `make manifests`)", file=sys.stderr)
         return 1
     CONFIGURATION.write_text(rendered, encoding="utf-8")
     return 0

@@ -1,5 +1,15 @@
+{{- define "userapi.name" -}}
+{{ .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* Defaults to the release name alone, not helm create's release-chart: the names this chart
+always had (release userapi: userapi-config), which manifests/ and its users refer to. */}}
+{{- define "userapi.fullname" -}}
+{{ .Values.fullnameOverride | default .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
 {{- define "userapi.labels" -}}
-app.kubernetes.io/name: userapi
+app.kubernetes.io/name: {{ include "userapi.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -17,7 +27,7 @@ with its controller's registry credentials (which a cluster's workload identity 
 {{- end -}}
 
 {{- define "userapi.serviceAccountName" -}}
-{{ .Values.serviceAccount.name | default .Release.Name }}
+{{ .Values.serviceAccount.name | default (include "userapi.fullname" .) }}
 {{- end -}}
 
 {{/* The connection budget: every enabled endpoint at max-scale, each pod's PgBouncer at its
@@ -41,4 +51,18 @@ cap. Knative never runs more pods than max-scale, so this is the most PostgreSQL
 {{- if gt $total (int .Values.database.connectionBudget) -}}
 {{- fail (printf "PostgreSQL connection budget exceeded: the endpoints' maxScale x pgbouncer.maxDbConnections (%d) can reach %d server connections, more than database.connectionBudget (%d). Lower maxScale or pgbouncer.maxDbConnections, or raise the budget." (int .Values.pgbouncer.maxDbConnections) $total (int .Values.database.connectionBudget)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The pod knobs of one endpoint (`dict "endpoint" $merged "Values" $.Values`) as YAML: its own
+value, else the global one. Label, annotation and node-selector maps add to the global map
+key by key; lists and affinity replace it whole, so an endpoint can also clear one with []. */}}
+{{- define "userapi.podKnobs" -}}
+{{- $knobs := dict -}}
+{{- range $knob := list "podAnnotations" "podLabels" "nodeSelector" -}}
+{{- $_ := set $knobs $knob (merge (deepCopy (get $.endpoint $knob | default dict)) (get $.Values $knob | default dict)) -}}
+{{- end -}}
+{{- range $knob := list "tolerations" "affinity" "topologySpreadConstraints" "extraEnv" "extraEnvFrom" "imagePullSecrets" -}}
+{{- $_ := set $knobs $knob (ternary (get $.endpoint $knob) (get $.Values $knob) (hasKey $.endpoint $knob)) -}}
+{{- end -}}
+{{- toYaml $knobs -}}
 {{- end -}}
