@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     auth0_events_secret_file: Path | None = None
     event_dedupe_seconds: float = Field(default=86400.0, gt=0)
+    auth0_clock_skew_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description="How far an Auth0 time (an event's, an updated_at) may run ahead of ours.",
+    )
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)
     auth0_connect_timeout_seconds: float = Field(default=2.0, gt=0)
     auth0_read_timeout_seconds: float = Field(default=5.0, gt=0)
