@@ -47,7 +47,16 @@ class Settings(BaseSettings):
         default=None, description="Bearer secret Auth0 Event/Log Streams send to auth0-events."
     )
     auth0_events_secret_file: Path | None = None
-    event_dedupe_seconds: float = Field(default=86400.0, gt=0)
+    event_dedupe_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="How long a change event's id is remembered; an older event is ignored.",
+    )
+    events_max_items: int = Field(
+        default=1000,
+        ge=1,
+        description="Events one auth0-events delivery may hold; more is refused whole (413).",
+    )
     auth0_clock_skew_seconds: float = Field(
         default=60.0,
         ge=0,
