@@ -480,7 +480,7 @@ def test_an_updated_event_refreshes_readers_and_older_ones_are_ignored(
 ) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200  # cached
-    before = cloud_event("user.updated", user)["time"]
+    before = now_iso()
     changed = clean_emulator.update_user(user["user_id"], name="Changed In Dashboard")
     newer = cloud_event("user.updated", changed)
     # Older than the profile the cache holds, and naming data it never takes from an event.
