@@ -4,7 +4,9 @@ the emulator's /__emulator control routes (tokens, faults, latency, request coun
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
@@ -12,15 +14,20 @@ from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from harness.processes import HOST, USERAPI, ServiceProcess, free_port
 
 
+def now_iso() -> str:
+    """Now as Auth0 writes times: an event older than EVENT_DEDUPE_SECONDS is ignored."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def cloud_event(kind: str, user: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """What an Auth0 Event Stream delivers about `user` (with `changes` made to it): a CloudEvent
-    with a fresh id, of type `kind` (user.created, user.updated, user.deleted)."""
+    with a fresh id, of type `kind` (user.created, user.updated, user.deleted), sent now."""
     return {
         "id": "evt_" + secrets.token_hex(8),
         "source": "urn:auth0:tenant",
         "specversion": "1.0",
         "type": kind,
-        "time": "2026-11-23T00:00:00Z",
+        "time": now_iso(),
         "data": {"object": {**user, **changes}},
     }
 
@@ -91,6 +98,23 @@ class EmulatorHandle:
             response.raise_for_status()
             self._management_token = str(response.json()["access_token"])
         return self._management_token
+
+    def update_user(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """A change made outside this API (the dashboard, an Action, another app)."""
+        response = self.http.patch(
+            "/api/v2/users/" + quote(user_id, safe=""),
+            headers={"Authorization": f"Bearer {self.management_token()}"},
+            json=fields,
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+    def delete_user(self, user_id: str) -> None:
+        response = self.http.delete(
+            "/api/v2/users/" + quote(user_id, safe=""),
+            headers={"Authorization": f"Bearer {self.management_token()}"},
+        )
+        response.raise_for_status()
 
     def create_user(self, email: str, **fields: Any) -> dict[str, Any]:
         response = self.http.post(

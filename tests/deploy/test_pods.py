@@ -26,6 +26,7 @@ from userapi.domain.users import user_path
 from userapi.emulator import DEV_CLIENT_SECRET
 
 from harness import podman as podman_harness
+from harness.emulator import cloud_event
 from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod
 from harness.processes import free_port
 from tests.support import bearer
@@ -272,15 +273,8 @@ def test_delete_user(deployment: Deployment) -> None:
     assert deployment.call("get-user", "GET", path, admin).status_code == 404
 
 
-def _event(user: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {
-        "id": "evt_" + secrets.token_hex(8),
-        "source": "urn:auth0:tenant",
-        "specversion": "1.0",
-        "type": "user.updated",
-        "time": "2026-11-23T00:00:00Z",
-        "data": {"object": {**user, **changes}},
-    }
+def _event(user: dict[str, Any]) -> dict[str, Any]:
+    return cloud_event("user.updated", user)
 
 
 def test_auth0_events_delivery(deployment: Deployment) -> None:
@@ -288,7 +282,9 @@ def test_auth0_events_delivery(deployment: Deployment) -> None:
     admin = deployment.admin()
     path = user_path(user["user_id"])
     assert deployment.call("get-user", "GET", path, admin).status_code == 200
-    event = _event(user, name="From An Event", updated_at="2099-01-01T00:00:00.000Z")
+    # A change made in Auth0; the event names it, and the next read asks Auth0 again.
+    changed = deployment.emulator.update_user(user["user_id"], name="From An Event")
+    event = _event(changed)
     delivered = deployment.call(
         "auth0-events",
         "POST",
@@ -349,7 +345,7 @@ def _database_request(deployment: Deployment, endpoint: str) -> None:
         )
         assert response.status_code == 200, response.text
     elif endpoint == "auth0-events":
-        event = json.dumps(_event(user, name="Evented", updated_at="2099-01-01T00:00:00.000Z"))
+        event = json.dumps(_event(user))
         headers = {"Content-Type": "application/json"}
         response = deployment.call(
             "auth0-events", "POST", "/events/auth0", EVENTS_SECRET, content=event, headers=headers
@@ -395,7 +391,7 @@ def _in_flight_requests(
         if endpoint == "delete-user":
             return lambda: client.delete(path, headers=auth).status_code
         # auth0-events never calls Auth0: its delivery is in flight while its body trickles in.
-        event = json.dumps(_event(user, name="Late Event", updated_at="2099-01-01T00:00:00Z"))
+        event = json.dumps(_event(user))
 
         def slow_body() -> Iterator[bytes]:
             yield event[:20].encode()

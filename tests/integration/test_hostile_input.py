@@ -15,8 +15,9 @@ import httpx
 import pytest
 from userapi.domain.users import user_path
 from userapi.endpoints.auth0_events import ENDPOINT, REJECTED_LISTED
+from userapi.platform.settings import Settings
 
-from harness.emulator import EmulatorHandle, cloud_event
+from harness.emulator import EmulatorHandle, cloud_event, now_iso
 from harness.userapi import in_process, migrate, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -25,6 +26,7 @@ SECRET = "hostile-input-events-secret-0123"
 CREATE = "POST /api/v2/users"
 UPDATE = "PATCH /api/v2/users/{id}"
 ALL = ["read:users", "create:users", "update:users", "delete:users"]
+EVENTS_MAX_ITEMS: int = Settings.model_fields["events_max_items"].default
 ENDPOINTS = ("get-user", "list-users", "create-user", "update-user", "delete-user", "auth0-events")
 
 
@@ -207,7 +209,7 @@ async def test_a_deeply_nested_json_line_is_one_rejected_item(api, clean_emulato
     user = clean_emulator.create_user(_email())
     good = {
         "log_id": secrets.token_hex(8),
-        "data": {"type": "sdu", "user_id": user["user_id"], "date": "2026-01-01T00:00:00Z"},
+        "data": {"type": "sdu", "user_id": user["user_id"], "date": now_iso()},
     }
     nul = {"log_id": "nul\u0000", "data": {"type": "sdu", "user_id": user["user_id"]}}
     lines = [json.dumps(good).encode(), b"[" * 100_000 + b"]" * 100_000, json.dumps(nul).encode()]
@@ -223,7 +225,7 @@ async def test_a_deeply_nested_json_line_is_one_rejected_item(api, clean_emulato
 def _log_deletion(user: dict[str, Any], **data: Any) -> dict[str, Any]:
     return {
         "log_id": secrets.token_hex(8),
-        "data": {"type": "sdu", "user_id": user["user_id"], "date": "2099-01-01T00:00:00Z", **data},
+        "data": {"type": "sdu", "user_id": user["user_id"], "date": now_iso(), **data},
     }
 
 
@@ -237,9 +239,9 @@ async def test_unreadable_elements_of_a_json_array_are_rejected_and_the_rest_app
     for user in (updated, deleted):  # both cached before the delivery
         response = await api["get-user"].get(user_path(user["user_id"]), headers=_bearer(token))
         assert response.status_code == 200, response.text
-    newer = {"name": "Changed By Event", "updated_at": "2099-01-01T00:00:00Z"}
+    changed = clean_emulator.update_user(updated["user_id"], name="Changed In Auth0")
     elements = [
-        json.dumps(cloud_event("user.updated", updated, **newer)).encode(),  # 0: good
+        json.dumps(cloud_event("user.updated", changed)).encode(),  # 0: good
         json.dumps(_log_deletion(deleted, description="a\x00b")).encode(),  # 1: U+0000, escaped
         _raw(_log_deletion(deleted, description="\ud800")),  # 2: a lone surrogate
         b'{"log_id": "raw-nul", "data": {"description": "a\x00b"}}',  # 3: a raw NUL in a string
@@ -266,23 +268,26 @@ async def test_unreadable_elements_of_a_json_array_are_rejected_and_the_rest_app
     assert "not valid JSON" in reasons[7], reasons
     clean_emulator.reset()
     response = await api["get-user"].get(user_path(updated["user_id"]), headers=_bearer(token))
-    assert response.json()["name"] == "Changed By Event"  # from the event, through the cache
+    assert response.json()["name"] == "Changed In Auth0"  # invalidated: read from Auth0 again
     response = await api["get-user"].get(user_path(deleted["user_id"]), headers=_bearer(token))
     assert response.status_code == 404  # the tombstone; Auth0 still has the user
-    assert clean_emulator.calls("GET /api/v2/users/{id}") == 0
+    assert clean_emulator.calls("GET /api/v2/users/{id}") == 1
 
 
 async def test_one_bad_element_in_an_array_as_large_as_a_delivery_may_be(api) -> None:
-    """5 MB, the receiver's body bound, of log entries and one NaN in the middle: the entries
-    are applied (one, then the same log_id again as duplicates) and only the NaN is rejected."""
+    """EVENTS_MAX_ITEMS log entries in about 5 MB (the body bound), one NaN in the middle: the
+    entries are applied (one, then the same log_id again as duplicates) and only the NaN is
+    rejected."""
     user = {"user_id": "auth0|" + secrets.token_hex(12)}
-    # About the size of Auth0's sapi entries (request, response, user agent, ...).
-    entry = json.dumps(_log_deletion(user, description="x" * 1000)).encode()
-    count = (ENDPOINT.max_body_bytes - 64) // (len(entry) + 1)
+    # Padded so that the cap's worth of entries fills the body bound.
+    size = len(json.dumps(_log_deletion(user)))
+    pad = (ENDPOINT.max_body_bytes - 64) // EVENTS_MAX_ITEMS - size - len(', "description": ""') - 1
+    entry = json.dumps(_log_deletion(user, description="x" * pad)).encode()
+    count = EVENTS_MAX_ITEMS
     elements = [entry] * count
     elements[count // 2] = b'{"log_id": "nan", "data": {"n": NaN}}'
     body = b"[" + b",".join(elements) + b"]"
-    assert len(body) > ENDPOINT.max_body_bytes - 3 * len(entry)  # within one entry or two
+    assert ENDPOINT.max_body_bytes - 2 * len(entry) < len(body) <= ENDPOINT.max_body_bytes
     response = await api["auth0-events"].post(
         "/events/auth0", content=body, headers=_bearer(SECRET)
     )
@@ -296,16 +301,15 @@ async def test_one_bad_element_in_an_array_as_large_as_a_delivery_may_be(api) ->
     assert [item["index"] for item in result["rejected"]] == [count // 2]
 
 
-async def test_a_million_refused_items_get_a_bounded_answer(api) -> None:
-    """One good log entry and about a million elements that are no event: the good one is
-    applied, every other one counted, and only the first REJECTED_LISTED listed (listing all
+async def test_refused_items_get_a_bounded_answer(api) -> None:
+    """One good log entry and the rest of the cap of elements that are no event: the good one
+    is applied, every other one counted, and only the first REJECTED_LISTED listed (listing all
     made a response 38 times the body)."""
     user = {"user_id": "auth0|" + secrets.token_hex(12)}
-    good = json.dumps(_log_deletion(user)).encode()
-    count = (ENDPOINT.max_body_bytes - len(good) - 64) // 2
-    body = b"[" + good + b",1" * count + b"]"
+    count = EVENTS_MAX_ITEMS - 1
+    body = b"[" + json.dumps(_log_deletion(user)).encode() + b",1" * count + b"]"
     response = await api["auth0-events"].post(
-        "/events/auth0", content=body, headers=_bearer(SECRET), timeout=300
+        "/events/auth0", content=body, headers=_bearer(SECRET)
     )
     assert response.status_code == 200, response.text[:500]
     result = response.json()
@@ -316,6 +320,26 @@ async def test_a_million_refused_items_get_a_bounded_answer(api) -> None:
     )
     assert [item["index"] for item in result["rejected"]] == list(range(1, REJECTED_LISTED + 1))
     assert len(response.content) < 20_000
+
+
+async def test_a_million_items_are_refused_whole_at_once(api, clean_emulator) -> None:
+    """About 2.6 million elements in 5 MB, a good deletion first: over EVENTS_MAX_ITEMS, so a
+    small 413 before any is applied (each item costs the shared store round trips)."""
+    user = clean_emulator.create_user(_email())
+    token = clean_emulator.token("auth0|hostile0admin000000000000", ALL)
+    good = json.dumps(_log_deletion(user)).encode()
+    count = (ENDPOINT.max_body_bytes - len(good) - 64) // 2
+    body = b"[" + good + b",1" * count + b"]"
+    started = time.monotonic()
+    response = await api["auth0-events"].post(
+        "/events/auth0", content=body, headers=_bearer(SECRET), timeout=300
+    )
+    _json_error(response, 413)
+    assert response.json()["error"] == "too_many_events"
+    assert len(response.content) < 1000
+    assert time.monotonic() - started < 30
+    response = await api["get-user"].get(user_path(user["user_id"]), headers=_bearer(token))
+    assert response.status_code == 200  # the deletion was not applied
 
 
 @pytest.mark.parametrize(

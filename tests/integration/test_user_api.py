@@ -13,7 +13,7 @@ import httpx
 import pytest
 from userapi.domain.users import user_path
 
-from harness.emulator import EmulatorHandle, cloud_event
+from harness.emulator import EmulatorHandle, cloud_event, now_iso
 from harness.postgres import PostgresServer
 from harness.userapi import Service, migrate, service_env, start_services
 from tests.support import bearer
@@ -479,14 +479,13 @@ def test_an_updated_event_refreshes_readers_and_older_ones_are_ignored(
     api: API, user, admin, clean_emulator
 ) -> None:
     path = user_path(user["user_id"])
-    assert api.call("get-user", "GET", path, admin).status_code == 200
-    newer = cloud_event(
-        "user.updated", user, name="Changed In Dashboard", updated_at="2099-01-01T00:00:00.000Z"
-    )
-    older = cloud_event(
-        "user.updated", user, name="Stale Name", updated_at="2099-01-01T00:00:00.000Z"
-    )
-    older["data"]["object"]["updated_at"] = "2001-01-01T00:00:00.000Z"
+    assert api.call("get-user", "GET", path, admin).status_code == 200  # cached
+    before = now_iso()
+    changed = clean_emulator.update_user(user["user_id"], name="Changed In Dashboard")
+    newer = cloud_event("user.updated", changed)
+    # Older than the profile the cache holds, and naming data it never takes from an event.
+    older = cloud_event("user.updated", user, name="Stale Name")
+    older["time"] = before
     result = _events(api, [newer, older, newer])  # out of order, and newer delivered twice
     assert result.status_code == 200, result.text
     assert result.json() | {"rejected": []} == {
@@ -499,7 +498,8 @@ def test_an_updated_event_refreshes_readers_and_older_ones_are_ignored(
     }
     clean_emulator.reset()
     assert api.call("get-user", "GET", path, admin).json()["name"] == "Changed In Dashboard"
-    assert clean_emulator.calls(GET_ROUTE) == 0
+    assert api.call("get-user", "GET", path, admin).json()["name"] == "Changed In Dashboard"
+    assert clean_emulator.calls(GET_ROUTE) == 1  # an event carries no profile: Auth0's, cached
 
 
 def test_log_stream_writes_and_deletions_invalidate(api: API, user, admin, clean_emulator) -> None:
@@ -508,7 +508,7 @@ def test_log_stream_writes_and_deletions_invalidate(api: API, user, admin, clean
     entry = {
         "log_id": secrets.token_hex(8),
         "data": {
-            "date": "2026-11-23T00:00:00Z",
+            "date": now_iso(),
             "type": "sapi",
             "description": "Update a user",
             "user_id": "auth0|theadminwhodidit0000000",
@@ -543,7 +543,7 @@ def test_a_logged_management_delete_of_the_user_leaves_a_tombstone(
     request = {"method": method, "path": "/api/v2/users/" + path.split("/")[-1] + suffix}
     entry = {
         "log_id": secrets.token_hex(8),
-        "data": {"type": "sapi", "date": "2099-01-01T00:00:00Z",
+        "data": {"type": "sapi", "date": now_iso(),
                  "user_id": "auth0|theadminwhodidit0000000", "details": {"request": request}},
     }  # fmt: skip
     assert _events(api, [entry]).json()["applied"] == 1
@@ -557,9 +557,9 @@ def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
 ) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200
+    late = cloud_event("user.updated", user)
+    time.sleep(0.01)
     deleted = cloud_event("user.deleted", user)
-    deleted["time"] = "2099-01-01T00:00:00Z"
-    late = cloud_event("user.updated", user, updated_at="2098-12-31T23:59:59.000Z")
     result = _events(api, [deleted, late])  # the older update arrives after the deletion
     assert (result.json()["applied"], result.json()["ignored"]) == (1, 1), result.text
     clean_emulator.reset()
@@ -567,16 +567,24 @@ def test_a_deleted_event_is_served_as_404_and_an_older_update_cannot_undo_it(
     assert clean_emulator.calls(GET_ROUTE) == 0  # the cache knows it is gone
 
 
-def test_odd_items_are_rejected_one_by_one_never_a_500(api: API, user, admin) -> None:
+def test_odd_items_are_rejected_one_by_one_never_a_500(
+    api: API, user, admin, clean_emulator
+) -> None:
     path = user_path(user["user_id"])
     assert api.call("get-user", "GET", path, admin).status_code == 200  # cached, with a "Z" time
-    naive = cloud_event("user.updated", user, name="Naive Time")
-    naive["data"]["object"]["updated_at"] = "2099-05-01T09:00:00"  # no offset: read as UTC
+    clean_emulator.update_user(user["user_id"], name="Naive Time")
+    naive = cloud_event("user.updated", user)
+    naive["time"] = naive["time"].removesuffix("Z")  # no offset: read as UTC
     odd_details = {"log_id": secrets.token_hex(8), "data": {"type": "sapi", "details": "oops"}}
-    deletion = {"log_id": secrets.token_hex(8), "data": {"type": "sdu", "user_id": "auth0|x1"}}
-    result = _events(api, [naive, odd_details, deletion])
+    deletion = {
+        "log_id": secrets.token_hex(8),
+        "data": {"type": "sdu", "user_id": "auth0|x1", "date": now_iso()},
+    }
+    timeless = {"log_id": secrets.token_hex(8), "data": {"type": "sdu", "user_id": "auth0|x1"}}
+    result = _events(api, [naive, odd_details, deletion, timeless])
     assert result.status_code == 200, result.text
-    assert (result.json()["applied"], [r["index"] for r in result.json()["rejected"]]) == (2, [1])
+    rejected = [r["index"] for r in result.json()["rejected"]]
+    assert (result.json()["applied"], rejected) == (2, [1, 3])
     assert api.call("get-user", "GET", path, admin).json()["name"] == "Naive Time"
 
 

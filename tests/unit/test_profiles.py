@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -51,10 +52,11 @@ class Origin:
 
     async def fetch(self, user_id: str) -> dict[str, Any] | None:
         self.calls += 1
+        profile = self.profile  # as it was when asked
         await anyio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return dict(self.profile) if self.profile is not None else None
+        return dict(profile) if profile is not None else None
 
 
 def make_cache(origin: Origin, **overrides: Any) -> ProfileCache:
@@ -320,6 +322,73 @@ async def test_older_profiles_never_replace_newer_ones_or_a_deletion() -> None:
     assert (await cache.get(USER)).profile is None
     recreated = {**PROFILE, "updated_at": "2999-01-01T00:00:00.000Z"}
     assert (await cache.put(recreated)).outcome == "stored"  # a change after the deletion stands
+
+
+async def test_a_read_that_was_fetching_does_not_store_over_a_change_event() -> None:
+    """An event carries no profile: it leaves an invalidation, which a read already fetching
+    (perhaps what the change replaced) answers from but does not overwrite."""
+    origin = Origin(delay=0.2)
+    cache = make_cache(origin)
+    async with anyio.create_task_group() as group:
+        group.start_soon(cache.get, USER)
+        await anyio.sleep(0.05)
+        origin.profile = NEWER  # the change, in Auth0; then its event
+        assert await cache.invalidate(USER) is True
+    lookup = await cache.get(USER)
+    assert (lookup.outcome, lookup.profile and lookup.profile["name"]) == ("miss", "Ada Updated")
+    assert (await cache.get(USER)).outcome == "hit"
+    assert origin.calls == 2
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
+
+
+async def test_a_far_future_time_in_the_cache_does_not_block_later_writes() -> None:
+    """An entry stamped in the future (a forged event, a bad clock, an entry an older version
+    wrote) is believed only up to when it was written plus AUTH0_CLOCK_SKEW_SECONDS."""
+    cache = make_cache(Origin(), auth0_clock_skew_seconds=0)
+    future = {**PROFILE, "name": "Forged", "updated_at": "2999-01-01T00:00:00.000Z"}
+    assert (await cache.put(future)).outcome == "stored"
+    await anyio.sleep(0.01)
+    genuine = {**PROFILE, "name": "Genuine", "updated_at": _iso(time.time())}
+    assert (await cache.put(genuine)).outcome == "stored"
+    assert (await cache.get(USER)).profile["name"] == "Genuine"  # type: ignore[index]
+
+    assert await cache.tombstone(USER, datetime(2999, 1, 1, tzinfo=UTC)) is True
+    await anyio.sleep(0.01)
+    recreated = {**PROFILE, "name": "Recreated", "updated_at": _iso(time.time())}
+    assert (await cache.put(recreated)).outcome == "stored"
+
+
+async def test_a_change_event_older_than_the_entry_changes_nothing() -> None:
+    origin = Origin()
+    cache = make_cache(origin)
+    assert (await cache.put(NEWER)).outcome == "stored"  # updated_at 2026-06-01
+    before = datetime(2026, 5, 1, tzinfo=UTC)
+    assert await cache.changed(USER, before, deleted=True) == "older"
+    assert await cache.changed(USER, before, deleted=False) == "older"
+    assert (await cache.get(USER)).outcome == "hit"
+    after = datetime(2026, 7, 1, tzinfo=UTC)
+    assert await cache.changed(USER, after, deleted=False) == "applied"
+    assert (await cache.get(USER)).outcome == "miss"
+    assert await cache.changed(USER, datetime.now(UTC), deleted=True) == "applied"
+    assert (await cache.get(USER)).profile is None
+    assert origin.calls == 1  # the tombstone answers
+
+
+async def test_after_a_change_event_the_profile_before_it_stands_in_only_if_auth0_fails() -> None:
+    origin = Origin()
+    cache = make_cache(origin)
+    await cache.get(USER)
+    assert await cache.changed(USER, datetime.now(UTC), deleted=False) == "applied"
+    origin.error = Auth0Error("down", 503)
+    stale = await cache.get(USER)
+    assert (stale.outcome, stale.profile and stale.profile["name"]) == ("stale", "Ada")
+    origin.error, origin.profile = None, NEWER
+    fresh = await cache.get(USER)
+    assert (fresh.outcome, fresh.profile and fresh.profile["name"]) == ("miss", "Ada Updated")
+    assert origin.calls == 3
 
 
 async def test_a_lock_nobody_holds_any_more_is_taken_instead_of_waited_out() -> None:

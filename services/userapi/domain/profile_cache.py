@@ -6,10 +6,17 @@ together), then kept for PROFILE_STALE_TTL_SECONDS more to stand in when Auth0 f
 (RFC 5861 stale-if-error). A 404 is remembered for PROFILE_NEGATIVE_TTL_SECONDS.
 
 Writes never put older knowledge over newer. A profile replaces the entry unless the entry's
-Auth0 updated_at is later (search results lag behind writes, events arrive out of order). A
-deleted user leaves a tombstone, a negative entry stamped with the deletion time, so that
-neither an older profile nor a read that was already fetching brings the user back. A miss
-writes what it fetched only if nobody wrote the entry after its fetch began.
+Auth0 updated_at is later (search results lag behind writes). A deleted user leaves a
+tombstone, a negative entry stamped with the deletion time, so that neither an older profile
+nor a read that was already fetching brings the user back. A change event leaves an
+invalidation: an entry that is never fresh, stamped with the change's time, so that the next
+read asks Auth0, and neither an older profile nor a read that was already fetching puts back
+what the change replaced. A miss writes what it fetched only if nobody wrote the entry after
+its fetch began.
+
+No time is believed beyond the moment it was written plus AUTH0_CLOCK_SKEW_SECONDS: one entry
+stamped far in the future (a forged event, a bad clock) would otherwise refuse every genuine
+write until it expired.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from userapi.adapters.shared_store import SharedStore, fill_once
@@ -127,6 +134,12 @@ class CacheEntry:
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
+
+    @property
+    def invalidated(self) -> bool:
+        """Left by a change event: never fresh, it holds when the change happened (and the
+        profile from before it, to stand in only when Auth0 fails)."""
+        return self.fresh_until <= self.fetched_at
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -265,12 +278,15 @@ class ProfileCache:
                 )
                 return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
             raise
-        # A write that landed while we fetched (an update, a deletion, a change event) is
-        # newer than what we hold: it stays, and is what this read answers.
+        # A write that landed while we fetched (an update, a deletion) is newer than what we
+        # hold: it stays, and is what this read answers. A change event that landed meanwhile
+        # may postdate what Auth0 gave us: we answer it, but leave the entry to the next read.
         current = await self._read(user_id)
-        if current is not None and current.fetched_at > started:
-            return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
         entry = self._entry(profile)
+        if current is not None and current.fetched_at > started:
+            if current.invalidated:
+                return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
+            return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
         await self._write(user_id, entry)
         return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
 
@@ -293,17 +309,32 @@ class ProfileCache:
         raws = await self._store.get_many([self.key(user_id) for user_id in user_ids])
         return [CacheEntry.decode(raw) if raw is not None else None for raw in raws]
 
-    async def _write(self, user_id: str, entry: CacheEntry) -> bool:
-        ttl = entry.fresh_until - entry.fetched_at
-        if entry.profile is not None:
-            ttl += self._settings.profile_stale_ttl_seconds
+    async def _write(self, user_id: str, entry: CacheEntry, ttl: float | None = None) -> bool:
+        if ttl is None:
+            ttl = entry.fresh_until - entry.fetched_at
+            if entry.profile is not None:
+                ttl += self._settings.profile_stale_ttl_seconds
         if ttl > 0:
             return await self._store.set(self.key(user_id), entry.encode(), ttl)
         return await self._store.delete(self.key(user_id))
 
+    def _believed(self, stamp: datetime, written_at: float) -> datetime:
+        """`stamp` as far as it can be true: no later than when it was written, plus the clock
+        skew allowed between Auth0 and us."""
+        latest = datetime.fromtimestamp(written_at, UTC) + timedelta(
+            seconds=self._settings.auth0_clock_skew_seconds
+        )
+        return min(stamp, latest)
+
+    def _stamp(self, entry: CacheEntry) -> datetime | None:
+        """The entry's time (Auth0's updated_at, a deletion's, a change's), as far as believed:
+        entries written before this limit existed may hold any time."""
+        stamp = parse_timestamp(entry.updated_at)
+        return self._believed(stamp, entry.fetched_at) if stamp is not None else None
+
     async def put(self, profile: dict[str, Any]) -> Stored:
-        """Store a profile fetched by other means (a create, an update, a list, a change event)
-        unless the entry is newer: a later Auth0 updated_at, or a later deletion.
+        """Store a profile fetched by other means (a create, an update, a list) unless the entry
+        is newer: a later Auth0 updated_at, a later deletion, or a later change event.
 
         Read-then-write is not atomic; a race can keep the older of two versions for at most
         one fresh TTL, which the next change event or expiry repairs.
@@ -312,8 +343,8 @@ class ProfileCache:
         cached = await self._read(user_id)
         incoming = parse_timestamp(profile.get("updated_at"))
         if cached is not None and incoming is not None:
-            current = parse_timestamp(cached.updated_at)
-            if current is not None and current > incoming:
+            current = self._stamp(cached)
+            if current is not None and current > self._believed(incoming, time.time()):
                 return Stored(
                     "older", allowlisted(profile, self._settings.profile_include_app_metadata)
                 )
@@ -325,12 +356,40 @@ class ProfileCache:
     async def tombstone(self, user_id: str, deleted_at: datetime | None = None) -> bool:
         """The user was deleted (at `deleted_at`, default now): answer 404 from the cache, and
         outlive any read already fetching the old profile. False when the store refused."""
+        return await self._mark(user_id, deleted_at or datetime.now(UTC), deleted=True)
+
+    async def invalidate(self, user_id: str, changed_at: datetime | None = None) -> bool:
+        """The user changed (at `changed_at`, default now): the next read asks Auth0, and a read
+        already fetching does not store what it got. False when the store refused: the old
+        entry may still be served."""
+        return await self._mark(user_id, changed_at or datetime.now(UTC), deleted=False)
+
+    async def changed(
+        self, user_id: str, at: datetime, deleted: bool
+    ) -> Literal["applied", "older", "failed"]:
+        """A change event, which carries no data this cache believes, only a user and a time:
+        a tombstone or an invalidation, unless the entry already knows of something later."""
+        cached = await self._read(user_id)
+        current = self._stamp(cached) if cached is not None else None
+        if current is not None and current > self._believed(at, time.time()):
+            return "older"
+        done = await self._mark(user_id, at, deleted, None if deleted else cached)
+        return "applied" if done else "failed"
+
+    async def _mark(
+        self, user_id: str, at: datetime, deleted: bool, before: CacheEntry | None = None
+    ) -> bool:
         now = time.time()
         settings = self._settings
+        # As long as a read already fetching can take, so that it finds the mark and keeps off.
         lifetime = max(settings.profile_negative_ttl_seconds, settings.auth0_request_budget_seconds)
-        stamp = (deleted_at or datetime.now(UTC)).isoformat()
-        return await self._write(user_id, CacheEntry(None, now, now + lifetime, stamp))
-
-    async def invalidate(self, user_id: str) -> bool:
-        """False when the store could not drop the entry: it may still be served."""
-        return await self._store.delete(self.key(user_id))
+        stamp = self._believed(at, now).isoformat()
+        if deleted:
+            return await self._write(user_id, CacheEntry(None, now, now + lifetime, stamp))
+        # Never fresh. The profile from before the change (Auth0's, never the event's) stays
+        # only as a stale stand-in for when Auth0 fails, as long as it would have anyway.
+        if before is None or before.profile is None:
+            return await self._write(user_id, CacheEntry(None, now, now, stamp), lifetime)
+        stale_until = before.fresh_until + settings.profile_stale_ttl_seconds
+        entry = CacheEntry(before.profile, now, now, stamp, before.omitted)
+        return await self._write(user_id, entry, max(lifetime, stale_until - now))

@@ -4,7 +4,17 @@ this API (dashboard, Actions, other apps) reach readers within seconds instead o
 Accepts Event Streams (CloudEvents user.created / user.updated / user.deleted, one or a batch)
 and Log Streams (any of the custom webhook's content formats: JSON lines, a JSON array or one
 JSON object; `sapi` writes to /api/v2/users/{id}, `sdu` deletions). Delivery is at-least-once
-and unordered: events are deduplicated by id, and a profile is never replaced by an older one.
+and unordered: events are deduplicated by id, and an event older than what the cache knows of
+the user changes nothing.
+
+An event is believed to name a user and a time, nothing more: it never writes profile data.
+The shared secret is a bearer token, not a signature over the body, so whoever holds one
+delivery can send any body. A change invalidates the user's entry (the next read asks Auth0),
+a deletion leaves a tombstone. An event's time is believed up to now + AUTH0_CLOCK_SKEW_SECONDS,
+and one older than EVENT_DEDUPE_SECONDS is ignored: its id may be forgotten, so it may be a
+replay, and no cached profile can predate it (the window outlasts a fresh entry).
+
+A delivery of more than EVENTS_MAX_ITEMS items is refused whole (413) before any is applied.
 
 One bad item never costs the good ones of its batch: an array element or a line that the strict
 body reader refuses (NaN, a raw NUL, nested too deep, not JSON), or that is no event, is listed
@@ -12,10 +22,11 @@ in `rejected` with its index and reason (the first REJECTED_LISTED of them; `rej
 counts all), and the others are applied. Only a body in which
 nothing can be read (truncated, not JSON, every element refused) is a 400.
 
-An event id is remembered only once its change is in the shared cache. When the cache cannot
-take a change (Redis down), the delivery is answered 503 so that Auth0 sends it again; the
-items already applied then count as duplicates. Applying an event twice (two deliveries at
-once) is harmless: an invalidation repeats, and an older profile never replaces a newer one.
+Every item is judged before the first call to the shared store. An event id is remembered
+only once its change is in the shared cache. When the cache cannot take a change (Redis down),
+the delivery is answered 503 so that Auth0 sends it again; the items already applied then
+count as duplicates. Applying an event twice (two deliveries at once) is harmless: an
+invalidation or a tombstone repeats.
 """
 
 from __future__ import annotations
@@ -25,7 +36,8 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from fastapi import Request
@@ -150,14 +162,35 @@ def _pieces(raw: bytes) -> list[Any] | None:
     return items
 
 
-async def _done(resources: Resources, event_id: str, outcome: str) -> str:
-    """Remembers the event once its change is applied; a failure is retried by Auth0."""
-    if outcome != "failed":
-        await resources.events.remember(event_id)
-    return outcome
+@dataclass(frozen=True)
+class _Change:
+    """What an event is believed to say: this user changed, or was deleted, at this time."""
+
+    event_id: str
+    user_id: str
+    at: datetime
+    deleted: bool
 
 
-async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
+class _Clock:
+    """The bounds an event's time is judged against, taken once per delivery."""
+
+    def __init__(self, settings: Settings) -> None:
+        now = datetime.now(UTC)
+        self.oldest = now - timedelta(seconds=settings.event_dedupe_seconds)
+        self.latest = now + timedelta(seconds=settings.auth0_clock_skew_seconds)
+
+    def judge(self, value: Any) -> datetime | None:
+        """The event's time, at most `latest`; None when it is too old to act on."""
+        at = parse_timestamp(value)
+        if at is None:
+            raise _Invalid("the event has no readable time")
+        if at < self.oldest:
+            return None
+        return min(at, self.latest)
+
+
+def _cloud_event(clock: _Clock, event: dict[str, Any]) -> _Change | Literal["ignored"]:
     event_type = event.get("type")
     data = event.get("data")
     user = data.get("object") if isinstance(data, dict) else None
@@ -169,17 +202,13 @@ async def _cloud_event(resources: Resources, event: dict[str, Any]) -> str:
         user_id = validate_user_id(str(user.get("user_id", "")))
     except APIError as exc:
         raise _Invalid("data.object.user_id is not an Auth0 user id") from exc
-    if await resources.events.seen(event["id"]):
-        return "duplicate"
-    if event_type == "user.deleted":
-        deleted = await resources.profiles.tombstone(user_id, parse_timestamp(event.get("time")))
-        return await _done(resources, event["id"], "applied" if deleted else "failed")
-    stored = (await resources.profiles.put(user)).outcome
-    outcome = {"stored": "applied", "older": "ignored", "failed": "failed"}[stored]
-    return await _done(resources, event["id"], outcome)
+    at = clock.judge(event.get("time"))
+    if at is None:
+        return "ignored"
+    return _Change(event["id"], user_id, at, deleted=event_type == "user.deleted")
 
 
-async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
+def _log_event(clock: _Clock, entry: dict[str, Any]) -> _Change | Literal["ignored"]:
     data = entry.get("data")
     if not isinstance(entry.get("log_id"), str) or not isinstance(data, dict):
         raise _Invalid("a log event needs a string log_id and a data object")
@@ -204,14 +233,36 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         validate_user_id(target)
     except APIError as exc:
         raise _Invalid("the event names no valid user id") from exc
-    if await resources.events.seen(entry["log_id"]):
+    at = clock.judge(data.get("date"))
+    if at is None:
+        return "ignored"
+    return _Change(entry["log_id"], target, at, deleted=deletion)
+
+
+def _judge(clock: _Clock, item: Any) -> _Change | Literal["ignored"]:
+    """What an item asks for, with no I/O: a change, or "ignored"; _Invalid if it is no event."""
+    if isinstance(item, _Unreadable):
+        raise _Invalid(item.reason)
+    problem = json_values.unstorable(item)
+    if problem is not None:
+        raise _Invalid(": ".join(problem))
+    if isinstance(item, dict) and "specversion" in item:
+        return _cloud_event(clock, item)
+    if isinstance(item, dict) and "log_id" in item:
+        return _log_event(clock, item)
+    raise _Invalid("neither a CloudEvent nor a log stream entry")
+
+
+async def _apply(
+    resources: Resources, change: _Change
+) -> Literal["applied", "duplicate", "ignored", "failed"]:
+    if await resources.events.seen(change.event_id):
         return "duplicate"
-    profiles = resources.profiles
-    if deletion:
-        done = await profiles.tombstone(target, parse_timestamp(data.get("date")))
-    else:  # a log entry carries no profile: the next read fetches the new one
-        done = await profiles.invalidate(target)
-    return await _done(resources, entry["log_id"], "applied" if done else "failed")
+    done = await resources.profiles.changed(change.user_id, change.at, change.deleted)
+    if done == "failed":
+        return "failed"  # not remembered: Auth0's redelivery applies it
+    await resources.events.remember(change.event_id)
+    return "applied" if done == "applied" else "ignored"
 
 
 @router.post(
@@ -221,6 +272,11 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         400: {"model": ErrorBody, "description": "Nothing in the body could be read"},
         401: {"model": ErrorBody, "description": "Wrong or missing shared secret"},
         **request_body.ERROR_RESPONSES,
+        413: {
+            "model": ErrorBody,
+            "description": "The body is larger than the endpoint's bound, or holds more than "
+            "EVENTS_MAX_ITEMS events: nothing in it was applied",
+        },
         503: {
             "model": ErrorBody,
             "description": "The shared cache could not take a change: send the delivery again",
@@ -231,8 +287,9 @@ async def _log_event(resources: Resources, entry: dict[str, Any]) -> str:
         "requestBody": {
             "required": True,
             "description": (
-                "One CloudEvent or log event, an array of them, or JSON lines. An element or "
-                "line that cannot be read is one rejected item; the others are applied."
+                "One CloudEvent or log event, an array of them, or JSON lines: at most "
+                "EVENTS_MAX_ITEMS items (1000 by default), or the delivery is a 413. An element "
+                "or line that cannot be read is one rejected item; the others are applied."
             ),
             "content": {
                 "application/json": {
@@ -252,43 +309,44 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
     # Read after the secret is checked; at most ENDPOINT.max_body_bytes (RequestMiddleware refuses
     # more).
     items = await _items(await request.body())
+    limit = resources.settings.events_max_items
+    if len(items) > limit:
+        # Refused whole, before any change: each item costs the shared store round trips, and
+        # a partial delivery would be half applied. Auth0 does not retry a 4xx.
+        log.warning("delivery over EVENTS_MAX_ITEMS", extra={"items": len(items), "limit": limit})
+        raise APIError(
+            413,
+            "too_many_events",
+            f"The delivery holds {len(items)} events; at most {limit} (EVENTS_MAX_ITEMS) are "
+            "accepted at once. Nothing in it was applied.",
+        )
+    clock = _Clock(resources.settings)
     outcomes = {"applied": 0, "duplicate": 0, "ignored": 0, "failed": 0}
+    changes: list[_Change] = []
     rejected: list[Rejected] = []
     rejected_total = 0
-
-    def reject(index: int, reason: str) -> None:
-        nonlocal rejected_total
-        rejected_total += 1
-        if len(rejected) < REJECTED_LISTED:
-            rejected.append(Rejected(index=index, reason=reason))
-
     for index, item in enumerate(items):
         if index % 1024 == 1023:
-            # Items that are refused need no I/O: a body of a million of them must not hold the
-            # event loop until the last one.
+            # Judging needs no I/O: a large body must not hold the event loop until the last item.
             await asyncio.sleep(0)
         try:
-            if isinstance(item, _Unreadable):
-                raise _Invalid(item.reason)
-            problem = json_values.unstorable(item)
-            if problem is not None:
-                raise _Invalid(": ".join(problem))
-            if isinstance(item, dict) and "specversion" in item:
-                outcome = await _cloud_event(resources, item)
-            elif isinstance(item, dict) and "log_id" in item:
-                outcome = await _log_event(resources, item)
-            else:
-                raise _Invalid("neither a CloudEvent nor a log stream entry")
+            judged = _judge(clock, item)
         except _Invalid as exc:
-            reject(index, str(exc))
-            continue
+            reason = str(exc)
         except Exception:
             # An item shaped in a way nobody foresaw is a bug to fix, not a reason to fail the
             # good items beside it: Auth0 would resend the whole delivery, and fail it again.
-            reject(index, "the event could not be processed")
             log.exception("event failed", extra={"index": index})
+            reason = "the event could not be processed"
+        else:
+            if isinstance(judged, _Change):
+                changes.append(judged)
+            else:
+                outcomes[judged] += 1
             continue
-        outcomes[outcome] += 1
+        rejected_total += 1
+        if len(rejected) < REJECTED_LISTED:
+            rejected.append(Rejected(index=index, reason=reason))
     if rejected:
         # One line per delivery, not one per item: a million refused items are not a million
         # log lines, which cost far more than judging the items.
@@ -296,6 +354,8 @@ async def receive(request: Request, resources: ResourcesDep) -> EventResult:
         log.warning("rejected events", extra={"rejected": rejected_total, "first": first})
     if rejected and rejected_total == len(items):
         raise bad_request("No event in the body could be read: " + rejected[0].reason)
+    for change in changes:
+        outcomes[await _apply(resources, change)] += 1
     if outcomes["failed"]:
         # 5xx, not 4xx: Auth0 retries a delivery only after a 5xx or no answer.
         raise APIError(

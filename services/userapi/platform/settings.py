@@ -84,8 +84,30 @@ class Settings(BaseSettings):
     event_dedupe_seconds: float = Field(
         default=86400.0,
         gt=0,
-        description="How long a change event's id is remembered to drop redeliveries.",
+        description=(
+            "How long a change event's id is remembered to drop redeliveries; an event older "
+            "than this is ignored (its id may have been forgotten)."
+        ),
         json_schema_extra={"shown_default": "`86400`"},
+    )
+    events_max_items: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Items (events or log entries) one auth0-events delivery may hold; a delivery with "
+            "more is refused whole with a 413 before anything is applied. Auth0 documents no "
+            "batch size and does not retry a 4xx: raise it if the stream's Health tab shows "
+            "413s."
+        ),
+    )
+    auth0_clock_skew_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        description=(
+            "How far an Auth0 time (an event's `time`, a profile's `updated_at`) may run ahead "
+            "of this process's clock; a later one is believed only up to now plus this."
+        ),
     )
     idempotency_ttl_seconds: float = Field(
         default=86400.0,
