@@ -18,7 +18,7 @@ from userapi.platform.settings import Settings
 from harness.emulator import EmulatorHandle
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
-from harness.processes import USERAPI, free_port
+from harness.processes import USERAPI, code_env, free_port
 from harness.userapi import migrate, service_env, start_service
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_concurrent_migrations_apply_each_version_once(
     postgres_server: PostgresServer, pgbouncer: PgBouncer
 ) -> None:
     url = pgbouncer.dsn(postgres_server.create_database())
-    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", **code_env()}
     runs = [
         subprocess.Popen(
             [USERAPI, "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
