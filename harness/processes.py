@@ -43,7 +43,6 @@ HOST = "127.0.0.1"
 USERAPI = str(Path(sys.executable).parent / "userapi")
 
 
-
 def code_env() -> dict[str, str]:
     """PYTHONPATH, if the run sets one: it is how a checkout other than the one the virtualenv
     installed (a git worktree) puts its own code under test in the processes USERAPI starts."""

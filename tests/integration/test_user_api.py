@@ -677,3 +677,25 @@ def test_a_users_permissions_claim_authorizes_whatever_scope_was_asked(
     for endpoint, method, path, kwargs in _guarded_calls(user):
         response = api.call(endpoint, method, path, token, **kwargs)
         assert response.status_code < 300, (endpoint, response.text)
+
+
+# caching of responses ------------------------------------------------------------------------
+
+
+def test_every_response_carrying_a_profile_forbids_storing_it(api: API, user, admin) -> None:
+    path = user_path(user["user_id"])
+    read = api.call("get-user", "GET", path, admin)  # the direct route
+    answers = {
+        "get-user": read,
+        "get-user 304": api.call(
+            "get-user", "GET", path, admin, headers={"If-None-Match": read.headers["etag"]}
+        ),
+        "list-users": api.call(
+            "list-users", "GET", "/users", admin, params={"q": f'email:"{user["email"]}"'}
+        ),
+        "create-user": _create(api, admin, _new_user_body()),
+        "update-user": api.call("update-user", "PATCH", path, admin, json={"nickname": "n"}),
+    }
+    for name, response in answers.items():
+        assert response.status_code in (200, 201, 304), (name, response.text)
+        assert response.headers.get("cache-control") == "no-store", name
