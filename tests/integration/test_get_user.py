@@ -39,7 +39,9 @@ def database(database_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def service(emulator: EmulatorHandle, redis_server: Any, database: str) -> Iterator[Service]:
-    svc = start_service("get-user", service_env(emulator, redis_server.url, database))
+    env = service_env(emulator, redis_server.url, database)
+    env["API_DOCS"] = "true"  # test_openapi_declares_the_response_model reads it
+    svc = start_service("get-user", env)
     yield svc
     svc.close()
 

@@ -588,11 +588,28 @@ def test_unreadable_deliveries_are_400(api: API, raw: str) -> None:
     assert set(response.json()) == {"error", "message", "request_id"}
 
 
-def test_every_service_serves_its_own_openapi(api: API) -> None:
+def test_no_deployed_service_serves_docs_or_its_openapi(api: API) -> None:
+    # API_DOCS is off unless set: a deployed endpoint hands out no map of the API.
     for endpoint, service in api.services.items():
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            response = service.http.get(path)
+            assert response.status_code == 404, (endpoint, path, response.text)
+            assert response.json()["error"] == "not_found"
+
+
+def test_with_api_docs_each_service_serves_its_own_openapi(
+    emulator: EmulatorHandle, redis_server: Any, database_url: str
+) -> None:
+    env = service_env(emulator, redis_server.url, database_url)
+    env["API_DOCS"] = "true"
+    service = start_services(["delete-user"], env)["delete-user"]
+    try:
         spec = service.http.get("/openapi.json").json()
-        assert spec["info"]["title"] == f"userapi: {endpoint}"
-        assert len(spec["paths"]) == 1, (endpoint, list(spec["paths"]))
+        assert spec["info"]["title"] == "userapi: delete-user"
+        assert list(spec["paths"]) == ["/users/{user_id}"]
+        assert service.http.get("/docs").status_code == 200
+    finally:
+        service.close()
 
 
 def test_time_budget_holds_for_writes(api: API, admin: str, clean_emulator) -> None:

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
 
     # Development tools (`userapi dev`, `userapi emulator`) ---------------------------------------
     userapi_dev_port: int = Field(default=8000, ge=1, le=65535)
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs and /openapi.json (always on in `userapi dev`).",
+    )
     emulator_port: int = Field(default=8765, ge=1, le=65535)
     emulator_seed: Path | None = Field(default=None, description="Unset: the bundled seed users.")
     emulator_latency_ms: float = Field(default=0.0, ge=0)
