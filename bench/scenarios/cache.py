@@ -15,7 +15,7 @@ from bench.config import Profile
 from bench.load import fire, percentiles
 from bench.stack import USER, Stack
 
-PROFILE_KEY = "userapi:profile:v2:{}"
+PROFILE_KEY = "userapi:profile:v3:{}"  # + a user id without '%' or ':' (key_segment)
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
 ZIPF_LATENCY_MS = 150.0
 

@@ -17,6 +17,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
+from userapi.adapters.shared_store import key_segment
 from userapi.domain.users import user_path
 from userapi.emulator import DEV_AUDIENCE
 
@@ -165,7 +166,7 @@ def _cache_then_expire(service: Service, token: str, redis_url: str, user_id: st
 
 
 def _expire(client: redis.Redis, service: Service, token: str, user_id: str) -> None:
-    key = f"userapi:profile:v2:{user_id}"
+    key = f"userapi:profile:v3:{key_segment(user_id)}"
     deadline = time.monotonic() + 5
     while (raw := client.get(key)) is None:
         assert time.monotonic() < deadline, "the profile never reached Redis"
