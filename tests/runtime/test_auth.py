@@ -81,6 +81,14 @@ ALL_PERMISSIONS = "read:users create:users update:users delete:users"
         {"scope": ALL_PERMISSIONS, "gty": "client-credentials"},
         {"scope": ALL_PERMISSIONS, "sub": "attacker@clients"},
         {"scope": ALL_PERMISSIONS, "gty": "password", "sub": "attacker@clients"},
+        {"scope": ALL_PERMISSIONS, "gty": "client-credentials", "sub": "attacker@clients"},
+        # A user id may end in @clients; it is never the client id that azp names.
+        {
+            "scope": ALL_PERMISSIONS,
+            "gty": "client-credentials",
+            "sub": "auth0|x@clients",
+            "azp": "userapi-m2m",
+        },
     ],
 )
 async def test_a_user_tokens_scope_grants_no_permission(emulator, http, overrides) -> None:

@@ -268,12 +268,15 @@ def _permissions(claims: dict[str, Any]) -> frozenset[str]:
 
 
 def _is_application(claims: dict[str, Any]) -> bool:
-    # Both marks of Auth0's client-credentials grant: a user's subject never ends in @clients.
-    subject = claims.get("sub")
+    # Every mark of Auth0's client-credentials grant: the grant type, and the subject that is
+    # the authorized party's client id + "@clients". A user id may end in "@clients" too (a
+    # database connection's "auth0|x@clients"), but is never the client id of azp.
+    client_id = claims.get("azp")
     return (
         claims.get("gty") == "client-credentials"
-        and isinstance(subject, str)
-        and subject.endswith("@clients")
+        and isinstance(client_id, str)
+        and bool(client_id)
+        and claims.get("sub") == f"{client_id}@clients"
     )
 
 
