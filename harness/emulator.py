@@ -71,6 +71,28 @@ class EmulatorHandle:
             "/__emulator/rate-limit", json={"burst": burst, "per_second": per_second}
         ).raise_for_status()
 
+    def rbac(self, enabled: bool) -> None:
+        """The API's "Enable RBAC" setting (with "Add Permissions in the Access Token")."""
+        self.http.put("/__emulator/rbac", json={"enabled": enabled}).raise_for_status()
+
+    def login(self, username: str, password: str, scope: str) -> str:
+        """A user's access token for the API from the password grant, as a login gets it."""
+        return self._grant(
+            {"grant_type": "password", "username": username, "password": password, "scope": scope}
+        )
+
+    def app_token(self, scope: str = "") -> str:
+        """The dev client's machine-to-machine token for the API (client-credentials grant)."""
+        return self._grant({"grant_type": "client_credentials", "scope": scope})
+
+    def _grant(self, form: dict[str, str]) -> str:
+        credentials = {"client_id": DEV_CLIENT_ID, "client_secret": DEV_CLIENT_SECRET}
+        response = self.http.post(
+            "/oauth/token", data={**form, **credentials, "audience": DEV_AUDIENCE}
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
     def token(self, sub: str, permissions: list[str] | None = None, **extra: Any) -> str:
         body = {"sub": sub, "permissions": permissions or [], "audience": DEV_AUDIENCE, **extra}
         response = self.http.post("/__emulator/tokens", json=body)

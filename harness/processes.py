@@ -42,6 +42,14 @@ HOST = "127.0.0.1"
 # The `userapi` console script of the environment running the harness, not whatever is on PATH.
 USERAPI = str(Path(sys.executable).parent / "userapi")
 
+
+def code_env() -> dict[str, str]:
+    """PYTHONPATH, if the run sets one: it is how a checkout other than the one the virtualenv
+    installed (a git worktree) puts its own code under test in the processes USERAPI starts."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": path} if path else {}
+
+
 # Reentrant: the SIGTERM handler runs stop_all() on the main thread, possibly inside `with _lock`.
 _lock = threading.RLock()
 _running: list[subprocess.Popen[bytes]] = []
@@ -369,10 +377,9 @@ class ServiceProcess:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.dir),
             "LANG": "C.UTF-8",
+            **code_env(),
         }  # fmt: skip
         base["PYTHONUNBUFFERED"] = "1"  # so log_text() shows what happened up to now
-        if "PYTHONPATH" in os.environ:  # a worktree's code, not the editable install's
-            base.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
         self.process = spawn(self.args, self.log_path, env={**base, **(env or {})}, cwd=cwd)
 
     @property

@@ -15,13 +15,13 @@ import httpx
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 
 from harness.emulator import EmulatorHandle
-from harness.processes import HOST, USERAPI, ServiceProcess, free_port
+from harness.processes import HOST, USERAPI, ServiceProcess, code_env, free_port
 
 
 def migrate(database_url: str) -> str:
     result = subprocess.run(
         [USERAPI, "migrate"],
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin", **code_env()},
         capture_output=True,
         text=True,
         timeout=60,

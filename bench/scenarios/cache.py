@@ -19,7 +19,7 @@ from bench.stack import USER, Stack
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-PROFILE_KEY = "userapi:profile:v2:{}"
+PROFILE_KEY = "userapi:profile:v3:{}"  # + a user id without '%' or ':' (key_segment)
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
 ZIPF_LATENCY_MS = 150.0
 

@@ -27,6 +27,17 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
         ), name
 
 
+def test_the_lock_satisfies_every_runtime_requirement() -> None:
+    # A floor raised for a CVE (pyjwt>=2.10.1, CVE-2024-53861) must hold in what is installed.
+    from packaging.requirements import Requirement
+
+    locked = _locked()
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(line)
+        version = locked[requirement.name.lower()]
+        assert requirement.specifier.contains(version, prereleases=True), (line, version)
+
+
 def test_the_image_carries_no_test_tools() -> None:
     assert {"pytest", "ruff", "mypy", "helm-python-sdk"} & set(_locked()) == set()
 

@@ -115,6 +115,64 @@ async def test_api_token_carries_requested_permissions(
     assert claims["gty"] == "client-credentials"
 
 
+async def test_api_token_without_a_scope_gets_its_whole_grant(
+    emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    response = await http.post("/oauth/token", data={**CREDENTIALS, "audience": DEV_AUDIENCE})
+    claims = verified(emulator, response.json()["access_token"], DEV_AUDIENCE)
+    assert claims["scope"].split() == emulator.config.api_permissions
+    assert claims["permissions"] == emulator.config.api_permissions
+
+
+async def test_api_scopes_outside_the_grant_are_refused(http: httpx.AsyncClient) -> None:
+    form = {**CREDENTIALS, "audience": DEV_AUDIENCE, "scope": "read:users admin:all"}
+    response = await http.post("/oauth/token", data=form)
+    assert response.status_code == 403
+    assert response.json()["error_description"] == "Client has not been granted scopes: admin:all"
+
+
+ALL_FOUR = "read:users create:users update:users delete:users"
+
+
+async def test_with_rbac_a_users_scope_is_what_was_asked_and_assigned(
+    emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    form = {**PASSWORD_GRANT, "scope": "openid email " + ALL_FOUR}
+    claims = verified(
+        emulator, (await http.post("/oauth/token", data=form)).json()["access_token"], DEV_AUDIENCE
+    )
+    assert claims["scope"] == "openid email read:users"
+    assert claims["permissions"] == ["read:users"]
+
+
+async def test_without_rbac_a_user_gets_any_scope_asked_and_no_permissions_claim(
+    emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    emulator.rbac = False
+    form = {**PASSWORD_GRANT, "scope": "openid undefined:thing " + ALL_FOUR}
+    body = (await http.post("/oauth/token", data=form)).json()
+    claims = verified(emulator, body["access_token"], DEV_AUDIENCE)
+    assert claims["scope"] == "openid " + ALL_FOUR
+    assert "permissions" not in claims
+    app = await http.post("/oauth/token", data={**CREDENTIALS, "audience": DEV_AUDIENCE})
+    app_claims = verified(emulator, app.json()["access_token"], DEV_AUDIENCE)
+    assert (app_claims["scope"], "permissions" in app_claims) == (ALL_FOUR, False)
+    emulator.reset()
+    assert emulator.rbac is True
+
+
+async def test_rbac_is_switched_by_a_control_route(
+    emulator: Emulator, http: httpx.AsyncClient
+) -> None:
+    assert (await http.put("/__emulator/rbac", json={"enabled": False})).json() == {
+        "enabled": False
+    }
+    assert emulator.rbac is False
+    assert (await http.put("/__emulator/rbac", json={"enabled": 0})).status_code == 400
+    await http.post("/__emulator/reset")
+    assert emulator.rbac is True
+
+
 async def test_password_grant_issues_a_user_token(
     emulator: Emulator, http: httpx.AsyncClient
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import threading
 import time
@@ -18,7 +19,7 @@ from userapi.platform.settings import Settings
 from harness.emulator import EmulatorHandle
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
-from harness.processes import USERAPI, free_port
+from harness.processes import USERAPI, code_env, free_port
 from harness.userapi import migrate, service_env, start_service
 
 pytestmark = pytest.mark.integration
@@ -28,7 +29,7 @@ def test_concurrent_migrations_apply_each_version_once(
     postgres_server: PostgresServer, pgbouncer: PgBouncer
 ) -> None:
     url = pgbouncer.dsn(postgres_server.create_database())
-    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", **code_env()}
     runs = [
         subprocess.Popen(
             [USERAPI, "migrate"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -211,3 +212,44 @@ async def test_expired_idempotency_records_are_swept_by_new_claims(
         assert await records() == 4
     finally:
         await database.close()
+
+
+def test_the_audit_trail_records_a_request_id_the_caller_did_not_choose(
+    emulator: EmulatorHandle,
+    clean_emulator: EmulatorHandle,
+    postgres_server: PostgresServer,
+    pgbouncer: PgBouncer,
+    redis_server: Any,
+) -> None:
+    database = _migrated_database(postgres_server)
+    svc = start_service(
+        "update-user", service_env(emulator, redis_server.url, pgbouncer.dsn(database))
+    )
+    try:
+        user = clean_emulator.create_user("audited@example.com")
+        token = clean_emulator.token(user["user_id"], [])
+        answered: list[str] = []
+        # Twice the same X-Request-Id, as a caller forging or reusing one sends it; then none.
+        for headers in ({"X-Request-Id": "forged-1"}, {"X-Request-Id": "forged-1"}, {}):
+            response = svc.http.patch(
+                "/users/me",
+                json={"name": f"Name {len(answered)}"},
+                headers={"Authorization": f"Bearer {token}", **headers},
+            )
+            assert response.status_code == 200, response.text
+            answered.append(response.headers["x-request-id"])
+        rows = postgres_server.psql(
+            "SELECT request_id || ' ' || server_request_id FROM audit_log ORDER BY occurred_at",
+            database=database,
+        ).stdout.split("\n")
+        recorded = [row.split(" ") for row in rows if row]
+        assert [client for client, _ in recorded] == answered
+        servers = [server for _, server in recorded]
+        assert len(set(servers)) == 3, recorded  # one per request, whatever the caller sent
+        assert all(re.fullmatch(r"[0-9a-f]{32}", server) for server in servers), recorded
+        assert servers[2] == answered[2]  # without a caller's id, the one the response named
+        # The log lines of a request with a caller's id name the server's too.
+        logged = {line.get("server_request_id") for line in svc.request_logs("/users/me", 3)}
+        assert set(servers[:2]) <= logged
+    finally:
+        svc.close()

@@ -43,5 +43,10 @@ def test_the_printed_curl_returns_the_sample_profile(tmp_path) -> None:
             timeout=10,
         )
         assert other.status_code == 200
+        # Dev mode serves the API docs a deployed endpoint does not (API_DOCS).
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/docs", timeout=10).status_code == 200
+        paths = httpx.get(f"{base}/openapi.json", timeout=10).json()["paths"]
+        assert {"/users", "/users/{user_id}", "/events/auth0"} <= set(paths)
     finally:
         process.terminate()

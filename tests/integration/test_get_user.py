@@ -17,6 +17,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
+from userapi.adapters.shared_store import key_segment
 from userapi.domain.users import user_path
 from userapi.emulator import DEV_AUDIENCE
 
@@ -39,7 +40,9 @@ def database(database_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def service(emulator: EmulatorHandle, redis_server: Any, database: str) -> Iterator[Service]:
-    svc = start_service("get-user", service_env(emulator, redis_server.url, database))
+    env = service_env(emulator, redis_server.url, database)
+    env["API_DOCS"] = "true"  # test_openapi_declares_the_response_model reads it
+    svc = start_service("get-user", env)
     yield svc
     svc.close()
 
@@ -163,7 +166,7 @@ def _cache_then_expire(service: Service, token: str, redis_url: str, user_id: st
 
 
 def _expire(client: redis.Redis, service: Service, token: str, user_id: str) -> None:
-    key = f"userapi:profile:v2:{user_id}"
+    key = f"userapi:profile:v3:{key_segment(user_id)}"
     deadline = time.monotonic() + 5
     while (raw := client.get(key)) is None:
         assert time.monotonic() < deadline, "the profile never reached Redis"

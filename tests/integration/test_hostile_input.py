@@ -42,6 +42,7 @@ async def api(
 ) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
     env = service_env(clean_emulator, redis_server.url, migrated)
     env["AUTH0_EVENTS_SECRET"] = SECRET
+    env["API_DOCS"] = "true"  # section 7 reads each endpoint's contract
     async with contextlib.AsyncExitStack() as stack:
         clients = {
             name: await stack.enter_async_context(in_process(name, env)) for name in ENDPOINTS

@@ -65,7 +65,77 @@ async def test_a_valid_token_yields_subject_and_permissions(emulator, http) -> N
     )
     principal = await make_verifier(http).verify(token)
     assert principal.subject == USER
-    assert principal.permissions == {"read:users", "openid", "update:users"}
+    assert principal.permissions == {"read:users"}  # the scope a login asked for grants nothing
+
+
+ALL_PERMISSIONS = "read:users create:users update:users delete:users"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        # A login to an API without RBAC (Auth0's default): the scope holds what was asked.
+        {"scope": "openid " + ALL_PERMISSIONS},
+        {"scope": ALL_PERMISSIONS, "permissions": []},
+        # Half of an application's marks is still a user.
+        {"scope": ALL_PERMISSIONS, "gty": "client-credentials"},
+        {"scope": ALL_PERMISSIONS, "sub": "attacker@clients"},
+        {"scope": ALL_PERMISSIONS, "gty": "password", "sub": "attacker@clients"},
+        {"scope": ALL_PERMISSIONS, "gty": "client-credentials", "sub": "attacker@clients"},
+        # A user id may end in @clients; it is never the client id that azp names.
+        {
+            "scope": ALL_PERMISSIONS,
+            "gty": "client-credentials",
+            "sub": "auth0|x@clients",
+            "azp": "userapi-m2m",
+        },
+    ],
+)
+async def test_a_user_tokens_scope_grants_no_permission(emulator, http, overrides) -> None:
+    overrides = dict(overrides)
+    claims = tokens.claims(emulator, AUDIENCE, overrides.pop("sub", USER), **overrides)
+    if "permissions" not in overrides:
+        del claims["permissions"]
+    principal = await make_verifier(http).verify(emulator.sign(claims))
+    assert principal.permissions == frozenset()
+
+
+@pytest.mark.parametrize("permissions", ["read:users", {"read:users": True}, [1, None]])
+async def test_a_malformed_permissions_claim_grants_nothing_it_does_not_list(
+    emulator, http, permissions
+) -> None:
+    claims = tokens.claims(emulator, AUDIENCE, USER, permissions=permissions, scope=ALL_PERMISSIONS)
+    principal = await make_verifier(http).verify(emulator.sign(claims))
+    assert principal.permissions == frozenset()
+
+
+async def test_an_application_token_is_authorized_by_its_scope(emulator, http) -> None:
+    response = await http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "userapi-m2m",
+            "client_secret": "userapi-dev-secret",
+            "audience": AUDIENCE,
+            "scope": "read:users delete:users",
+        },
+    )
+    principal = await make_verifier(http).verify(response.json()["access_token"])
+    assert principal.subject == "userapi-m2m@clients"
+    assert principal.permissions == {"read:users", "delete:users"}
+    # Without RBAC the token has no permissions claim: its scope still holds.
+    emulator.rbac = False
+    response = await http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": "userapi-m2m",
+            "client_secret": "userapi-dev-secret",
+            "audience": AUDIENCE,
+        },
+    )
+    principal = await make_verifier(http).verify(response.json()["access_token"])
+    assert principal.permissions == set(ALL_PERMISSIONS.split())
 
 
 async def test_audience_may_be_a_plain_string(emulator, http) -> None:

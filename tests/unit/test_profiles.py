@@ -395,7 +395,7 @@ async def test_a_lock_nobody_holds_any_more_is_taken_instead_of_waited_out() -> 
     """Its holder died, or Redis restarted empty: the waiter takes the lock and fetches."""
     origin = Origin()
     cache = make_cache(origin, profile_lock_seconds=5.0)
-    lock_key = cache.key(USER) + ":lock"
+    lock_key = cache.lock_key(USER)
     assert await cache._store.try_lock(lock_key, 60) is not None  # another pod's
 
     async def vanish() -> None:

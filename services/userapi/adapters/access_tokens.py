@@ -251,14 +251,33 @@ class TokenVerifier:
 
 
 def _permissions(claims: dict[str, Any]) -> frozenset[str]:
-    granted: set[str] = set()
+    """What the token may do: a user's `permissions` claim, an application's `scope`.
+
+    A user token's `scope` is whatever the login asked for unless the API enforces RBAC (off
+    by default on a new Auth0 API), so it never grants anything: only the `permissions` claim
+    ("Add Permissions in the Access Token") lists what Auth0 assigned. A client-credentials
+    token's scope is bounded by its client grant, so there it is the grant.
+    """
+    if _is_application(claims):
+        scope = claims.get("scope")
+        return frozenset(scope.split()) if isinstance(scope, str) else frozenset()
     permissions = claims.get("permissions")
-    if isinstance(permissions, list):
-        granted.update(p for p in permissions if isinstance(p, str))
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        granted.update(scope.split())
-    return frozenset(granted)
+    if not isinstance(permissions, list):
+        return frozenset()
+    return frozenset(p for p in permissions if isinstance(p, str))
+
+
+def _is_application(claims: dict[str, Any]) -> bool:
+    # Every mark of Auth0's client-credentials grant: the grant type, and the subject that is
+    # the authorized party's client id + "@clients". A user id may end in "@clients" too (a
+    # database connection's "auth0|x@clients"), but is never the client id of azp.
+    client_id = claims.get("azp")
+    return (
+        claims.get("gty") == "client-credentials"
+        and isinstance(client_id, str)
+        and bool(client_id)
+        and claims.get("sub") == f"{client_id}@clients"
+    )
 
 
 async def authenticate(verifier: TokenVerifier, authorization: str | None) -> Principal:

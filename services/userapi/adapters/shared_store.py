@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
+from urllib.parse import quote
 
 from userapi.platform import telemetry
 
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from userapi.platform.settings import Settings
 
 log = logging.getLogger("userapi.store")
+
+# Kept as they are in a key segment, so keys stay readable (`auth0|64f1…`); ':' and '%' are
+# not among them.
+_SEGMENT_SAFE = "|@+=!$&'()*,;"
+
+
+def key_segment(value: str) -> str:
+    """`value` (a user id, an event id: what a caller chose) as one segment of a store key.
+
+    Percent-encoded, so the segment never holds the ':' that separates segments and two values
+    never share an encoding: an id `X:lock` cannot name the key of user X's fill lock.
+    """
+    return quote(value, safe=_SEGMENT_SAFE)
 
 
 class SharedStore(Protocol):

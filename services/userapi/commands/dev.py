@@ -39,7 +39,7 @@ def run(host: str, port: int | None) -> None:
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{url_host}:{port}"
     mounts: list[tuple[str, Any]] = []
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"api_docs": True}
     emulator = None
     if not configured.auth0_domain:
         from userapi.emulator import (
@@ -61,7 +61,7 @@ def run(host: str, port: int | None) -> None:
         )
         # Mounted last: the endpoints' routes match first, the emulator takes the rest.
         mounts.append(("/", emulator.app))
-        overrides = {
+        overrides |= {
             "auth0_domain": base_url,
             "auth0_audience": DEV_AUDIENCE,
             "auth0_client_id": DEV_CLIENT_ID,

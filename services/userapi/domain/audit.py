@@ -1,4 +1,9 @@
-"""The audit trail: who (token subject) did what (endpoint, target, field NAMES) and when."""
+"""The audit trail: who (token subject) did what (endpoint, target, field NAMES) and when.
+
+Each row names its request twice: `request_id`, the id the caller saw (its own X-Request-Id
+when it sent one), and `server_request_id`, made by the server for that request alone, so that
+a caller reusing or forging an id cannot make two rows, or a row and another request's log
+lines, look like one request."""
 
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ async def record(
     # Field names only: values may be passwords, emails or metadata the trail must not copy.
     await session.execute(
         "INSERT INTO audit_log (id, occurred_at, actor, endpoint, action, target_user_id,"
-        " changed_fields, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " changed_fields, request_id, server_request_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         secrets.token_hex(16),
         datetime.now(UTC),
         actor,
@@ -31,4 +37,5 @@ async def record(
         target_user_id,
         sorted(set(changed_fields)),
         context.request_id(),
+        context.server_request_id(),
     )

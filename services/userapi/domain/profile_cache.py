@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from userapi.adapters.shared_store import SharedStore, fill_once
+from userapi.adapters.shared_store import SharedStore, fill_once, key_segment
 from userapi.domain.json_values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
 from userapi.domain.timestamps import parse_timestamp
 from userapi.platform import context, telemetry
@@ -199,7 +199,8 @@ class ProfileCache:
         # not (a changed setting, a rolling deploy) must not read each other's.
         variant = "+app_metadata" if settings.profile_include_app_metadata else ""
         # v2: entries hold what allowlisted() cut to the write limits, and say what it left out.
-        self._prefix = f"{settings.redis_key_prefix}profile:v2{variant}:"
+        # v3: the user id is a key_segment(), so no id names another user's entry or lock.
+        self._prefix = f"{settings.redis_key_prefix}profile:v3{variant}:"
         # The Auth0 fields an entry keeps: a caller fetching profiles (list-users) asks for
         # these and no more.
         kept = (*PROFILE_FIELDS, "app_metadata") if settings.profile_include_app_metadata else ()
@@ -210,7 +211,10 @@ class ProfileCache:
         self._reads: Batcher[str, CacheEntry | None] = Batcher(self._read_many)
 
     def key(self, user_id: str) -> str:
-        return self._prefix + user_id
+        return self._prefix + key_segment(user_id)
+
+    def lock_key(self, user_id: str) -> str:
+        return self.key(user_id) + ":lock"
 
     async def get(self, user_id: str) -> Lookup:
         """The profile (None when the user does not exist); raises Auth0Error with nothing stale."""
@@ -254,7 +258,7 @@ class ProfileCache:
         lock_seconds = self._settings.profile_lock_seconds
         return await fill_once(
             self._store,
-            self.key(user_id) + ":lock",
+            self.lock_key(user_id),
             lock_seconds=lock_seconds,
             wait_seconds=lock_seconds,
             poll_seconds=_LOCK_POLL_SECONDS,

@@ -46,6 +46,9 @@ def etag_matches(header: str | None, current: str) -> bool:
 
 # The response header naming the metadata a read left out (runtime/profiles.allowlisted).
 OMITTED_FIELDS = "Omitted-Fields"
+# On every response carrying a profile: emails and metadata must not be kept by a browser or a
+# shared cache (a proxy, a CDN) and handed to the next caller.
+NO_STORE = {"Cache-Control": "no-store"}
 _MAX_OMITTED_NAMED = 20
 
 

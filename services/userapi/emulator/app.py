@@ -66,6 +66,14 @@ class EmulatorConfig:
     rate_limit_per_second: float = 1000.0
     token_expires_in: int = 86400  # management API tokens
     access_token_expires_in: int = 3600  # tokens for the api_audiences
+    # The permissions defined on the api_audiences, all of them in the dev client's grant.
+    api_permissions: list[str] = field(
+        default_factory=lambda: ["read:users", "create:users", "update:users", "delete:users"]
+    )
+    # The API's "Enable RBAC" with "Add Permissions in the Access Token", as docs/deploying.md
+    # asks operators to set them. Off (Auth0's default for a new API), a user token's scope is
+    # whatever the login asked for, and it has no permissions claim.
+    rbac: bool = True
 
 
 class Emulator:
@@ -80,6 +88,7 @@ class Emulator:
         self.bucket = TokenBucket(config.rate_limit_burst, config.rate_limit_per_second)
         self.faults = Faults()
         self.latency_ms = config.latency_ms
+        self.rbac = config.rbac
         self._counters: Counter[str] = Counter()
         self.app = Starlette(routes=self._routes())
 
@@ -157,10 +166,11 @@ class Emulator:
         self.faults.clear()
 
     def reset(self) -> None:
-        """Zero the counters, clear faults and refill the rate-limit bucket."""
+        """Zero the counters, clear faults, refill the rate-limit bucket and restore RBAC."""
         self.reset_stats()
         self.clear_faults()
         self.bucket.fill()
+        self.rbac = self.config.rbac
 
     def set_rate_limit(self, burst: int, per_second: float) -> None:
         self.bucket = TokenBucket(burst, per_second)

@@ -3,7 +3,10 @@
 No authentication: the emulator is never exposed beyond a developer machine or a test run.
 
 - GET    /__emulator/stats        {"requests": {"<route name>": count, ...}}
-- POST   /__emulator/reset        zero the counters, clear faults, refill the rate-limit bucket
+- POST   /__emulator/reset        zero the counters, clear faults, refill the rate-limit bucket,
+                                  restore the configured RBAC setting
+- PUT    /__emulator/rbac         {"enabled": false}: the API's "Enable RBAC" (with "Add
+                                  Permissions in the Access Token") for the password grant
 - PUT    /__emulator/latency      {"latency_ms": 500}: added to every Management API request
 - PUT    /__emulator/rate-limit   {"burst": 2, "per_second": 2}: a new, full bucket
 - GET    /__emulator/faults       the faults still armed
@@ -87,6 +90,13 @@ def routes(emulator: Emulator) -> list[Route]:
             raise _BadRequest(str(exc)) from exc
         return JSONResponse({"burst": burst, "per_second": float(per_second)})
 
+    async def rbac(request: Request) -> Response:
+        enabled = _get(await _object(request), "enabled", (bool,), None)
+        if enabled is None:
+            raise _BadRequest("enabled must be true or false")
+        emulator.rbac = enabled
+        return JSONResponse({"enabled": emulator.rbac})
+
     async def faults(request: Request) -> Response:
         if request.method == "DELETE":
             emulator.clear_faults()
@@ -157,6 +167,7 @@ def routes(emulator: Emulator) -> list[Route]:
         Route("/__emulator/reset", guarded(reset), methods=["POST"]),
         Route("/__emulator/latency", guarded(latency), methods=["PUT"]),
         Route("/__emulator/rate-limit", guarded(rate_limit), methods=["PUT"]),
+        Route("/__emulator/rbac", guarded(rbac), methods=["PUT"]),
         Route("/__emulator/faults", guarded(faults), methods=["GET", "POST", "DELETE"]),
         Route("/__emulator/rotate-keys", guarded(rotate_keys), methods=["POST"]),
         Route("/__emulator/tokens", guarded(tokens), methods=["POST"]),

@@ -3,6 +3,11 @@
 Errors use the OAuth 2.0 shape `{"error", "error_description"}` with Auth0's status codes:
 bad client credentials 401 access_denied "Unauthorized", an unknown audience 403
 access_denied "Service not found: <aud>", a wrong password 403 invalid_grant.
+
+Scopes as Auth0 grants them: a client-credentials token gets what its client grant allows (all
+of it when it asks for none); a user token's scope depends on the API's RBAC setting
+(`Emulator.rbac`): on, the requested permissions the user was assigned, plus a `permissions`
+claim listing all assigned ones; off, every requested permission and no `permissions` claim.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
 
 MANAGEMENT_SCOPES = ("read:users", "update:users", "delete:users", "create:users")
 NO_AUDIENCE = "No audience parameter was provided, and no default audience has been configured"
+# Scopes of the login itself, not permissions of an API: RBAC leaves them in a user's scope.
+OIDC_SCOPES = frozenset({"openid", "profile", "email", "address", "phone", "offline_access"})
 _OPENID_CLAIMS = ("name", "nickname", "picture", "email", "email_verified", "updated_at")
 
 
@@ -111,17 +118,24 @@ def _client_credentials(
         "gty": "client-credentials",
     }
     if audience == emulator.management_audience:
-        # The client grant holds the four user scopes; asking for others is refused, as by Auth0.
-        refused = [scope for scope in requested if scope not in MANAGEMENT_SCOPES]
-        if refused:
-            description = f"Client has not been granted scopes: {', '.join(refused)}"
-            return oauth_error(403, "access_denied", description)
-        claims["scope"] = " ".join(requested or MANAGEMENT_SCOPES)
-        return _respond(_token_body(emulator, claims, emulator.config.token_expires_in))
-    # For the API, any requested permission is granted (the emulator's client grant allows all).
-    claims["scope"] = " ".join(requested)
-    claims["permissions"] = requested
-    return _respond(_token_body(emulator, claims, emulator.config.access_token_expires_in))
+        granted: list[str] = list(MANAGEMENT_SCOPES)
+        expires_in = emulator.config.token_expires_in
+    else:
+        granted = list(emulator.config.api_permissions)
+        expires_in = emulator.config.access_token_expires_in
+    # The client grant bounds the scope whatever RBAC says; asking for more is refused, and
+    # asking for nothing gets all of it, as with Auth0.
+    refused = [scope for scope in requested if scope not in granted]
+    if refused:
+        description = f"Client has not been granted scopes: {', '.join(refused)}"
+        return oauth_error(403, "access_denied", description)
+    scopes = requested or granted
+    claims["scope"] = " ".join(scopes)
+    # "Add Permissions in the Access Token" puts the grant in M2M tokens for the API too; the
+    # Management API's tokens carry scopes only.
+    if audience != emulator.management_audience and emulator.rbac:
+        claims["permissions"] = scopes
+    return _respond(_token_body(emulator, claims, expires_in))
 
 
 def _password(
@@ -148,7 +162,15 @@ def _password(
         return oauth_error(401, "unauthorized", "user is blocked")
     user["last_login"] = now_iso()
     user["logins_count"] = int(user.get("logins_count") or 0) + 1
-    scope = " ".join(requested)
+    assigned = list(store.permissions.get(user["user_id"], []))
+    if emulator.rbac:
+        # RBAC: the scope is what was asked for AND assigned; the permissions claim, all
+        # that is assigned, however little was asked for.
+        scope = " ".join(s for s in requested if s in OIDC_SCOPES or s in assigned)
+    else:
+        # Without RBAC: any permission the API defines, for anyone who asks.
+        defined = emulator.config.api_permissions
+        scope = " ".join(s for s in requested if s in OIDC_SCOPES or s in defined)
     userinfo = emulator.config.base_url + "/userinfo"
     claims: dict[str, Any] = {
         "sub": user["user_id"],
@@ -156,8 +178,9 @@ def _password(
         "aud": [audience, userinfo] if "openid" in requested else audience,
         "azp": client_id,
         "scope": scope,
-        "permissions": list(store.permissions.get(user["user_id"], [])),
     }
+    if emulator.rbac:
+        claims["permissions"] = assigned
     body = _token_body(emulator, claims, emulator.config.access_token_expires_in)
     if "openid" in requested:
         now = int(time.time())

@@ -23,7 +23,7 @@ from userapi.domain.idempotency import (
 )
 from userapi.domain.timestamps import parse_timestamp
 from userapi.domain.user_fields import Email, Metadata, Name, Password, Plan
-from userapi.domain.users import User, etag, user_path
+from userapi.domain.users import NO_STORE, User, etag, user_path
 from userapi.platform.errors import APIError, Auth0Rejected
 from userapi.web import request_body
 from userapi.web.dependencies import ResourcesDep
@@ -172,7 +172,7 @@ async def _create(
 
 
 def _response(status: int, body: dict[str, Any], *, replayed: bool) -> JSONResponse:
-    headers = {"Location": user_path(str(body["user_id"]))}
+    headers = {"Location": user_path(str(body["user_id"])), **NO_STORE}
     account = body.get("account")
     headers["ETag"] = etag(body, Account.model_validate(account) if account else None)
     if replayed:

@@ -9,6 +9,7 @@ from fastapi import Header, Request, Response
 
 from userapi.adapters.access_tokens import Permission, Principal
 from userapi.domain.users import (
+    NO_STORE,
     OMITTED_FIELDS,
     User,
     etag,
@@ -68,8 +69,9 @@ async def get_user(
         raise not_found("The user does not exist.")
     tag = etag(lookup.profile, account)
     if etag_matches(if_none_match, tag):
-        return Response(status_code=304, headers={"ETag": tag})
+        return Response(status_code=304, headers={"ETag": tag, **NO_STORE})
     response.headers["ETag"] = tag
+    response.headers.update(NO_STORE)
     response.headers.update(omitted_fields(lookup.omitted))
     return User.model_validate({**lookup.profile, "account": account})
 
@@ -87,7 +89,7 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     )
     if isinstance(result, Response):
         return result
-    headers = {"ETag": response.headers["ETag"]}
+    headers = {"ETag": response.headers["ETag"], **NO_STORE}
     if OMITTED_FIELDS in response.headers:
         headers[OMITTED_FIELDS] = response.headers[OMITTED_FIELDS]
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)

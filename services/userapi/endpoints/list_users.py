@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from userapi.adapters.access_tokens import Permission, Principal
 from userapi.domain.user_search import DESCRIPTION, check_query
-from userapi.domain.users import UserProfile, omitted_fields
+from userapi.domain.users import NO_STORE, UserProfile, omitted_fields
 from userapi.platform.errors import APIError, Auth0Error, bad_request
 from userapi.web.dependencies import ResourcesDep
 from userapi.web.endpoint import Endpoint
@@ -87,6 +87,7 @@ async def list_users(
     # Every profile fetched here is as fresh as a get-user miss: keep it for the next reads.
     stored = await asyncio.gather(*(resources.profiles.put(user) for user in users))
     visible = [each.visible for each in stored]
+    response.headers.update(NO_STORE)
     response.headers.update(
         omitted_fields(f"users[{i}].{name}" for i, v in enumerate(visible) for name in v.omitted)
     )

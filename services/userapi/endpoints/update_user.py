@@ -13,6 +13,7 @@ from userapi.adapters.access_tokens import Permission, Principal
 from userapi.domain import audit
 from userapi.domain.user_fields import Email, Metadata, Name, Picture, Plan, Preferences
 from userapi.domain.users import (
+    NO_STORE,
     User,
     etag,
     etag_matches,
@@ -132,5 +133,6 @@ async def update_user(
     # Metadata set around this API may still break the limits: left out, as get-user does.
     visible = stored.visible
     response.headers["ETag"] = etag(visible.profile, account)
+    response.headers.update(NO_STORE)
     response.headers.update(omitted_fields(visible.omitted))
     return User.model_validate({**visible.profile, "account": account})

@@ -8,11 +8,20 @@ from dataclasses import dataclass
 
 @dataclass
 class RequestContext:
+    # The caller's X-Request-Id when it is sane, else server_request_id: what the response, the
+    # error body and the log lines name.
     request_id: str
+    # Made by this process for every request: a record that must identify the request (the
+    # audit trail) never rests on an id the caller chose and may reuse or forge.
+    server_request_id: str = ""
     cache: str | None = None  # hit | miss | stale | coalesced (profiles.Lookup)
     auth0_ms: float = 0.0
     auth0_calls: int = 0
     subject: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.server_request_id:
+            self.server_request_id = self.request_id
 
     def add_auth0_time(self, seconds: float) -> None:
         self.auth0_ms += seconds * 1000.0
@@ -37,3 +46,8 @@ def reset(token: object) -> None:
 def request_id() -> str:
     ctx = _current.get()
     return ctx.request_id if ctx is not None else "-"
+
+
+def server_request_id() -> str:
+    ctx = _current.get()
+    return ctx.server_request_id if ctx is not None else "-"

@@ -40,9 +40,11 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = context.request_id()
-        if request_id != "-":
-            line["request_id"] = request_id
+        ctx = context.current()
+        if ctx is not None:
+            line["request_id"] = ctx.request_id
+            if ctx.server_request_id != ctx.request_id:  # the caller chose request_id
+                line["server_request_id"] = ctx.server_request_id
         if trace_ids is not None and (ids := trace_ids()) is not None:
             line["trace_id"], line["span_id"] = ids
         attributes = record.__dict__

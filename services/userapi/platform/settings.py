@@ -306,6 +306,14 @@ class Settings(BaseSettings):
             " serves (the chart sets it with `devMode`)."
         ),
     )
+    api_docs: bool = Field(
+        default=False,
+        description=(
+            "Serve the interactive `/docs` and `/openapi.json`. Off in deployments: a served "
+            "endpoint answers them 404, so it hands no one a map of the API; `userapi dev` always "
+            "serves them, and docs/openapi.json is generated from the code (`userapi openapi`)."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO",
         description="`DEBUG`, `INFO`, `WARNING` or `ERROR`. Logs are JSON lines on stdout.",

@@ -56,6 +56,10 @@ def create_app(
         title=f"userapi: {name}",
         version=__version__,
         lifespan=lifespan,
+        # A deployed endpoint hands out no map of the API; `userapi dev` turns them on, and
+        # docs/openapi.json is rendered from the code (commands/openapi.py) either way.
+        docs_url="/docs" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
         redoc_url=None,
         # FastAPI's native OpenTelemetry looks up three global providers (reading os.environ)
         # on every request, about 3% of a cached read, and would name spans its own way:

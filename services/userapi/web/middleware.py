@@ -79,7 +79,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         request_id, declared, chunked = _read_headers(scope)
-        ctx = context.RequestContext(request_id or secrets.token_hex(16))
+        server_id = secrets.token_hex(16)
+        ctx = context.RequestContext(request_id or server_id, server_id)
         token = context.bind(ctx)
         path = scope.get("path", "")
         # Probes every 50 ms are neither traced nor logged: they would drown both.
