@@ -371,6 +371,8 @@ class ServiceProcess:
             "LANG": "C.UTF-8",
         }  # fmt: skip
         base["PYTHONUNBUFFERED"] = "1"  # so log_text() shows what happened up to now
+        if "PYTHONPATH" in os.environ:  # a worktree's code, not the venv's editable install
+            base.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
         self.process = spawn(self.args, self.log_path, env={**base, **(env or {})}, cwd=cwd)
 
     @property

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         description="After Redis failed to answer, skip it this long; then one call tries it.",
     )
     redis_key_prefix: str = "userapi:"
+    # Security: docs/architecture.md ("Credentials shared through Redis").
+    shared_cache_key: SecretStr | None = Field(
+        default=None,
+        description="Seals the JWKS and Management token shared through Redis (32+ characters;"
+        " keys after the first, separated by whitespace, are still accepted while rotating).",
+    )
+    shared_cache_key_file: Path | None = Field(
+        default=None, description="File holding SHARED_CACHE_KEY (a mounted Kubernetes Secret)."
+    )
     profile_fresh_ttl_seconds: float = Field(default=300.0, gt=0)
     profile_ttl_jitter: float = Field(default=0.1, ge=0, le=0.5)
     profile_stale_ttl_seconds: float = Field(default=3600.0, ge=0)
@@ -213,7 +222,7 @@ class Settings(BaseSettings):
     def management_audience(self) -> str:
         return self.auth0_management_audience or f"{self.auth0_base_url}/api/v2/"
 
-    # The two secret readers read their file on every use, synchronously: a few bytes on the
+    # The secret readers read their file on every use, synchronously: a few bytes on the
     # tmpfs of a Secret mount, cheaper than a hop to a thread, and a rotated secret is live at
     # once. An unreadable file raises OSError, which the callers answer as 502/503.
     def events_secret(self) -> str | None:
@@ -221,6 +230,14 @@ class Settings(BaseSettings):
             return self.auth0_events_secret_file.read_text(encoding="utf-8").strip() or None
         if self.auth0_events_secret is not None:
             return self.auth0_events_secret.get_secret_value() or None
+        return None
+
+    def shared_cache_keys(self) -> list[str] | None:
+        """SHARED_CACHE_KEY(_FILE)'s keys, the sealing one first; None when neither is set."""
+        if self.shared_cache_key_file is not None:
+            return self.shared_cache_key_file.read_text(encoding="utf-8").split()
+        if self.shared_cache_key is not None:
+            return self.shared_cache_key.get_secret_value().split()
         return None
 
     def client_secret(self) -> str:
