@@ -93,6 +93,16 @@ async def test_without_a_usable_key_entries_stay_in_the_process(
     assert getattr(warned[0], "setting", None) == "SHARED_CACHE_KEY_FILE"
 
 
+async def test_a_key_file_that_is_not_text_is_no_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "shared-cache-key"
+    key_file.write_bytes(b"\xff\xfe" * 32)
+    inner = MemoryStore(10)
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", shared_cache_key_file=key_file)
+    store = credentials_store(settings, inner)
+    assert await store.set(JWKS, b"jwks", 60)
+    assert await inner.get(JWKS) is None
+
+
 async def test_the_key_file_is_read_on_use_so_a_rotation_is_live(tmp_path: Path) -> None:
     key_file = tmp_path / "shared-cache-key"
     key_file.write_text(OTHER + "\n")

@@ -120,7 +120,7 @@ class SealedStore:
             if self._ring is None or self._ring[0] != secrets:
                 self._ring = (secrets, Keyring(secrets))
             return self._ring[1]
-        except (OSError, NoKey) as exc:
+        except (OSError, ValueError, NoKey) as exc:  # ValueError: a file that is not UTF-8
             self._once(
                 "no-key",
                 "no usable shared-cache key: the JWKS and Management token stay in this process",
