@@ -380,6 +380,8 @@ class ServiceProcess:
             **code_env(),
         }  # fmt: skip
         base["PYTHONUNBUFFERED"] = "1"  # so log_text() shows what happened up to now
+        if "PYTHONPATH" in os.environ:  # a worktree's code, not the venv's editable install
+            base.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
         self.process = spawn(self.args, self.log_path, env={**base, **(env or {})}, cwd=cwd)
 
     @property

@@ -17,6 +17,8 @@ from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from harness.emulator import EmulatorHandle
 from harness.processes import HOST, USERAPI, ServiceProcess, code_env, free_port
 
+SHARED_CACHE_KEY = "test-shared-cache-key-0123456789abcdef"
+
 
 def migrate(database_url: str) -> str:
     result = subprocess.run(
@@ -48,6 +50,8 @@ def service_env(
     }
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
+        # As a deployment has it: the JWKS and the Management token are shared sealed.
+        env["SHARED_CACHE_KEY"] = SHARED_CACHE_KEY
     return env
 
 

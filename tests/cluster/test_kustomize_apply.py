@@ -23,11 +23,12 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "userapi"  # every overlay's kustomization sets it
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
-# The Secrets docs/deploying.md has the operator create (AKS also keeps its Redis URL in one).
+# The Secrets docs/deploying.md has the operator create (the cloud overlays' Redis URL too).
 SECRETS = {
     "userapi-auth0": ("client-secret", "events-secret"),
     "userapi-postgres": ("password",),
     "userapi-redis": ("redis-url",),
+    "userapi-shared-cache": ("shared-cache-key",),
 }
 
 

@@ -210,6 +210,7 @@ def test_local_backing_services_emulator_and_dev_secrets_are_behind_flags() -> N
     assert kinds({"devSecrets": {"create": True}}) - base == {
         ("Secret", "userapi-auth0"),
         ("Secret", "userapi-postgres"),
+        ("Secret", "userapi-shared-cache"),
     }
     for obj in render({"localBackingServices": {"enabled": True, "auth0Emulator": True}}):
         if not obj["apiVersion"].startswith("serving.knative.dev"):

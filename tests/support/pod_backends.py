@@ -22,6 +22,7 @@ from harness.pods import HOST_FROM_POD, job_pod_spec, run_pod
 from harness.postgres import PASSWORD, ROLE, PostgresServer
 from harness.processes import USERAPI, ServiceProcess, free_port
 from harness.redis_server import RedisServer
+from harness.userapi import SHARED_CACHE_KEY
 
 EVENTS_SECRET = "pod-test-events-secret-0123456789"
 # The image the pod tests build (as `make image` does) into their podman engine.
@@ -65,6 +66,7 @@ class PodBackends:
         return {
             "userapi-auth0": {"client-secret": DEV_CLIENT_SECRET, "events-secret": EVENTS_SECRET},
             "userapi-postgres": {"password": PASSWORD},
+            "userapi-shared-cache": {"shared-cache-key": SHARED_CACHE_KEY},
         }
 
     def migrate(self, engine: Podman, objects: list[dict[str, Any]]) -> None:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import userapi
 from userapi.endpoints import ENDPOINTS
 
-
-def imported_after(statement: str) -> set[str]:
-    code = f"import sys; {statement}; import json; print(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    return set(json.loads(result.stdout))
+from tests.support.imports import imported_after
 
 
 @pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))

@@ -65,8 +65,9 @@ class KeySet:
     A cold pod takes the JWKS another pod already fetched instead of calling Auth0: one round
     trip to Redis instead of a TLS handshake and a request to the tenant before its first
     answer. A kid the shared copy lacks (Auth0 rotated its key) sends the pod to Auth0, which
-    refreshes the shared copy for the others. Whoever can write to that Redis could plant a key,
-    as they could read the management token stored there: Redis is inside the trust boundary.
+    refreshes the shared copy for the others. In Redis the copy is sealed with SHARED_CACHE_KEY
+    (adapters/sealed_store.py, which `store` is then): a key set planted by whoever can write
+    to Redis reads as a miss, never as keys.
     """
 
     def __init__(

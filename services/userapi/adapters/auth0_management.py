@@ -2,6 +2,7 @@
 
 Auth0's SDKs cache the management token in process memory only, so every new pod fetches one
 (node-auth0 #792). Here the token lives in the shared store too: N cold pods cost one fetch.
+In Redis it is encrypted and authenticated with SHARED_CACHE_KEY (adapters/sealed_store.py).
 """
 
 from __future__ import annotations

@@ -207,6 +207,24 @@ class Settings(BaseSettings):
         default="userapi:",
         description="Prefix of every key (share one Redis between installations).",
     )
+    # Security: docs/security.md ("Credentials shared through Redis").
+    shared_cache_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Seals (AES-256-GCM) the JWKS and the Management API token that pods share through "
+            "Redis, so that whoever reaches Redis can neither plant signing keys nor read the "
+            "token: 32+ characters. Keys after the first, separated by whitespace, still open "
+            "entries while rotating. Unset with `REDIS_URL` set: those two entries are not "
+            "shared (each pod fetches its own). Prefer `SHARED_CACHE_KEY_FILE` in a cluster."
+        ),
+    )
+    shared_cache_key_file: Path | None = Field(
+        default=None,
+        description=(
+            "A file holding `SHARED_CACHE_KEY` (a mounted Kubernetes Secret), read at each use "
+            "so a rotated key is picked up without a restart. Not given to auth0-events."
+        ),
+    )
     profile_fresh_ttl_seconds: float = Field(
         default=300.0, gt=0, description="How long a cached profile is served without asking Auth0."
     )
@@ -515,7 +533,7 @@ class Settings(BaseSettings):
     def management_audience(self) -> str:
         return self.auth0_management_audience or f"{self.auth0_base_url}/api/v2/"
 
-    # The two secret readers read their file on every use, synchronously: a few bytes on the
+    # The secret readers read their file on every use, synchronously: a few bytes on the
     # tmpfs of a Secret mount, cheaper than a hop to a thread, and a rotated secret is live at
     # once. An unreadable file raises OSError, which the callers answer as 502/503.
     def events_secret(self) -> str | None:
@@ -523,6 +541,14 @@ class Settings(BaseSettings):
             return self.auth0_events_secret_file.read_text(encoding="utf-8").strip() or None
         if self.auth0_events_secret is not None:
             return self.auth0_events_secret.get_secret_value() or None
+        return None
+
+    def shared_cache_keys(self) -> list[str] | None:
+        """SHARED_CACHE_KEY(_FILE)'s keys, the sealing one first; None when neither is set."""
+        if self.shared_cache_key_file is not None:
+            return self.shared_cache_key_file.read_text(encoding="utf-8").split()
+        if self.shared_cache_key is not None:
+            return self.shared_cache_key.get_secret_value().split()
         return None
 
     def client_secret(self) -> str:

@@ -51,6 +51,13 @@ class Endpoint:
         # before any other parameter is judged (401, then 403, then 400).
         self.caller: Any = Depends(self.authorize)
 
+    @property
+    def shared_credentials(self) -> bool:
+        """Reads the JWKS or the Management token other pods sealed in Redis, so needs
+        SHARED_CACHE_KEY: an endpoint that verifies no access token and never calls the
+        Management API is not given the key (the chart mounts none there)."""
+        return self.permission is not None or self.management_api
+
     async def authorize(self, request: Request, principal: PrincipalDep) -> Principal:
         """The caller, if it may call this endpoint for the user the path names."""
         if self.self_service and request.path_params.get("user_id") in ("me", principal.subject):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from userapi.adapters.access_tokens import KeySet, TokenVerifier
 from userapi.adapters.database import Database, create_database
 from userapi.adapters.http_client import LazyHTTP
+from userapi.adapters.sealed_store import credentials_store
 from userapi.adapters.shared_store import SharedStore, create_store
 from userapi.domain.accounts import Accounts
 from userapi.domain.idempotency import IdempotencyKeys
@@ -31,6 +32,8 @@ class Resources:
     settings: Settings
     http: LazyHTTP
     store: SharedStore
+    # The JWKS and the Management token: sealed in Redis (adapters/sealed_store.py).
+    credentials: SharedStore
     verifier: TokenVerifier
     database: Database
     accounts: Accounts
@@ -40,12 +43,13 @@ class Resources:
     def create(cls, settings: Settings) -> Resources:
         http = LazyHTTP(settings)
         store = create_store(settings)
+        credentials = credentials_store(settings, store)
         keys = KeySet(
             http.client,
             f"{settings.auth0_base_url}/.well-known/jwks.json",
             cache_seconds=settings.jwks_cache_seconds,
             refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
-            store=store,
+            store=credentials,
             key_prefix=settings.redis_key_prefix,
         )
         verifier = TokenVerifier(
@@ -59,6 +63,7 @@ class Resources:
             settings=settings,
             http=http,
             store=store,
+            credentials=credentials,
             verifier=verifier,
             database=database,
             accounts=Accounts(database),
@@ -76,7 +81,7 @@ class Resources:
         # Built on first use, with httpx: a cache hit never needs either.
         from userapi.adapters.auth0_management import ManagementClient
 
-        return ManagementClient(self.settings, self.http.client(), self.store)
+        return ManagementClient(self.settings, self.http.client(), self.credentials)
 
     @cached_property
     def profiles(self) -> ProfileCache:
@@ -93,6 +98,7 @@ class Resources:
         # Each close is attempted even if another fails: a pod must not leak connections.
         for name, close in (
             ("database", self.database.close),
+            ("credentials", self.credentials.close),
             ("store", self.store.close),
             ("http", self.http.aclose),
         ):
