@@ -188,8 +188,8 @@ async def test_expired_idempotency_records_are_swept_by_new_claims(
 
     migrate(database_url)
     database = PostgresDatabase(_settings(database_url))
-    short = idempotency.IdempotencyKeys(database, ttl_seconds=0.05, lease_seconds=5)
-    long = idempotency.IdempotencyKeys(database, ttl_seconds=3600, lease_seconds=5)
+    short = idempotency.IdempotencyKeys(Settings(idempotency_ttl_seconds=0.05), database)
+    long = idempotency.IdempotencyKeys(Settings(idempotency_ttl_seconds=3600), database)
 
     async def records() -> int:
         sql = "SELECT count(*) AS n FROM idempotency_keys WHERE actor = $1"

@@ -23,6 +23,7 @@ from userapi.adapters.access_tokens import (
 from userapi.adapters.shared_store import MemoryStore
 from userapi.emulator import Emulator, EmulatorConfig
 from userapi.platform.errors import APIError
+from userapi.platform.settings import Settings
 
 from tests.support import tokens
 
@@ -46,17 +47,23 @@ async def http(emulator: Emulator) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def settings_for(**overrides: Any) -> Settings:
+    """What the verifier is given in these tests: the emulator's tenant, no clock leeway."""
+    values: dict[str, Any] = {
+        "auth0_domain": BASE,
+        "auth0_audience": AUDIENCE,
+        "jwt_leeway_seconds": 0,
+        "jwks_cache_seconds": 600,
+        "jwks_refetch_cooldown_seconds": 30,
+    }
+    return Settings(**{**values, **overrides})
+
+
 def make_verifier(
     http: httpx.AsyncClient, cooldown: float = 30.0, store: MemoryStore | None = None
 ) -> TokenVerifier:
-    keys = KeySet(
-        lambda: http,
-        f"{BASE}/.well-known/jwks.json",
-        600,
-        refetch_cooldown_seconds=cooldown,
-        store=store,
-    )
-    return TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+    settings = settings_for(jwks_refetch_cooldown_seconds=cooldown)
+    return TokenVerifier(settings, KeySet(settings, lambda: http, store))
 
 
 async def test_a_valid_token_yields_subject_and_permissions(emulator, http) -> None:
@@ -311,8 +318,8 @@ class _CountingVerifier(TokenVerifier):
 
 
 def counting_verifier(http: httpx.AsyncClient) -> _CountingVerifier:
-    keys = KeySet(lambda: http, f"{BASE}/.well-known/jwks.json", 600, refetch_cooldown_seconds=30)
-    return _CountingVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+    settings = settings_for()
+    return _CountingVerifier(settings, KeySet(settings, lambda: http))
 
 
 async def test_a_verified_token_is_not_checked_again(emulator, http) -> None:
@@ -370,15 +377,8 @@ async def test_authenticate_answers_401_with_www_authenticate(http, header, mess
 async def test_the_shared_jwks_is_kept_under_the_installation_key_prefix(emulator, http) -> None:
     store = MemoryStore(100)
     token = emulator.mint_access_token(USER, audience=AUDIENCE)
-    keys = KeySet(
-        lambda: http,
-        f"{BASE}/.well-known/jwks.json",
-        600,
-        refetch_cooldown_seconds=30,
-        store=store,
-        key_prefix="tenant-a:",
-    )
-    verifier = TokenVerifier(keys, issuer=BASE + "/", audience=AUDIENCE, leeway_seconds=0)
+    settings = settings_for(redis_key_prefix="tenant-a:")
+    verifier = TokenVerifier(settings, KeySet(settings, lambda: http, store))
     assert (await verifier.verify(token)).subject == USER
     assert await store.get("tenant-a:jwks:v1") is not None
     assert await store.get("userapi:jwks:v1") is None

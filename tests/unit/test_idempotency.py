@@ -30,7 +30,8 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 def keys(database: Database, lease_seconds: float = 5) -> IdempotencyKeys:
-    return IdempotencyKeys(database, ttl_seconds=3600, lease_seconds=lease_seconds)
+    settings = Settings(idempotency_ttl_seconds=3600, idempotency_lease_seconds=lease_seconds)
+    return IdempotencyKeys(settings, database)
 
 
 def new_key() -> str:

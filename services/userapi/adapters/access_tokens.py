@@ -24,6 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 from userapi.adapters.shared_store import SharedStore
 from userapi.platform import telemetry
 from userapi.platform.errors import APIError, UpstreamError, unauthorized
+from userapi.platform.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -72,21 +73,18 @@ class KeySet:
 
     def __init__(
         self,
+        settings: Settings,
         http: Callable[[], httpx.AsyncClient],
-        jwks_url: str,
-        cache_seconds: float,
-        refetch_cooldown_seconds: float,
         store: SharedStore | None = None,
-        key_prefix: str = "userapi:",
     ) -> None:
         self._http = http
-        self._url = jwks_url
-        self._cache_seconds = cache_seconds
-        self._cooldown = refetch_cooldown_seconds
+        self._url = f"{settings.auth0_base_url}/.well-known/jwks.json"
+        self._cache_seconds = settings.jwks_cache_seconds
+        self._cooldown = settings.jwks_refetch_cooldown_seconds
         self._store = store
         # Under REDIS_KEY_PREFIX like every other key: installations sharing one Redis (other
         # tenants, other keys) must not share a JWKS.
-        self.store_key = f"{key_prefix}jwks:v1"
+        self.store_key = f"{settings.redis_key_prefix}jwks:v1"
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -185,11 +183,11 @@ class TokenVerifier:
     VERIFIED_MAX_ENTRIES = 4096
     VERIFIED_TTL_SECONDS = 300.0
 
-    def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway_seconds: int) -> None:
+    def __init__(self, settings: Settings, keys: KeySet) -> None:
         self._keys = keys
-        self._issuer = issuer
-        self._audience = audience
-        self._leeway = leeway_seconds
+        self._issuer = settings.issuer
+        self._audience = settings.auth0_audience
+        self._leeway = settings.jwt_leeway_seconds
         # token -> (principal, valid until, in epoch seconds)
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 

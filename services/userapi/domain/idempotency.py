@@ -19,6 +19,7 @@ from typing import Any
 from userapi.adapters.database import Database, Session
 from userapi.platform import telemetry
 from userapi.platform.errors import APIError
+from userapi.platform.settings import Settings
 
 _POLL_SECONDS = 0.1
 # Expired records of keys nobody sends again are swept by the claims of new keys, at most once
@@ -66,9 +67,10 @@ class Claim:
 class IdempotencyKeys:
     """One per process (web/resources.py), like the database pool it uses."""
 
-    def __init__(self, database: Database, *, ttl_seconds: float, lease_seconds: float) -> None:
+    def __init__(self, settings: Settings, database: Database) -> None:
+        lease_seconds = settings.idempotency_lease
         self._database = database
-        self._ttl = timedelta(seconds=ttl_seconds)
+        self._ttl = timedelta(seconds=settings.idempotency_ttl_seconds)
         self._lease = timedelta(seconds=lease_seconds)
         self._wait_seconds = lease_seconds
         self._next_purge = 0.0  # monotonic; the first claim sweeps

@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         description="How long create-user keeps an `Idempotency-Key` and its response.",
         json_schema_extra={"shown_default": "`86400`"},
     )
+    idempotency_lease_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "How long a create-user request holds its `Idempotency-Key` before another request "
+            "with the key may take it over (a holder that died mid-create)."
+        ),
+        json_schema_extra={"shown_default": "2 x `AUTH0_REQUEST_BUDGET_SECONDS` + 5"},
+    )
     auth0_connect_timeout_seconds: float = Field(
         default=2.0, gt=0, description="TCP+TLS connect timeout per Auth0 call."
     )
@@ -528,6 +537,14 @@ class Settings(BaseSettings):
     def issuer(self) -> str:
         # Auth0 issues tokens with the trailing slash; comparison is exact.
         return self.auth0_base_url + "/"
+
+    @cached_property
+    def idempotency_lease(self) -> float:
+        # Unset: a holder gets two Auth0 budgets (a create, then an adoption's read) and the
+        # database's work before another request may take its key over.
+        if self.idempotency_lease_seconds is not None:
+            return self.idempotency_lease_seconds
+        return self.auth0_request_budget_seconds * 2 + 5
 
     @cached_property
     def management_audience(self) -> str:

@@ -44,20 +44,7 @@ class Resources:
         http = LazyHTTP(settings)
         store = create_store(settings)
         credentials = credentials_store(settings, store)
-        keys = KeySet(
-            http.client,
-            f"{settings.auth0_base_url}/.well-known/jwks.json",
-            cache_seconds=settings.jwks_cache_seconds,
-            refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
-            store=credentials,
-            key_prefix=settings.redis_key_prefix,
-        )
-        verifier = TokenVerifier(
-            keys,
-            issuer=settings.issuer,
-            audience=settings.auth0_audience,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
+        verifier = TokenVerifier(settings, KeySet(settings, http.client, credentials))
         database = create_database(settings)
         return cls(
             settings=settings,
@@ -67,13 +54,7 @@ class Resources:
             verifier=verifier,
             database=database,
             accounts=Accounts(database),
-            idempotency=IdempotencyKeys(
-                database,
-                ttl_seconds=settings.idempotency_ttl_seconds,
-                # A holder gets two Auth0 budgets (a create, then an adoption's read) and the
-                # database's work before another request may take its key over.
-                lease_seconds=settings.auth0_request_budget_seconds * 2 + 5,
-            ),
+            idempotency=IdempotencyKeys(settings, database),
         )
 
     @cached_property
