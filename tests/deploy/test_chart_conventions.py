@@ -239,6 +239,7 @@ def test_name_overrides_rename_the_chart_objects_and_labels_not_the_knative_serv
     values = {
         "nameOverride": "accounts",
         "fullnameOverride": "accounts-prod",
+        "local": True,
         "localBackingServices": {"enabled": True},
     }
     objects = render(values)

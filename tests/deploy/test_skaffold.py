@@ -23,8 +23,11 @@ from tests.support.chart import KUBERNETES_VERSION, render
 from tests.support.knative_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL_CONTEXTS = ("kind-knative", "knative", "docker-desktop", "k3d-userapi", "minikube")
-CLOUD_CONTEXTS = ("gke_my-project_europe-west1_userapi", "userapi-admin@userapi")
+LOCAL_CONTEXTS = ("kind-knative", "docker-desktop", "k3d-userapi", "minikube")
+# A bare `knative` (kn quickstart minikube) or `userapi` (make cluster) could as well name a
+# production cluster: those take `-p local`, never the emulator and dev Secrets by their name.
+CLOUD_CONTEXTS = ("gke_my-project_europe-west1_userapi", "userapi-admin@userapi", "knative",
+                  "userapi", "prod-kind-knative")  # fmt: skip
 GKE_REPO = "europe-docker.pkg.dev/my-project/userapi"
 DIGEST = "sha256:" + "ab" * 32
 # Every combination a user can ask for: `dev` comes with `skaffold dev`, `local` with a local
@@ -167,7 +170,7 @@ def knative_services_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, An
     return {o["metadata"]["name"]: o for o in objects if o["apiVersion"].startswith("serving")}
 
 
-@pytest.mark.parametrize("context", ["kind-knative", "knative"])
+@pytest.mark.parametrize("context", ["kind-knative", "minikube"])
 def test_local_images_are_never_resolved_and_the_emulator_has_its_own(
     tool: Skaffold, context: str
 ) -> None:
@@ -208,7 +211,7 @@ def test_a_pushed_image_is_deployed_by_digest(tool: Skaffold) -> None:
 
 def test_dev_mode_relaxes_the_root_filesystem_only_when_asked() -> None:
     for dev_mode in (False, True):
-        service = knative_services_of(render({"devMode": dev_mode}))["list-users"]
+        service = knative_services_of(render({"local": True, "devMode": dev_mode}))["list-users"]
         app = service["spec"]["template"]["spec"]["containers"][0]
         assert app["securityContext"]["readOnlyRootFilesystem"] is (not dev_mode)
         env = {e["name"]: e.get("value") for e in app["env"]}
