@@ -320,8 +320,8 @@ def test_an_http_auth0_domain_needs_a_local_release(domain: str) -> None:
     # The app would post the client secret to /oauth/token and fetch the JWKS in cleartext.
     with pytest.raises(helm.HelmError, match="auth0/domain"):
         render({"auth0": {"domain": domain}})
-    config = next(o for o in render({"local": True, "auth0": {"domain": domain}})
-                  if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "demo-config")  # fmt: skip
+    local = render({"local": True, "auth0": {"domain": domain}})
+    config = next(o for o in local if o["metadata"]["name"] == "demo-config")
     assert config["data"]["AUTH0_ALLOW_INSECURE_HTTP"] == "true"
     for ok in ("example.us.auth0.com", "https://login.example.com"):
         config = next(o for o in render({"auth0": {"domain": ok}}) if o["kind"] == "ConfigMap")
