@@ -25,7 +25,7 @@ def test_lint_strict_is_clean() -> None:
 
 def test_core_objects_pass_the_kubernetes_schema() -> None:
     core = [o for o in render() if not o["apiVersion"].startswith("serving.knative.dev")]
-    assert {o["kind"] for o in core} == {"ConfigMap", "Job", "ServiceAccount"}
+    assert {o["kind"] for o in core} == {"ConfigMap", "Job", "NetworkPolicy", "ServiceAccount"}
     for obj in core:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
