@@ -326,3 +326,26 @@ def test_an_http_auth0_domain_needs_a_local_release(domain: str) -> None:
     for ok in ("example.us.auth0.com", "https://login.example.com"):
         config = next(o for o in render({"auth0": {"domain": ok}}) if o["kind"] == "ConfigMap")
         assert "AUTH0_ALLOW_INSECURE_HTTP" not in config["data"]
+
+
+def test_the_pgbouncer_sidecar_can_be_pinned_by_digest() -> None:
+    digest = "sha256:" + "cd" * 32
+
+    def sidecars(values: dict[str, Any]) -> set[str]:
+        return {
+            c["image"]
+            for s in knative_services(render(values)).values()
+            for c in s["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "pgbouncer"
+        }
+
+    assert sidecars({}) == {"edoburu/pgbouncer:v1.24.1-p1"}
+    assert sidecars({"pgbouncer": {"digest": digest}}) == {f"edoburu/pgbouncer@{digest}"}
+    mirror = {"image": "registry.example.com:5000/mirror/pgbouncer:1.24", "digest": digest}
+    assert sidecars({"pgbouncer": mirror}) == {
+        f"registry.example.com:5000/mirror/pgbouncer@{digest}"
+    }
+    pinned = {"image": f"edoburu/pgbouncer@sha256:{'ef' * 32}", "digest": digest}
+    assert sidecars({"pgbouncer": pinned}) == {f"edoburu/pgbouncer@{digest}"}
+    with pytest.raises(helm.HelmError, match="digest"):
+        render({"pgbouncer": {"digest": "latest"}})

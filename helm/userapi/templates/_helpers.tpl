@@ -83,3 +83,43 @@ filesystem, a database without persistence, Auth0's secrets in cleartext). */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The PgBouncer sidecar's image: pgbouncer.digest pins it (`repo@sha256:...`, the tag dropped),
+which Knative then runs as it is instead of resolving the tag on Docker Hub. */}}
+{{- define "userapi.pgbouncerImage" -}}
+{{- $image := .Values.pgbouncer.image -}}
+{{- with .Values.pgbouncer.digest -}}
+{{ regexReplaceAll ":[^:/]+$" (regexReplaceAll "@.*$" $image "") "" }}@{{ . }}
+{{- else -}}
+{{ $image }}
+{{- end -}}
+{{- end -}}
+
+{{/* PostgreSQL's CA, mounted where PgBouncer and the migration Job read it (empty: none). */}}
+{{- define "userapi.databaseCaFile" -}}
+{{- $tls := .Values.database.tls -}}
+{{- if and $tls.caSecret $tls.caConfigMap -}}
+{{- fail "database.tls: set caSecret or caConfigMap, not both" -}}
+{{- end -}}
+{{- if or $tls.caSecret $tls.caConfigMap -}}
+/etc/userapi/database-ca/{{ $tls.caKey }}
+{{- else if hasPrefix "verify-" $tls.mode -}}
+{{- fail (printf "database.tls.mode %s checks the server's certificate: give its CA in database.tls.caSecret or database.tls.caConfigMap" $tls.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "userapi.databaseCaVolume" -}}
+{{- with .Values.database.tls -}}
+{{- if .caSecret -}}
+- name: database-ca
+  secret:
+    secretName: {{ .caSecret }}
+    items: [{key: {{ .caKey }}, path: {{ .caKey }}}]
+{{- else if .caConfigMap -}}
+- name: database-ca
+  configMap:
+    name: {{ .caConfigMap }}
+    items: [{key: {{ .caKey }}, path: {{ .caKey }}}]
+{{- end -}}
+{{- end -}}
+{{- end -}}
