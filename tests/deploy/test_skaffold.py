@@ -17,7 +17,7 @@ from userapi.endpoints import ENDPOINTS
 
 from harness.podman import Podman
 from harness.podman import available as podman_available
-from harness.skaffold import Skaffold, docker_api
+from harness.skaffold import Skaffold, SkaffoldError, docker_api
 from tests.support import knative_rules
 from tests.support.chart import KUBERNETES_VERSION, render
 from tests.support.knative_schema import schema_errors
@@ -150,12 +150,20 @@ def test_every_combination_renders_valid_objects(tool: Skaffold, profiles: tuple
     args = ["-p", ",".join(profiles), "--digest-source=tag"]
     if "cloud" in profiles:
         args.append(f"--default-repo={GKE_REPO}")
+    if profiles == ("cloud", "dev"):
+        # `skaffold dev` against a real cluster would run uvicorn --reload on a writable root
+        # filesystem there: the chart refuses devMode on a release not marked local.
+        with pytest.raises(SkaffoldError, match=r"local-only settings .*devMode"):
+            rendered(tool, context_for(profiles), *args)
+        return
     objects = rendered(tool, context_for(profiles), *args)
     check_objects(objects)
     kinds = Counter(o["kind"] for o in objects)
     local = "local" in profiles
+    # Every endpoint's NetworkPolicy and the migration Job's; with the local services, theirs.
+    endpoint_policies = len(ENDPOINTS) + 1
     assert (kinds["Deployment"], kinds["Secret"], kinds["NetworkPolicy"]) == (
-        (3, 2, 2) if local else (0, 0, 0)
+        (3, 2, endpoint_policies + 2) if local else (0, 0, endpoint_policies)
     )
     job = next(o for o in objects if o["kind"] == "Job")
     # The migration hook runs after the Secrets and PostgreSQL the chart creates, or before
