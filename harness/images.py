@@ -3,9 +3,11 @@
 
 Docker builds it when a Docker engine answers; otherwise podman (buildah inside) does. The base
 images the Dockerfile and the chart name are pulled when a registry can be reached. When it cannot
-(an offline machine, CI here), stand-ins with the same names are made from Debian packages with
-mmdebstrap, from the machine's own apt sources, and the build says so loudly: an image built on a
-stand-in is for tests, never for a registry.
+(an offline machine, CI here), stand-ins are made from Debian packages with mmdebstrap, from the
+machine's own apt sources, and the build says so loudly: an image built on a stand-in is for
+tests, never for a registry. A stand-in is kept under a name of its own
+(`localhost/userapi-standin/...`, never the official image's), and `--push` refuses any image
+built on one.
 
 Standard library only: it runs before any virtualenv exists. The test harness (harness/podman.py)
 imports it for the same build and the same engine settings.
@@ -28,7 +30,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,10 @@ DEFAULT_TAG = "localhost/userapi:dev"
 CACHE_ENV = "USERAPI_IMAGE_CACHE"
 # A stand-in is remade when its recipe changes; this names the recipe.
 STAND_IN_RECIPE = "1"
+# Stand-ins live under this prefix, so that none can pass for (or be pushed as) the official
+# image it replaces; their label, which every image built on them inherits, marks them too.
+STAND_IN_PREFIX = "localhost/userapi-standin/"
+STAND_IN_LABEL = "org.userapi.stand-in"
 
 
 def log(message: str) -> None:
@@ -152,6 +158,11 @@ def qualified(name: str) -> str:
     if "/" in name and ("." in first or ":" in first or first == "localhost"):
         return name
     return f"docker.io/{name}" if "/" in name else f"docker.io/library/{name}"
+
+
+def stand_in_name(name: str) -> str:
+    """The name the stand-in for base image `name` is kept under."""
+    return STAND_IN_PREFIX + qualified(name)
 
 
 @dataclass(frozen=True)
@@ -299,40 +310,62 @@ def stand_in_tarball(stand_in: StandIn) -> Path:
     return tarball
 
 
-def ensure_base(engine: str, name: str, env: Mapping[str, str]) -> bool:
-    """Makes `name` available to `engine`; True when it is a stand-in."""
-    full = qualified(name)
-    if engine == "podman":
-        if run(["podman", "image", "exists", full], env, check=False, quiet=True).returncode == 0:
-            return _is_stand_in(engine, full, env)
-    elif run(["docker", "image", "inspect", full], env, check=False, quiet=True).returncode == 0:
-        return _is_stand_in(engine, full, env)
+def _exists(engine: str, name: str, env: Mapping[str, str]) -> bool:
+    args = ["podman", "image", "exists", name] if engine == "podman" else [
+        "docker", "image", "inspect", name]  # fmt: skip
+    return run(args, env, check=False, quiet=True).returncode == 0
+
+
+def ensure_base(engine: str, name: str, env: Mapping[str, str]) -> str:
+    """Makes base image `name` available to `engine`; returns the reference to build or run it
+    by: its official name when it is the real image, else its stand-in's own name."""
+    full, local = qualified(name), stand_in_name(name)
+    if _exists(engine, full, env):
+        if not is_stand_in(engine, full, env):
+            return full
+        # A stand-in an older version of this script kept under the official name: untagged,
+        # so that no later push or pull-less build can take it for the real image.
+        run([engine, "rmi", full], env, check=False, quiet=True)
+    if _exists(engine, local, env):
+        return local
     try:
         pulled = run([engine, "pull", "-q", full], env, check=False, quiet=True, timeout=300)
     except subprocess.TimeoutExpired:
         pulled = subprocess.CompletedProcess([], 1)
     if pulled.returncode == 0:
         log(f"{name}: pulled")
-        return False
+        return full
     stand_in = stand_ins().get(name)
     if stand_in is None:
         raise SystemExit(f"image: cannot pull {name} and no stand-in is known for it")
     log("=" * 78)
     log(f"{name} cannot be pulled (no registry reachable): using a STAND-IN made from")
-    log(f"Debian {stand_in.suite} packages. Fine for tests; never push an image built on it.")
+    log(f"Debian {stand_in.suite} packages, as {local}.")
+    log("Fine for tests; an image built on it is never pushed.")
     log("=" * 78)
     tarball = stand_in_tarball(stand_in)
     changes = [arg for change in stand_in.changes for arg in ("--change", change)]
-    changes += ["--change", "LABEL org.userapi.stand-in=debian-" + stand_in.suite]
-    run([engine, "import", "-q", *changes, str(tarball), full], env, quiet=True)
-    return True
+    changes += ["--change", f"LABEL {STAND_IN_LABEL}=debian-" + stand_in.suite]
+    run([engine, "import", "-q", *changes, str(tarball), local], env, quiet=True)
+    return local
 
 
-def _is_stand_in(engine: str, name: str, env: Mapping[str, str]) -> bool:
+def is_stand_in(engine: str, name: str, env: Mapping[str, str]) -> bool:
+    """Whether image `name` is a stand-in or was built on one (images inherit its label)."""
+    if name.startswith(STAND_IN_PREFIX):
+        return True
     labels = run(
         [engine, "image", "inspect", "--format", "{{json .Config.Labels}}", name], env, quiet=True
     ).stdout
-    return "org.userapi.stand-in" in labels
+    return STAND_IN_LABEL in labels
+
+
+def push(engine: str, tag: str, env: Mapping[str, str]) -> None:
+    """Pushes `tag`, unless it is a stand-in or was built on one: a registry must never serve
+    Debian packages under the name of an official image, nor an app built on them."""
+    if is_stand_in(engine, tag, env):
+        raise SystemExit(f"image: not pushing {tag}: it is, or was built on, a stand-in base")
+    run([engine, "push", tag], env)
 
 
 # --- the build ---------------------------------------------------------------------------------
@@ -435,6 +468,9 @@ class Built:
     stand_in_bases: list[str]
     seconds: float
     sizes: Sizes
+    # Each base image's name (the Dockerfile's, the chart's) -> the reference it is available
+    # under: the official name, or its stand-in's.
+    bases: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> str:
         return json.dumps(
@@ -466,11 +502,14 @@ def build(
     engine = engine_name()
     engine_env = podman_env(env) if engine == "podman" else dict(env or os.environ)
     dockerfile = dockerfile or ROOT / "Dockerfile"
-    base = python_base()
-    bases = [base, pgbouncer_image()] if with_pgbouncer else [base]
-    stand_in_bases = [name for name in bases if ensure_base(engine, name, engine_env)]
+    names = [python_base(), pgbouncer_image()] if with_pgbouncer else [python_base()]
+    bases = {name: ensure_base(engine, name, engine_env) for name in names}
+    stand_in_bases = [name for name, ref in bases.items() if ref.startswith(STAND_IN_PREFIX)]
+    base = bases[python_base()]
     with tempfile.TemporaryDirectory(prefix="userapi-build-") as tmp:
-        args = [engine, "build", "-f", str(dockerfile), "-t", tag]
+        # FROM the reference ensure_base gave: a stand-in is never under the official name.
+        args = [engine, "build", "-f", str(dockerfile), "-t", tag, "--build-arg",
+                f"PYTHON_IMAGE={base}"]  # fmt: skip
         if target:
             args += ["--target", target]
         if engine == "podman":
@@ -487,7 +526,7 @@ def build(
         run([*args, str(context)], engine_env)
         seconds = time.monotonic() - started
     sizes = image_sizes(engine, tag, base, engine_env) if measure else Sizes(0, 0, 0, 0)
-    return Built(tag, engine, stand_in_bases, seconds, sizes)
+    return Built(tag, engine, stand_in_bases, seconds, sizes, bases)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -520,8 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.push:
         if built.stand_in_bases:
             raise SystemExit(f"image: not pushing {built.tag}: it was built on stand-in bases")
-        env = podman_env() if built.engine == "podman" else dict(os.environ)
-        run([built.engine, "push", built.tag], env)
+        push(
+            built.engine, built.tag, podman_env() if built.engine == "podman" else dict(os.environ)
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Mapping
 
 from harness.processes import (
     HOST,
@@ -52,8 +53,16 @@ class PostgresServer:
     test password) and a database it owns; or, with USERAPI_TEST_POSTGRES_DSN, an existing server
     on which only uniquely named databases are created."""
 
-    def __init__(self, *, admin_dsn: str | None = None, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        admin_dsn: str | None = None,
+        max_connections: int = 200,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.max_connections = max_connections
+        # More `-c name=value` of the server it starts (e.g. ssl=on with a test certificate).
+        self.settings = dict(settings or {})
         self._external_dsn = admin_dsn or os.environ.get(EXTERNAL_POSTGRES_ENV) or None
         self.process: subprocess.Popen[bytes] | None = None
         self.dir = new_workdir("postgres", service_user=True)
@@ -97,7 +106,8 @@ class PostgresServer:
              # Durability buys nothing in a cluster that is deleted after the run.
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "checkpoint_timeout=1h",
-             "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning"],
+             "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning",
+             *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
             self._log, service_user=True, cwd=self.dir,
         )  # fmt: skip
         try:

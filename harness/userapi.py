@@ -39,6 +39,8 @@ def service_env(
 ) -> dict[str, str]:
     env = {
         "AUTH0_DOMAIN": emulator.base_url,
+        # The emulator speaks http on loopback: the explicit local switch Settings demands.
+        "AUTH0_ALLOW_INSECURE_HTTP": "true",
         "AUTH0_AUDIENCE": DEV_AUDIENCE,
         "AUTH0_CLIENT_ID": DEV_CLIENT_ID,
         "AUTH0_CLIENT_SECRET": DEV_CLIENT_SECRET,

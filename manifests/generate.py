@@ -103,8 +103,10 @@ def generated_files() -> dict[Path, str]:
     local = overlay_values("local")
     local.update({"localBackingServices": {"enabled": True, "auth0Emulator": True},
                   "devSecrets": {"create": True}})  # fmt: skip
+    # The endpoints' own NetworkPolicies are in base (the local overlay patches them).
     backing = [o for o in render_chart(local) if o["kind"] in LOCAL_BACKING_KINDS
-               and not o["apiVersion"].startswith("serving.knative.dev")]  # fmt: skip
+               and not o["apiVersion"].startswith("serving.knative.dev")
+               and _key(o) not in by_key]  # fmt: skip
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "userapi"}}
     files[ROOT / "local-backing" / "backing-services.yaml"] = _dump([namespace, *backing])
     for overlay in OVERLAYS:
@@ -114,6 +116,8 @@ def generated_files() -> dict[Path, str]:
             _patch(by_key[_key(o)], o)
             for o in render_chart(values)
             if o["kind"] in ("ConfigMap", "ServiceAccount", "Job")
+            # Each cloud's own Redis, PostgreSQL and ingress addresses.
+            or (o["kind"] == "NetworkPolicy" and _key(o) in by_key and o != by_key[_key(o)])
             # A custom resource's patch replaces its lists whole, so a Knative Service goes in
             # only when the overlay changes it, as the full object.
             or (_is_knative_service(o) and o != by_key[_key(o)])

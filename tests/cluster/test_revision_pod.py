@@ -104,7 +104,8 @@ def revision(
     # The images under the names the Revision uses: *.local names, which Knative never looks up
     # in a registry; queue-proxy built from the module the controller was built from.
     podman_engine("tag", TAG, "{repository}:{tag}".format(**OFFLINE_IMAGES["image"]))
-    podman_engine("tag", image_tool.pgbouncer_image(), OFFLINE_IMAGES["pgbouncer"]["image"])
+    sidecar = pod_image.bases[image_tool.pgbouncer_image()]  # a stand-in has a name of its own
+    podman_engine("tag", sidecar, OFFLINE_IMAGES["pgbouncer"]["image"])
     queue_image = QUEUE_IMAGE.format(version=control_plane.knative_version)
     podman_engine.build_from_binary(queue_image, control_plane.binary("queue"))
     with pod_backends(postgres_server) as backends:

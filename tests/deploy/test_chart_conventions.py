@@ -239,6 +239,7 @@ def test_name_overrides_rename_the_chart_objects_and_labels_not_the_knative_serv
     values = {
         "nameOverride": "accounts",
         "fullnameOverride": "accounts-prod",
+        "local": True,
         "localBackingServices": {"enabled": True},
     }
     objects = render(values)
@@ -257,7 +258,8 @@ def test_name_overrides_rename_the_chart_objects_and_labels_not_the_knative_serv
         assert spec["serviceAccountName"] == "accounts-prod"
         assert spec["containers"][0]["envFrom"][0]["configMapRef"]["name"] == "accounts-prod-config"
     # The NetworkPolicies still let userapi's pods in: they select the overridden name.
-    for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
+    backing = ("redis-from-userapi", "postgres-from-userapi")
+    for policy in (o for o in objects if o["metadata"]["name"] in backing):
         (source,) = policy["spec"]["ingress"][0]["from"]
         assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "accounts"}
 

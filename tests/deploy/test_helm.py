@@ -25,7 +25,7 @@ def test_lint_strict_is_clean() -> None:
 
 def test_core_objects_pass_the_kubernetes_schema() -> None:
     core = [o for o in render() if not o["apiVersion"].startswith("serving.knative.dev")]
-    assert {o["kind"] for o in core} == {"ConfigMap", "Job", "ServiceAccount"}
+    assert {o["kind"] for o in core} == {"ConfigMap", "Job", "NetworkPolicy", "ServiceAccount"}
     for obj in core:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -192,7 +192,7 @@ def test_local_backing_services_emulator_and_dev_secrets_are_behind_flags() -> N
         }
 
     base = kinds({})
-    local = kinds({"localBackingServices": {"enabled": True}})
+    local = kinds({"local": True, "localBackingServices": {"enabled": True}})
     assert local - base == {
         ("Deployment", "redis"),
         ("Service", "redis"),
@@ -201,18 +201,26 @@ def test_local_backing_services_emulator_and_dev_secrets_are_behind_flags() -> N
         ("NetworkPolicy", "redis-from-userapi"),
         ("NetworkPolicy", "postgres-from-userapi"),
     }
-    emulator = kinds({"localBackingServices": {"enabled": True, "auth0Emulator": True}})
+    emulator = kinds(
+        {"local": True, "localBackingServices": {"enabled": True, "auth0Emulator": True}}
+    )
     assert emulator - local == {("Deployment", "auth0-emulator"), ("Service", "auth0-emulator")}
     no_policies = kinds(
-        {"localBackingServices": {"enabled": True}, "networkPolicies": {"create": False}}
+        {
+            "local": True,
+            "localBackingServices": {"enabled": True},
+            "networkPolicies": {"create": False},
+        }
     )
     assert not any(kind == "NetworkPolicy" for kind, _ in no_policies)
-    assert kinds({"devSecrets": {"create": True}}) - base == {
+    assert kinds({"local": True, "devSecrets": {"create": True}}) - base == {
         ("Secret", "userapi-auth0"),
         ("Secret", "userapi-postgres"),
         ("Secret", "userapi-shared-cache"),
     }
-    for obj in render({"localBackingServices": {"enabled": True, "auth0Emulator": True}}):
+    for obj in render(
+        {"local": True, "localBackingServices": {"enabled": True, "auth0Emulator": True}}
+    ):
         if not obj["apiVersion"].startswith("serving.knative.dev"):
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
@@ -239,7 +247,9 @@ def test_the_migration_hook_needs_nothing_the_release_creates_before_it_runs() -
     assert "serviceAccountName" not in pod  # the chart's account does not exist yet
     assert pod["automountServiceAccountToken"] is False
     # Its Secret reference is one the operator creates before installing (docs/deploying.md).
-    local = job({"localBackingServices": {"enabled": True}, "devSecrets": {"create": True}})
+    local = job(
+        {"local": True, "localBackingServices": {"enabled": True}, "devSecrets": {"create": True}}
+    )
     assert local["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
 
 
@@ -277,7 +287,7 @@ EMULATOR = ("Deployment", "auth0-emulator")
 
 def test_the_emulator_can_have_an_image_of_its_own() -> None:
     def emulator(values: dict[str, Any]) -> str:
-        local = {"localBackingServices": {"enabled": True, "auth0Emulator": True}}
+        local = {"local": True, "localBackingServices": {"enabled": True, "auth0Emulator": True}}
         objects = render(deep_merge(local, values))
         obj = next(o for o in objects if (o["kind"], o["metadata"]["name"]) == EMULATOR)
         return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
@@ -285,3 +295,58 @@ def test_the_emulator_can_have_an_image_of_its_own() -> None:
     assert emulator({"image": {"repository": "r/userapi", "tag": "v1"}}) == "r/userapi:v1"
     own = {"localBackingServices": {"auth0EmulatorImage": "dev.local/userapi-emulator:x"}}
     assert emulator(own) == "dev.local/userapi-emulator:x"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"devSecrets": {"create": True}}, "devSecrets.create"),
+        ({"localBackingServices": {"enabled": True}}, "localBackingServices.enabled"),
+        ({"localBackingServices": {"auth0Emulator": True}}, "localBackingServices.auth0Emulator"),
+        ({"devMode": True}, "devMode"),
+    ],
+)
+def test_dev_only_switches_refuse_to_render_on_a_release_not_marked_local(
+    values: dict[str, Any], named: str
+) -> None:
+    # A public events secret, a token-signing fake Auth0 or a writable root filesystem on a
+    # production release: each was accepted before; now only `local: true` allows them.
+    with pytest.raises(helm.HelmError, match=f"local-only settings .*{named}"):
+        render(values)
+    assert render({**values, "local": True})
+
+
+@pytest.mark.parametrize("domain", ["http://example.us.auth0.com", "HTTP://tenant.auth0.com"])
+def test_an_http_auth0_domain_needs_a_local_release(domain: str) -> None:
+    # The app would post the client secret to /oauth/token and fetch the JWKS in cleartext.
+    with pytest.raises(helm.HelmError, match="auth0/domain"):
+        render({"auth0": {"domain": domain}})
+    local = render({"local": True, "auth0": {"domain": domain}})
+    config = next(o for o in local if o["metadata"]["name"] == "demo-config")
+    assert config["data"]["AUTH0_ALLOW_INSECURE_HTTP"] == "true"
+    for ok in ("example.us.auth0.com", "https://login.example.com"):
+        config = next(o for o in render({"auth0": {"domain": ok}}) if o["kind"] == "ConfigMap")
+        assert "AUTH0_ALLOW_INSECURE_HTTP" not in config["data"]
+
+
+def test_the_pgbouncer_sidecar_can_be_pinned_by_digest() -> None:
+    digest = "sha256:" + "cd" * 32
+
+    def sidecars(values: dict[str, Any]) -> set[str]:
+        return {
+            c["image"]
+            for s in knative_services(render(values)).values()
+            for c in s["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "pgbouncer"
+        }
+
+    assert sidecars({}) == {"edoburu/pgbouncer:v1.24.1-p1"}
+    assert sidecars({"pgbouncer": {"digest": digest}}) == {f"edoburu/pgbouncer@{digest}"}
+    mirror = {"image": "registry.example.com:5000/mirror/pgbouncer:1.24", "digest": digest}
+    assert sidecars({"pgbouncer": mirror}) == {
+        f"registry.example.com:5000/mirror/pgbouncer@{digest}"
+    }
+    pinned = {"image": f"edoburu/pgbouncer@sha256:{'ef' * 32}", "digest": digest}
+    assert sidecars({"pgbouncer": pinned}) == {f"edoburu/pgbouncer@{digest}"}
+    with pytest.raises(helm.HelmError, match="digest"):
+        render({"pgbouncer": {"digest": "latest"}})

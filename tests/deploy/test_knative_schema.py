@@ -8,7 +8,7 @@ from tests.support.knative_schema import schema_errors
 
 def test_chart_services_match_knatives_schema() -> None:
     services = list(knative_services(render()).values())
-    services += list(knative_services(render({"devMode": True})).values())
+    services += list(knative_services(render({"local": True, "devMode": True})).values())
     assert schema_errors(services) == {}
 
 

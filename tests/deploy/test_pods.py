@@ -25,6 +25,7 @@ import pytest
 from userapi.domain.users import user_path
 from userapi.emulator import DEV_CLIENT_SECRET
 
+from harness import images as image_tool
 from harness import podman as podman_harness
 from harness.emulator import cloud_event
 from harness.pods import HOST_FROM_POD, Pod, knative_pod_spec, run_pod
@@ -81,7 +82,9 @@ def deployment(
     pods: dict[str, Pod] = {}
     deployment: Deployment | None = None
     with pod_backends(postgres_server) as backends:
-        objects = render(backends.values)
+        # The PgBouncer image as the build made it available: a stand-in has a name of its own.
+        sidecar = pod_image.bases[image_tool.pgbouncer_image()]
+        objects = render({**backends.values, "pgbouncer": {"image": sidecar}})
         configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
         try:
             backends.migrate(podman_engine, objects)

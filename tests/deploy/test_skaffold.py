@@ -17,14 +17,17 @@ from userapi.endpoints import ENDPOINTS
 
 from harness.podman import Podman
 from harness.podman import available as podman_available
-from harness.skaffold import Skaffold, docker_api
+from harness.skaffold import Skaffold, SkaffoldError, docker_api
 from tests.support import knative_rules
 from tests.support.chart import KUBERNETES_VERSION, render
 from tests.support.knative_schema import schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCAL_CONTEXTS = ("kind-knative", "knative", "docker-desktop", "k3d-userapi", "minikube")
-CLOUD_CONTEXTS = ("gke_my-project_europe-west1_userapi", "userapi-admin@userapi")
+LOCAL_CONTEXTS = ("kind-knative", "docker-desktop", "k3d-userapi", "minikube")
+# A bare `knative` (kn quickstart minikube) or `userapi` (make cluster) could as well name a
+# production cluster: those take `-p local`, never the emulator and dev Secrets by their name.
+CLOUD_CONTEXTS = ("gke_my-project_europe-west1_userapi", "userapi-admin@userapi", "knative",
+                  "userapi", "prod-kind-knative")  # fmt: skip
 GKE_REPO = "europe-docker.pkg.dev/my-project/userapi"
 DIGEST = "sha256:" + "ab" * 32
 # Every combination a user can ask for: `dev` comes with `skaffold dev`, `local` with a local
@@ -147,12 +150,20 @@ def test_every_combination_renders_valid_objects(tool: Skaffold, profiles: tuple
     args = ["-p", ",".join(profiles), "--digest-source=tag"]
     if "cloud" in profiles:
         args.append(f"--default-repo={GKE_REPO}")
+    if profiles == ("cloud", "dev"):
+        # `skaffold dev` against a real cluster would run uvicorn --reload on a writable root
+        # filesystem there: the chart refuses devMode on a release not marked local.
+        with pytest.raises(SkaffoldError, match=r"local-only settings .*devMode"):
+            rendered(tool, context_for(profiles), *args)
+        return
     objects = rendered(tool, context_for(profiles), *args)
     check_objects(objects)
     kinds = Counter(o["kind"] for o in objects)
     local = "local" in profiles
+    # Every endpoint's NetworkPolicy and the migration Job's; with the local services, theirs.
+    endpoint_policies = len(ENDPOINTS) + 1
     assert (kinds["Deployment"], kinds["Secret"], kinds["NetworkPolicy"]) == (
-        (3, 2, 2) if local else (0, 0, 0)
+        (3, 2, endpoint_policies + 2) if local else (0, 0, endpoint_policies)
     )
     job = next(o for o in objects if o["kind"] == "Job")
     # The migration hook runs after the Secrets and PostgreSQL the chart creates, or before
@@ -167,7 +178,7 @@ def knative_services_of(objects: list[dict[str, Any]]) -> dict[str, dict[str, An
     return {o["metadata"]["name"]: o for o in objects if o["apiVersion"].startswith("serving")}
 
 
-@pytest.mark.parametrize("context", ["kind-knative", "knative"])
+@pytest.mark.parametrize("context", ["kind-knative", "minikube"])
 def test_local_images_are_never_resolved_and_the_emulator_has_its_own(
     tool: Skaffold, context: str
 ) -> None:
@@ -208,7 +219,7 @@ def test_a_pushed_image_is_deployed_by_digest(tool: Skaffold) -> None:
 
 def test_dev_mode_relaxes_the_root_filesystem_only_when_asked() -> None:
     for dev_mode in (False, True):
-        service = knative_services_of(render({"devMode": dev_mode}))["list-users"]
+        service = knative_services_of(render({"local": True, "devMode": dev_mode}))["list-users"]
         app = service["spec"]["template"]["spec"]["containers"][0]
         assert app["securityContext"]["readOnlyRootFilesystem"] is (not dev_mode)
         env = {e["name"]: e.get("value") for e in app["env"]}

@@ -46,6 +46,9 @@ class PodBackends:
         repository, tag = TAG.rsplit(":", 1)
         return {
             "image": {"repository": repository, "tag": tag},
+            # The emulator answers over http: a local release's switch, which the chart refuses
+            # to render an http Auth0 domain without.
+            "local": True,
             "auth0": {
                 "domain": self.emulator.public_url,
                 "audience": DEV_AUDIENCE,

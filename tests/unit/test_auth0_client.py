@@ -42,6 +42,7 @@ def emulator(auth0: EmulatorHandle) -> EmulatorHandle:
 def settings(emulator: EmulatorHandle, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "auth0_domain": emulator.base_url,
+        "auth0_allow_insecure_http": True,
         "auth0_audience": DEV_AUDIENCE,
         "auth0_client_id": DEV_CLIENT_ID,
         "auth0_client_secret": DEV_CLIENT_SECRET,

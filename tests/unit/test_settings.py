@@ -22,9 +22,55 @@ def test_a_tenant_domain_gives_https_issuer_and_management_audience() -> None:
 
 def test_a_base_url_is_used_as_is() -> None:
     settings = Settings(
-        **{**REQUIRED, "auth0_domain": "http://127.0.0.1:8765/"}, auth0_client_secret="s"
+        **{**REQUIRED, "auth0_domain": "https://login.example.com/"}, auth0_client_secret="s"
     )
-    assert settings.issuer == "http://127.0.0.1:8765/"
+    assert settings.issuer == "https://login.example.com/"
+    local = Settings(
+        **{**REQUIRED, "auth0_domain": "http://127.0.0.1:8765/"},
+        auth0_allow_insecure_http=True,
+        auth0_client_secret="s",
+    )
+    assert local.issuer == "http://127.0.0.1:8765/"
+
+
+@pytest.mark.parametrize(
+    "domain", ["http://example.us.auth0.com", "HTTP://example.us.auth0.com/", "ftp://x", "ws://x"]
+)
+def test_a_cleartext_auth0_domain_is_refused_without_the_local_switch(
+    domain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client secret would be posted to /oauth/token in cleartext: a dev value that reaches
+    # production must stop the process at start-up.
+    monkeypatch.delenv("AUTH0_ALLOW_INSECURE_HTTP", raising=False)
+    with pytest.raises(ValueError, match="AUTH0_DOMAIN must be a domain or an https:// URL"):
+        Settings(**{**REQUIRED, "auth0_domain": domain}, auth0_client_secret="s")
+    monkeypatch.setenv("AUTH0_ALLOW_INSECURE_HTTP", "true")
+    if domain.lower().startswith("http://"):
+        assert Settings(**{**REQUIRED, "auth0_domain": domain}).auth0_base_url.startswith("http")
+    else:  # the switch allows plain http, never another scheme
+        with pytest.raises(ValueError, match="AUTH0_DOMAIN"):
+            Settings(**{**REQUIRED, "auth0_domain": domain})
+
+
+def test_userapi_serve_refuses_an_http_auth0_domain(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH0_", "DATABASE_"))},
+        "AUTH0_DOMAIN": "http://example.us.auth0.com",
+        "AUTH0_AUDIENCE": "https://api.example.com",
+        "AUTH0_CLIENT_ID": "client",
+        "AUTH0_CLIENT_SECRET": "s",
+    }
+    code = "from userapi.commands.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "serve", "get-user", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "AUTH0_DOMAIN must be a domain or an https:// URL" in result.stderr
 
 
 def test_the_secret_is_read_from_a_file_at_each_use(tmp_path: Path) -> None:

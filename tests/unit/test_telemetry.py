@@ -31,6 +31,7 @@ print(json.dumps(sorted(sys.modules)))
 
 _BASE_ENV = {
     "AUTH0_DOMAIN": "http://127.0.0.1:9",
+    "AUTH0_ALLOW_INSECURE_HTTP": "true",
     "AUTH0_AUDIENCE": "https://api.example.com",
     "AUTH0_CLIENT_ID": "client",
     "AUTH0_CLIENT_SECRET": "secret",

@@ -66,3 +66,60 @@ key by key; lists and affinity replace it whole, so an endpoint can also clear o
 {{- end -}}
 {{- toYaml $knobs -}}
 {{- end -}}
+
+{{/* Dev-only switches refuse to render on a release not marked `local: true`: each one alone
+would weaken a production release (a public events secret, a fake Auth0, a writable root
+filesystem, a database without persistence, Auth0's secrets in cleartext). */}}
+{{- define "userapi.checkLocalOnly" -}}
+{{- if not .Values.local -}}
+{{- $on := list -}}
+{{- if .Values.devSecrets.create -}}{{- $on = append $on "devSecrets.create (Secrets with public throwaway values)" -}}{{- end -}}
+{{- if .Values.localBackingServices.enabled -}}{{- $on = append $on "localBackingServices.enabled (Redis and PostgreSQL without persistence)" -}}{{- end -}}
+{{- if .Values.localBackingServices.auth0Emulator -}}{{- $on = append $on "localBackingServices.auth0Emulator (a fake Auth0 that signs any token)" -}}{{- end -}}
+{{- if .Values.devMode -}}{{- $on = append $on "devMode (uvicorn --reload on a writable root filesystem)" -}}{{- end -}}
+{{- if hasPrefix "http://" (lower (.Values.auth0.domain | default "")) -}}{{- $on = append $on "an http:// auth0.domain (the client secret and JWKS in cleartext)" -}}{{- end -}}
+{{- if $on -}}
+{{- fail (printf "local-only settings on a release without local: true: %s. They are for local clusters only (manifests/overlays/local/values.yaml sets local: true); a real release must leave them off and use an https Auth0 domain." (join "; " $on)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The PgBouncer sidecar's image: pgbouncer.digest pins it (`repo@sha256:...`, the tag dropped),
+which Knative then runs as it is instead of resolving the tag on Docker Hub. */}}
+{{- define "userapi.pgbouncerImage" -}}
+{{- $image := .Values.pgbouncer.image -}}
+{{- with .Values.pgbouncer.digest -}}
+{{ regexReplaceAll ":[^:/]+$" (regexReplaceAll "@.*$" $image "") "" }}@{{ . }}
+{{- else -}}
+{{ $image }}
+{{- end -}}
+{{- end -}}
+
+{{/* PostgreSQL's CA, mounted where PgBouncer and the migration Job read it (empty: none). */}}
+{{- define "userapi.databaseCaFile" -}}
+{{- $tls := .Values.database.tls -}}
+{{- if and $tls.caSecret $tls.caConfigMap -}}
+{{- fail "database.tls: set caSecret or caConfigMap, not both" -}}
+{{- end -}}
+{{- if or $tls.caSecret $tls.caConfigMap -}}
+/etc/userapi/database-ca/{{ $tls.caKey }}
+{{- else if hasPrefix "verify-" $tls.mode -}}
+{{- fail (printf "database.tls.mode %s checks the server's certificate: give its CA in database.tls.caSecret or database.tls.caConfigMap" $tls.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "userapi.databaseCaVolume" -}}
+{{- with .Values.database.tls -}}
+{{- if .caSecret -}}
+- name: database-ca
+  secret:
+    secretName: {{ .caSecret }}
+    items: [{key: {{ .caKey }}, path: {{ .caKey }}}]
+{{- else if .caConfigMap -}}
+- name: database-ca
+  configMap:
+    name: {{ .caConfigMap }}
+    items: [{key: {{ .caKey }}, path: {{ .caKey }}}]
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -63,6 +63,7 @@ def run(host: str, port: int | None) -> None:
         mounts.append(("/", emulator.app))
         overrides |= {
             "auth0_domain": base_url,
+            "auth0_allow_insecure_http": True,
             "auth0_audience": DEV_AUDIENCE,
             "auth0_client_id": DEV_CLIENT_ID,
             "auth0_client_secret": DEV_CLIENT_SECRET,

@@ -28,10 +28,19 @@ class Settings(BaseSettings):
     auth0_domain: str = Field(
         default="",
         description=(
-            "Tenant domain (`example.us.auth0.com`) or a full base URL (`http://127.0.0.1:8765` for"
-            " the emulator). The expected token issuer is the base URL plus `/`."
+            "Tenant domain (`example.us.auth0.com`) or an `https://` base URL. The expected token"
+            " issuer is the base URL plus `/`. An `http://` URL (the emulator's,"
+            " `http://127.0.0.1:8765`) is refused unless `AUTH0_ALLOW_INSECURE_HTTP` is set."
         ),
         json_schema_extra={"shown_default": "required to serve"},
+    )
+    auth0_allow_insecure_http: bool = Field(
+        default=False,
+        description=(
+            "Accept an `http://` `AUTH0_DOMAIN`, over which the client secret, the Management"
+            " API token and the JWKS travel in cleartext: local development against the emulator"
+            " only (`userapi dev`, the test harness and the chart's `local: true` set it)."
+        ),
     )
     auth0_audience: str = Field(
         default="",
@@ -482,6 +491,20 @@ class Settings(BaseSettings):
         description="The emulator's issuer base, when it is reached through another name.",
         json_schema_extra={"shown_default": "`http://HOST:PORT`"},
     )
+
+    @model_validator(mode="after")
+    def _auth0_over_tls(self) -> Settings:
+        # The client secret, the Management API token and the signing keys all travel to this
+        # address: a dev setting that reaches production must stop the process, not leak them.
+        scheme = self.auth0_domain.strip().partition("://")[0].lower()
+        if "://" not in self.auth0_domain or scheme == "https":
+            return self
+        if scheme == "http" and self.auth0_allow_insecure_http:
+            return self
+        raise ValueError(
+            "AUTH0_DOMAIN must be a domain or an https:// URL (http:// only with"
+            " AUTH0_ALLOW_INSECURE_HTTP=true, for local development)"
+        )
 
     @model_validator(mode="after")
     def _database_url_scheme(self) -> Settings:
