@@ -15,49 +15,18 @@ from userapi import endpoints
 
 from manifests import values_docs
 from tests.support import knative_rules
-from tests.support.chart import CHART, KUBERNETES_VERSION, knative_services, render
+from tests.support.chart import (
+    CHART,
+    GLOBAL,
+    KUBERNETES_VERSION,
+    OVERRIDE,
+    TOLERATION,
+    every_knob,
+    knative_services,
+    render,
+)
 from tests.support.knative_schema import schema_errors
 
-TOLERATION = {"key": "dedicated", "operator": "Equal", "value": "api", "effect": "NoSchedule"}
-AFFINITY = {
-    "nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["api"]}]}
-            ]
-        }
-    }
-}
-SPREAD = {
-    "maxSkew": 1,
-    "topologyKey": "topology.kubernetes.io/zone",
-    "whenUnsatisfiable": "ScheduleAnyway",
-    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "userapi"}},
-}
-GLOBAL = {
-    "podAnnotations": {"example.com/team": "identity"},
-    "podLabels": {"example.com/tier": "api"},
-    "nodeSelector": {"pool": "api"},
-    "tolerations": [TOLERATION],
-    "affinity": AFFINITY,
-    "topologySpreadConstraints": [SPREAD],
-    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
-    "extraEnvFrom": [{"secretRef": {"name": "proxy-credentials"}}],
-    "imagePullSecrets": [{"name": "regcred"}],
-}
-# Maps add to the global map key by key; lists and affinity replace it.
-OVERRIDE = {
-    "podAnnotations": {"example.com/owner": "get-user"},
-    "podLabels": {"example.com/tier": "edge"},
-    "nodeSelector": {"zone": "a"},
-    "tolerations": [],
-    "affinity": {"podAntiAffinity": {}},
-    "topologySpreadConstraints": [{**SPREAD, "maxSkew": 2}],
-    "extraEnv": [{"name": "LOG_LEVEL", "value": "DEBUG"}],
-    "extraEnvFrom": [{"configMapRef": {"name": "get-user-extra"}}],
-    "imagePullSecrets": [{"name": "other-regcred"}],
-    "serviceAccountName": "get-user-identity",
-}
 EXPECTED_OVERRIDE = {
     "podAnnotations": {"example.com/team": "identity", "example.com/owner": "get-user"},
     "podLabels": {"example.com/tier": "edge"},
@@ -206,12 +175,7 @@ def _valid_everywhere(objects: list[dict[str, Any]]) -> None:
 
 
 def test_every_knob_set_still_passes_the_kubernetes_and_knative_schemas() -> None:
-    values = {
-        **copy.deepcopy(GLOBAL),
-        "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "u@p.iam"}},
-        "endpoints": {"getUser": copy.deepcopy(OVERRIDE)},
-    }
-    _valid_everywhere(render(values))
+    _valid_everywhere(render(every_knob()))
 
 
 def test_the_service_account_carries_its_cloud_identity() -> None:

@@ -12,7 +12,19 @@ import yaml
 from harness.cluster import kubectl_binary
 from manifests.generate import CHART, OVERLAYS, deep_merge, render_chart
 
-__all__ = ["CHART", "KUBERNETES_VERSION", "OVERLAYS", "REQUIRED", "build_overlay", "render"]
+__all__ = [
+    "CHART",
+    "GLOBAL",
+    "KUBERNETES_VERSION",
+    "OVERLAYS",
+    "OVERRIDE",
+    "REQUIRED",
+    "TOLERATION",
+    "build_overlay",
+    "every_knob",
+    "knative_services",
+    "render",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.32"
@@ -25,6 +37,58 @@ REQUIRED = {
     },
     "database": {"host": "postgres.example.internal"},
 }
+
+
+# Every standard pod knob set globally (GLOBAL) and overridden for get-user (OVERRIDE).
+TOLERATION = {"key": "dedicated", "operator": "Equal", "value": "api", "effect": "NoSchedule"}
+AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["api"]}]}
+            ]
+        }
+    }
+}
+SPREAD = {
+    "maxSkew": 1,
+    "topologyKey": "topology.kubernetes.io/zone",
+    "whenUnsatisfiable": "ScheduleAnyway",
+    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "userapi"}},
+}
+GLOBAL = {
+    "podAnnotations": {"example.com/team": "identity"},
+    "podLabels": {"example.com/tier": "api"},
+    "nodeSelector": {"pool": "api"},
+    "tolerations": [TOLERATION],
+    "affinity": AFFINITY,
+    "topologySpreadConstraints": [SPREAD],
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "extraEnvFrom": [{"secretRef": {"name": "proxy-credentials"}}],
+    "imagePullSecrets": [{"name": "regcred"}],
+}
+# Maps add to the global map key by key; lists and affinity replace it.
+OVERRIDE = {
+    "podAnnotations": {"example.com/owner": "get-user"},
+    "podLabels": {"example.com/tier": "edge"},
+    "nodeSelector": {"zone": "a"},
+    "tolerations": [],
+    "affinity": {"podAntiAffinity": {}},
+    "topologySpreadConstraints": [{**SPREAD, "maxSkew": 2}],
+    "extraEnv": [{"name": "LOG_LEVEL", "value": "DEBUG"}],
+    "extraEnvFrom": [{"configMapRef": {"name": "get-user-extra"}}],
+    "imagePullSecrets": [{"name": "other-regcred"}],
+    "serviceAccountName": "get-user-identity",
+}
+
+
+def every_knob() -> dict[str, Any]:
+    """Values with every knob set, globally and for get-user, and a cloud identity."""
+    return {
+        **copy.deepcopy(GLOBAL),
+        "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "u@p.iam"}},
+        "endpoints": {"getUser": copy.deepcopy(OVERRIDE)},
+    }
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
