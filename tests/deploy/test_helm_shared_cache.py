@@ -46,6 +46,8 @@ def test_no_redis_or_no_secret_mounts_no_key() -> None:
 
 
 def test_dev_secrets_create_the_key_secret() -> None:
-    objects = render({"devSecrets": {"create": True}, "redis": {"url": "redis://redis:6379/0"}})
+    objects = render(
+        {"local": True, "devSecrets": {"create": True}, "redis": {"url": "redis://redis:6379/0"}}
+    )
     (secret,) = [o for o in objects if o["metadata"]["name"] == "userapi-shared-cache"]
     assert len(secret["stringData"]["shared-cache-key"]) >= 32

@@ -160,10 +160,11 @@ def test_every_combination_renders_valid_objects(tool: Skaffold, profiles: tuple
     check_objects(objects)
     kinds = Counter(o["kind"] for o in objects)
     local = "local" in profiles
-    # Every endpoint's NetworkPolicy and the migration Job's; with the local services, theirs.
+    # Every endpoint's NetworkPolicy and the migration Job's; with the local services, theirs,
+    # and the throwaway Secrets (Auth0, database, shared-cache key).
     endpoint_policies = len(ENDPOINTS) + 1
     assert (kinds["Deployment"], kinds["Secret"], kinds["NetworkPolicy"]) == (
-        (3, 2, endpoint_policies + 2) if local else (0, 0, endpoint_policies)
+        (3, 3, endpoint_policies + 2) if local else (0, 0, endpoint_policies)
     )
     job = next(o for o in objects if o["kind"] == "Job")
     # The migration hook runs after the Secrets and PostgreSQL the chart creates, or before
