@@ -51,6 +51,7 @@ def settings_for(**overrides: Any) -> Settings:
     """What the verifier is given in these tests: the emulator's tenant, no clock leeway."""
     values: dict[str, Any] = {
         "auth0_domain": BASE,
+        "auth0_allow_insecure_http": True,  # the in-process emulator speaks http
         "auth0_audience": AUDIENCE,
         "jwt_leeway_seconds": 0,
         "jwks_cache_seconds": 600,
