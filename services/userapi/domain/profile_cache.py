@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from userapi.adapters.rate_budget import BudgetSpent, impatient
 from userapi.adapters.shared_store import SharedStore, fill_once, key_segment
 from userapi.domain.json_values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
 from userapi.domain.timestamps import parse_timestamp
@@ -269,7 +270,12 @@ class ProfileCache:
     async def _fetch_and_store(self, user_id: str, stale: CacheEntry | None) -> Lookup:
         started = time.time()
         try:
-            profile = await self._fetch(user_id)
+            if stale is not None and stale.profile is not None:
+                # A stale answer beats waiting for the Auth0 budget: no free token, no wait.
+                with impatient():
+                    profile = await self._fetch(user_id)
+            else:
+                profile = await self._fetch(user_id)
         except Auth0Error as exc:
             if stale is not None and stale.profile is not None:
                 log.warning(
@@ -280,6 +286,8 @@ class ProfileCache:
                         "error": repr(exc),
                     },
                 )
+                if isinstance(exc, BudgetSpent):
+                    telemetry.add("userapi.auth0.budget.stale_served", 1)
                 return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
             raise
         # A write that landed while we fetched (an update, a deletion) is newer than what we

@@ -11,7 +11,7 @@ from userapi.adapters.access_tokens import KeySet, TokenVerifier
 from userapi.adapters.database import Database, create_database
 from userapi.adapters.http_client import LazyHTTP
 from userapi.adapters.sealed_store import credentials_store
-from userapi.adapters.shared_store import SharedStore, create_store
+from userapi.adapters.shared_store import RedisStore, SharedStore, create_store
 from userapi.domain.accounts import Accounts
 from userapi.domain.idempotency import IdempotencyKeys
 from userapi.domain.profile_cache import ProfileCache
@@ -62,7 +62,13 @@ class Resources:
         # Built on first use, with httpx: a cache hit never needs either.
         from userapi.adapters.auth0_management import ManagementClient
 
-        return ManagementClient(self.settings, self.http.client(), self.credentials)
+        budget = None
+        if self.settings.auth0_management_rate_per_second is not None:
+            from userapi.adapters.rate_budget import RateBudget
+
+            redis = self.store if isinstance(self.store, RedisStore) else None
+            budget = RateBudget(self.settings, redis)
+        return ManagementClient(self.settings, self.http.client(), self.credentials, budget)
 
     @cached_property
     def profiles(self) -> ProfileCache:
