@@ -156,8 +156,8 @@ class Settings(BaseSettings):
         description=(
             "Management API calls per second that every pod together may send: one token bucket "
             "in the shared Redis (docs/architecture.md). Set it to the tenant's plan: Free 2, "
-            "Enterprise 16, Essentials/Professional about 3 (200-500/min). Unset: no budget, "
-            "each call is sent at once."
+            "Enterprise 16, Essentials/Professional 3 (user writes 200/min; reads 500/min). "
+            "Unset: no budget, each call is sent at once."
         ),
     )
     auth0_management_burst: int | None = Field(
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Calls the shared budget may send at once after a quiet spell (the bucket's size): "
-            "Free 2, Essentials/Professional 20, Enterprise 50."
+            "Free 2, Essentials/Professional 20 (writes; 40 for reads), Enterprise 50."
         ),
         json_schema_extra={"shown_default": "`AUTH0_MANAGEMENT_RATE_PER_SECOND`, rounded up"},
     )
