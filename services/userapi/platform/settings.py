@@ -196,6 +196,23 @@ class Settings(BaseSettings):
         description="Minimum time between refetches triggered by an unknown `kid`.",
     )
 
+    # Client quotas -----------------------------------------------------------------------------
+    client_quota_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Requests each client (the token's `azp`, else its `sub`) may make to this endpoint "
+            "per window, counted across pods in Redis; over it, 429 with `Retry-After`. Unset: "
+            "no quota. The chart sets it per endpoint (`endpoints.<key>.clientQuota`)."
+        ),
+    )
+    client_quota_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="The quota's window: a fixed window, the same for every pod.",
+    )
+
     # Profile cache -----------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,

@@ -251,6 +251,17 @@ INSTRUMENTS: dict[str, tuple[str, str, str]] = {
         "Times Auth0's answer (a 429, X-RateLimit-Remaining 0) stopped the budget until its"
         " X-RateLimit-Reset.",
     ),
+    "userapi.quota.rejected": (
+        "counter",
+        "{request}",
+        "Requests refused with 429 because their client was over its quota (by endpoint only:"
+        " never a client id).",
+    ),
+    "userapi.quota.unchecked": (
+        "counter",
+        "{request}",
+        "Requests let through unchecked because Redis did not answer the quota check.",
+    ),
     "userapi.cache.lookups": (
         "counter",
         "{lookup}",

@@ -1,0 +1,104 @@
+"""Per-client quotas (issue 22): two get-user processes share one count per client in Redis.
+
+Before quotas, one client could spend every other client's share of the cluster: nothing was
+ever refused with 429.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from userapi.domain.users import user_path
+
+from harness.emulator import EmulatorHandle
+from harness.redis_server import RedisServer
+from harness.userapi import Service, migrate, service_env, start_service
+
+pytestmark = [pytest.mark.integration]
+
+QUOTA, WINDOW = 5, 3
+
+
+@pytest.fixture
+def redis_alone() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pods(
+    clean_emulator: EmulatorHandle, redis_alone: RedisServer, database_url: str
+) -> Iterator[list[Service]]:
+    migrate(database_url)
+    env = service_env(clean_emulator, redis_alone.url, database_url)
+    env["CLIENT_QUOTA_REQUESTS"] = str(QUOTA)
+    env["CLIENT_QUOTA_WINDOW_SECONDS"] = str(WINDOW)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started = list(pool.map(lambda _: start_service("get-user", env), range(2)))
+    yield started
+    for pod in started:
+        pod.close()
+
+
+def _wait_for_a_fresh_window() -> None:
+    # Redis's clock and ours agree on this machine: start just after a window began, so that
+    # the whole scenario falls in one window.
+    left = WINDOW - time.time() % WINDOW
+    if left < WINDOW - 0.3:
+        time.sleep(left + 0.05)
+
+
+def test_a_client_over_its_quota_is_refused_across_processes_and_others_are_not(
+    pods: list[Service], clean_emulator: EmulatorHandle, user: dict[str, object]
+) -> None:
+    path = user_path(str(user["user_id"]))
+    greedy = clean_emulator.token("greedy@clients", ["read:users"], claims={"azp": "app-greedy"})
+    modest = clean_emulator.token("modest@clients", ["read:users"], claims={"azp": "app-modest"})
+    assert pods[0].get(path, modest).status_code == 200  # a warm cache; 1 of modest's
+    _wait_for_a_fresh_window()
+
+    greedy_answers = [pods[n % 2].get(path, greedy) for n in range(QUOTA + 3)]
+    modest_answers = [pods[n % 2].get(path, modest) for n in range(QUOTA - 2)]
+
+    statuses = [r.status_code for r in greedy_answers]
+    # Counted across both processes: alone, each would have allowed QUOTA.
+    assert statuses == [200] * QUOTA + [429] * 3, statuses
+    assert [r.status_code for r in modest_answers] == [200] * (QUOTA - 2)
+    refused = greedy_answers[-1]
+    assert refused.json()["error"] == "quota_exceeded"
+    assert set(refused.json()) == {"error", "message", "request_id"}
+    retry_after = int(refused.headers["Retry-After"])
+    assert 1 <= retry_after <= WINDOW
+    assert refused.headers["RateLimit-Policy"] == f'"quota";q={QUOTA};w={WINDOW}'
+    assert refused.headers["RateLimit"] == f'"quota";r=0;t={retry_after}'
+
+    time.sleep(retry_after)  # honest: a retry after Retry-After is served
+    assert pods[1].get(path, greedy).status_code == 200
+
+
+def test_hostile_client_ids_get_bounded_keys(
+    pods: list[Service],
+    clean_emulator: EmulatorHandle,
+    user: dict[str, object],
+    redis_alone: RedisServer,
+) -> None:
+    path = user_path(str(user["user_id"]))
+    odd = [
+        {"azp": "x" * 20000},
+        {"azp": "a:b:quota:*\n\r\x00"},
+        {"azp": "\u00e9\u2603\U0001f600"},
+        {"azp": ["not", "a", "string"]},
+        {"azp": ""},
+        {},
+    ]
+    for n, claims in enumerate(odd):
+        token = clean_emulator.token(f"odd{n}" + "y" * 3000, ["read:users"], claims=claims)
+        assert pods[n % 2].get(path, token).status_code == 200
+    keys = redis.Redis.from_url(redis_alone.url).keys("*quota:*")
+    assert len(keys) == len(odd)  # each client its own counter, none sharing one
+    assert max(len(key) for key in keys) < 120, keys
