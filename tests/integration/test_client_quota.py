@@ -6,8 +6,10 @@ ever refused with 429.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -102,3 +104,18 @@ def test_hostile_client_ids_get_bounded_keys(
     keys = redis.Redis.from_url(redis_alone.url).keys("*quota:*")
     assert len(keys) == len(odd)  # each client its own counter, none sharing one
     assert max(len(key) for key in keys) < 120, keys
+
+
+def test_the_contract_declares_the_429_and_the_503_with_their_headers() -> None:
+    spec = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    operations = [
+        operation
+        for path in spec["paths"].values()
+        for operation in path.values()
+        if "401" in operation["responses"]  # the routes a caller's token reaches
+    ]
+    assert len(operations) == 5
+    for operation in operations:
+        limited, budget = operation["responses"]["429"], operation["responses"]["503"]
+        assert set(limited["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+        assert set(budget["headers"]) == {"Retry-After"}
