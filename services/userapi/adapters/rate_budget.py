@@ -180,12 +180,11 @@ class RateBudget:
                 if not waited:
                     waited = True
                     telemetry.add("userapi.auth0.budget.waits", 1, _LABELS[priority, scope])
-                # Jitter: pods that polled together do not all come back at the same instant.
-                wait += random.uniform(0, 0.2 / self._rate)
                 if _impatient.get() or wait >= deadline - time.monotonic():
                     telemetry.add("userapi.auth0.budget.exhausted", 1, _LABELS[priority, scope])
                     raise BudgetSpent(max(1, math.ceil(wait)))
-                await asyncio.sleep(wait)
+                # Jitter: pods that polled together do not all come back at the same instant.
+                await asyncio.sleep(wait + random.uniform(0, 0.2 / self._rate))
         finally:
             self._local.waiting[priority] -= 1
 
