@@ -233,3 +233,43 @@ def test_redis_down_each_process_spends_its_local_share(
         f"\nRedis down: {len(down_calls)} Auth0 calls in {span:.1f} s from 2 processes "
         f"(allowed {allowed:.1f}); statuses {sorted({s for _, _, s, _ in down})}"
     )
+
+
+def test_with_the_budget_short_stale_profiles_answer_at_once_and_refresh_later(
+    budget_env: dict[str, str], clean_emulator: EmulatorHandle
+) -> None:
+    emulator = clean_emulator
+    # A burst that warms 10 profiles at once, then 2/s: too few tokens for 10 stale reads.
+    env = {**budget_env, "AUTH0_MANAGEMENT_BURST": "10", "PROFILE_FRESH_TTL_SECONDS": "1"}
+    (reader,) = _start(["get-user"], env)
+    try:
+        users = _users(emulator, 10)
+        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
+
+        async def read_all() -> list[Any]:
+            async with httpx.AsyncClient(timeout=15) as client:
+                return await asyncio.gather(
+                    *(_get(client, reader.base_url + user_path(u), token) for u in users)
+                )
+
+        assert {status for _, _, status, _ in asyncio.run(read_all())} == {200}
+        time.sleep(1.2)  # every profile stale now; the bucket holds about 2 tokens
+        emulator.reset()
+        stale_reads = asyncio.run(read_all())
+        outcomes = [line.get("cache") for line in reader.request_logs(at_least=20)][-10:]
+        time.sleep(2.5)  # the background refreshes take their tokens as they come
+        refreshed = len(emulator.management_calls())
+    finally:
+        reader.close()
+
+    assert {status for _, _, status, _ in stale_reads} == {200}
+    assert outcomes.count("stale") >= 5, outcomes
+    slowest = max(end - start for start, end, _, _ in stale_reads)
+    assert slowest < 0.5, slowest  # nobody waited for a token it would not get in time
+    # More Auth0 calls than the reads that got a token: stale profiles were refreshed.
+    fetched_for_callers = len(outcomes) - outcomes.count("stale")
+    assert refreshed > fetched_for_callers, (refreshed, outcomes)
+    print(
+        f"\nbudget short: {outcomes.count('stale')} of 10 reads stale at once (slowest "
+        f"{slowest * 1000:.0f} ms), {refreshed} Auth0 calls incl. background refreshes"
+    )

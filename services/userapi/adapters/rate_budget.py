@@ -55,13 +55,13 @@ _LABELS = {
     for priority in Priority
     for scope in ("shared", "local")
 }
-# A waiter stays registered this long past its next poll: a pod that died while waiting holds
-# the lower priorities back for no longer than this.
-_WAITER_GRACE_MS = 250
 _HOLD_CAP_SECONDS = 60.0  # an X-RateLimit-Reset further away than this is not believed
 
 # KEYS: the bucket (a hash), then one sorted set of waiters per priority, highest first.
-# ARGV: op, rate per second, burst, priority, waiter id, hold-until (UNIX ms, op "hold").
+# ARGV: op, rate per second, burst, priority, waiter id ('' for a caller that will not wait, so
+# holds nobody back), hold-until (UNIX ms, op "hold").
+# A waiter stays registered 250 ms past its next poll: a pod that died while waiting holds the
+# lower priorities back for no longer than that.
 # Time is Redis's own clock, so pods with skewed clocks still share one bucket. Returns
 # {1, 0} when a token was taken, else {0, ms until the next poll makes sense}.
 _SCRIPT = """
@@ -93,8 +93,10 @@ else
     local wait = math.max(math.ceil((1 - tokens) / rate), 1)
     if ahead > 0 then wait = math.max(wait, math.ceil(0.5 / rate)) end
     if hold > now then wait = math.max(wait, hold - now) end
-    redis.call('ZADD', waiters, now + wait + 250, ARGV[5])
-    redis.call('PEXPIRE', waiters, wait + 1000)
+    if ARGV[5] ~= '' then
+      redis.call('ZADD', waiters, now + wait + 250, ARGV[5])
+      redis.call('PEXPIRE', waiters, wait + 1000)
+    end
     result = {0, wait}
   end
 end
@@ -167,7 +169,7 @@ class RateBudget:
         """Wait for a token for up to `remaining` seconds (none if the caller is impatient);
         raises BudgetSpent (a 503 with Retry-After) when none comes in time."""
         deadline = time.monotonic() + remaining
-        waiter = secrets.token_hex(8)
+        waiter = "" if _impatient.get() else secrets.token_hex(8)
         waited = False
         scope = self._shared
         self._local.waiting[priority] += 1
