@@ -3,8 +3,9 @@ get-user processes sharing one Redis, with Auth0 (the emulator) at 150 ms and li
 Free plan's 2 requests/s, burst 2, and the shared budget set to the same.
 
 What reached Auth0 (calls per second, 429s), what callers got, and how long the misses took.
-Not measured here yet: list-users behind the misses (tests/integration/test_rate_budget.py
-measures the order), and the quota check's cost on the cached read.
+Then the client quota's cost on the cached read: one process with a quota (never reached) and
+one without, under wrk in alternating rounds. Not measured here: list-users behind the misses
+(tests/integration/test_rate_budget.py measures the order).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER
 
 from bench.config import Profile
-from bench.load import fire, percentiles
-from bench.scenario import Result, Scenario, Verdict
+from bench.load import LoadResult, fire, median_of, percentiles, wrk
+from bench.scenario import Result, Scenario, Verdict, ratio_at_least
 from bench.stack import Stack
 
 AUTH0_LATENCY_MS = 150.0
@@ -33,7 +34,44 @@ def _max_in_window(times: list[float], window: float = 1.0) -> int:
     )
 
 
-async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
+async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
+    """Cached reads per second with a client quota on (never reached) against off."""
+    quota = {"CLIENT_QUOTA_REQUESTS": str(10**9), "CLIENT_QUOTA_WINDOW_SECONDS": "60"}
+    servers = {"off": stack.userapi(stack.env()), "on": stack.userapi(stack.env(overrides=quota))}
+    rounds: dict[str, list[LoadResult]] = {name: [] for name in servers}
+    try:
+        for round_ in range(profile.warm_rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for name in order:
+                server = servers[name]
+                rounds[name].append(
+                    await wrk(
+                        server.url,
+                        connections=50,
+                        seconds=profile.warm_seconds,
+                        headers=server.headers,
+                        workdir=workdir,
+                    )
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    medians = {name: median_of(results) for name, results in rounds.items()}
+    return {
+        "rps": {name: round(result.rps) for name, result in medians.items()},
+        "errors": {name: result.errors for name, result in medians.items()},
+        "ratio": round(medians["on"].rps / medians["off"].rps, 3),
+    }
+
+
+async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
+    return {
+        **await _storm(stack, profile),
+        "quota_cost": await _quota_cost(stack, profile, workdir),
+    }
+
+
+async def _storm(stack: Stack, profile: Profile) -> dict[str, Any]:
     users = stack.create_users(profile.auth0_budget_misses, "auth0-budget")
     env = stack.env(
         overrides={
@@ -98,6 +136,9 @@ def judge(st: Result) -> list[Verdict]:
             measured=st["statuses"],
             met=not others,
         ),
+        ratio_at_least(
+            "quota check on the cached read", 0.95, "quota off", st["quota_cost"]["ratio"]
+        ),
     ]
 
 
@@ -115,7 +156,9 @@ def render(st: Result) -> list[str]:
         f"same: {st['auth0_calls']} Auth0 calls ({st['auth0_calls_per_second']}/s, at most "
         f"{st['auth0_max_calls_in_1s']} in any 1 s), {st['auth0_429s']} x 429; statuses "
         f"{st['statuses']}; 200s p50 {p(ok, 'p50_ms')}, p99 {p(ok, 'p99_ms')}; 503s p50 "
-        f"{p(refused, 'p50_ms')}, p99 {p(refused, 'p99_ms')}.",
+        f"{p(refused, 'p50_ms')}, p99 {p(refused, 'p99_ms')}. Cached reads at 50 connections "
+        f"with a client quota on: {st['quota_cost']['rps']['on']} req/s against "
+        f"{st['quota_cost']['rps']['off']} off ({st['quota_cost']['ratio']:.2f} x).",
     ]
 
 
