@@ -6,12 +6,14 @@ ever refused with 429.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from userapi.domain.users import user_path
@@ -81,6 +83,33 @@ def test_a_client_over_its_quota_is_refused_across_processes_and_others_are_not(
 
     time.sleep(retry_after)  # honest: a retry after Retry-After is served
     assert pods[1].get(path, greedy).status_code == 200
+
+
+def test_concurrent_requests_of_one_client_each_count(
+    pods: list[Service], clean_emulator: EmulatorHandle, user: dict[str, object]
+) -> None:
+    """Checks of one event-loop turn share one Redis call: a client's requests in it must still
+    each count, not merge into one."""
+    path = user_path(str(user["user_id"]))
+    token = clean_emulator.token("burst@clients", ["read:users"], claims={"azp": "app-burst"})
+    assert pods[0].get(path, clean_emulator.token("w@clients", ["read:users"])).status_code == 200
+    _wait_for_a_fresh_window()
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.get(
+                        pods[n % 2].base_url + path, headers={"Authorization": f"Bearer {token}"}
+                    )
+                    for n in range(4 * QUOTA)
+                )
+            )
+            return [answer.status_code for answer in answers]
+
+    statuses = asyncio.run(burst())
+    assert statuses.count(200) == QUOTA, statuses
+    assert statuses.count(429) == 3 * QUOTA, statuses
 
 
 def test_hostile_client_ids_get_bounded_keys(
