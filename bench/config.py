@@ -26,6 +26,8 @@ class Profile:
     budget_seconds: float
     budget_server_connections: int  # per PgBouncer
     token_cold_starts: int
+    auth0_budget_processes: int
+    auth0_budget_misses: int
 
 
 FULL = Profile(
@@ -47,6 +49,8 @@ FULL = Profile(
     budget_seconds=10,
     budget_server_connections=2,
     token_cold_starts=10,
+    auth0_budget_processes=4,
+    auth0_budget_misses=300,
 )
 
 SMOKE = Profile(
@@ -68,6 +72,8 @@ SMOKE = Profile(
     budget_seconds=2,
     budget_server_connections=2,
     token_cold_starts=3,
+    auth0_budget_processes=2,
+    auth0_budget_misses=40,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, SMOKE)}

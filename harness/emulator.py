@@ -54,6 +54,11 @@ class EmulatorHandle:
     def stats(self) -> dict[str, int]:
         return dict(self.http.get("/__emulator/stats").json()["requests"])
 
+    def management_calls(self) -> list[tuple[float, str, int]]:
+        """(arrival UNIX time, route, status) of the latest Management API requests."""
+        calls = self.http.get("/__emulator/stats").json()["management_calls"]
+        return [(float(at), str(route), int(status)) for at, route, status in calls]
+
     def calls(self, route: str) -> int:
         return self.stats().get(route, 0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.scenario import Scenario
 from bench.scenarios import (
+    auth0_budget,
     breakdown,
     budget,
     cache,
@@ -26,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
         cache.SCENARIO,
         stampede.SCENARIO,
         budget.SCENARIO,
+        auth0_budget.SCENARIO,
         tokens.SCENARIO,
         telemetry.SCENARIO,
         container.SCENARIO,

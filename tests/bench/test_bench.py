@@ -99,8 +99,8 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     s = results["scenarios"]
     assert set(s) == {
-        "coldstart", "warm", "breakdown", "cache", "stampede", "budget", "tokens", "telemetry",
-        "container",
+        "coldstart", "warm", "breakdown", "cache", "stampede", "budget", "auth0-budget",
+        "tokens", "telemetry", "container",
     }  # fmt: skip
     box = s["container"]
     assert 10 < box["image_mb"]["app_layer"] < box["image_mb"]["total"]
@@ -128,6 +128,10 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     pooled = s["budget"]["pgbouncer"]
     assert 0 < pooled["peak_server_connections"] <= pooled["cap"]
     assert pooled["errors"] == 0
+    storm = s["auth0-budget"]
+    assert storm["auth0_429s"] == 0
+    assert 0 < storm["auth0_max_calls_in_1s"] <= 4  # the budget's rate + burst
+    assert set(storm["statuses"]) <= {"200", "503"}
     assert s["tokens"]["shared_through_redis"]["token_requests"] == 1
     assert s["tokens"]["without_redis"]["token_requests"] == s["tokens"]["cold_starts"]
     otel = s["telemetry"]

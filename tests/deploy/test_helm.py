@@ -350,3 +350,32 @@ def test_the_pgbouncer_sidecar_can_be_pinned_by_digest() -> None:
     assert sidecars({"pgbouncer": pinned}) == {f"edoburu/pgbouncer@{digest}"}
     with pytest.raises(helm.HelmError, match="digest"):
         render({"pgbouncer": {"digest": "latest"}})
+
+
+def _app_env(service: dict[str, Any]) -> dict[str, str]:
+    app = service["spec"]["template"]["spec"]["containers"][0]
+    return {item["name"]: item.get("value", "") for item in app.get("env", [])}
+
+
+def test_client_quotas_are_off_by_default_and_set_per_endpoint() -> None:
+    default = knative_services(render())
+    assert all("CLIENT_QUOTA_REQUESTS" not in _app_env(s) for s in default.values())
+    values = {
+        "endpointDefaults": {"clientQuota": {"requests": 100, "windowSeconds": 30}},
+        "endpoints": {
+            "listUsers": {"clientQuota": {"requests": 10}},
+            "auth0Events": {"clientQuota": {"requests": 0}},
+        },
+    }
+    services = knative_services(render(values))
+    get_user, list_users = _app_env(services["get-user"]), _app_env(services["list-users"])
+    assert (get_user["CLIENT_QUOTA_REQUESTS"], get_user["CLIENT_QUOTA_WINDOW_SECONDS"]) == (
+        "100",
+        "30",
+    )
+    assert (list_users["CLIENT_QUOTA_REQUESTS"], list_users["CLIENT_QUOTA_WINDOW_SECONDS"]) == (
+        "10",
+        "30",
+    )
+    # An endpoint's own 0 turns off what the defaults turn on.
+    assert "CLIENT_QUOTA_REQUESTS" not in _app_env(services["auth0-events"])

@@ -147,7 +147,7 @@ def test_every_metric_the_rules_and_the_dashboard_query_is_one_userapi_emits() -
     labels = {
         "userapi_endpoint", "userapi_outcome", "userapi_cache", "userapi_auth0_operation",
         "http_route", "http_response_status_code", "db_system_name", "db_operation_name",
-        "db_client_connection_state",
+        "db_client_connection_state", "userapi_priority", "userapi_budget",
     }  # fmt: skip
     assert used - labels <= KNOWN_METRICS, used - labels - KNOWN_METRICS
     assert len(used - labels) >= 8
@@ -229,6 +229,14 @@ _TESTS = {
             "userapi_auth0_rate_limited_total",
             "0x5 1+2x45",
             userapi_auth0_operation="GET /api/v2/users/{id}",
+        ),
+    ],
+    "UserapiAuth0BudgetExhausted": [
+        _series(
+            "userapi_auth0_budget_exhausted_total",
+            "0x5 1+3x45",
+            userapi_priority="read",
+            userapi_budget="shared",
         ),
     ],
     "UserapiCacheHitRatioLow": [

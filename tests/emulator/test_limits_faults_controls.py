@@ -315,11 +315,24 @@ async def test_counters_per_route(emulator: Emulator, http: httpx.AsyncClient) -
     }
     assert set(expected) == set(ROUTE_NAMES)
     assert emulator.stats() == expected
-    assert (await http.get("/__emulator/stats")).json() == {"requests": expected}
+    stats = (await http.get("/__emulator/stats")).json()
+    assert stats["requests"] == expected
+    # Each Management API request, in order of arrival, with its status.
+    assert [(route, status) for _, route, status in stats["management_calls"]] == [
+        ("GET /api/v2/users/{id}", 200),
+        ("GET /api/v2/users/{id}", 404),
+        ("GET /api/v2/users", 200),
+        ("GET /api/v2/users-by-email", 200),
+        ("POST /api/v2/users", 201),
+        ("PATCH /api/v2/users/{id}", 200),
+        ("DELETE /api/v2/users/{id}", 204),
+        ("DELETE /api/v2/users/{id}", 401),
+    ]
     await http.get("/__emulator/stats")  # control routes are not counted
     assert emulator.stats() == expected
     emulator.reset_stats()
     assert emulator.stats() == {}
+    assert list(emulator.management_log) == []
 
 
 async def test_reset_route_zeroes_counters_and_clears_faults(
@@ -328,7 +341,7 @@ async def test_reset_route_zeroes_counters_and_clears_faults(
     emulator.add_fault("GET /.well-known/jwks.json", status=500)
     assert (await http.get("/.well-known/jwks.json")).status_code == 500
     assert (await http.post("/__emulator/reset")).status_code == 200
-    assert (await http.get("/__emulator/stats")).json() == {"requests": {}}
+    assert (await http.get("/__emulator/stats")).json() == {"requests": {}, "management_calls": []}
     assert (await http.get("/.well-known/jwks.json")).status_code == 200
 
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from userapi.adapters.rate_budget import Priority, RateBudget
 from userapi.adapters.shared_store import SharedStore, fill_once
 from userapi.platform import context, telemetry
 from userapi.platform.errors import Auth0Error, Auth0RateLimited, Auth0Rejected, Auth0Timeout
@@ -60,6 +61,13 @@ def _reset_wait(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(reset) - time.time()) if reset is not None else None
     except ValueError:
+        return None
+
+
+def _reset_at(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["x-ratelimit-reset"])
+    except (KeyError, ValueError):
         return None
 
 
@@ -258,15 +266,24 @@ def _account(started: float) -> None:
 
 
 class ManagementClient:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, store: SharedStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        store: SharedStore,
+        budget: RateBudget | None = None,
+    ) -> None:
         self._settings = settings
         self._http = http
+        self._budget = budget  # None: AUTH0_MANAGEMENT_RATE_PER_SECOND unset, no shared budget
         self._base = f"{settings.auth0_base_url}/api/v2"
         self.token = ManagementToken(settings, http, store)
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
         """The full Auth0 profile, or None when Auth0 says the user does not exist."""
-        response = await self.request("GET", _user_path(user_id), "/users/{id}", idempotent=True)
+        response = await self.request(
+            "GET", _user_path(user_id), "/users/{id}", idempotent=True, priority=Priority.READ
+        )
         if response.status_code == 404:
             return None
         return _json_object(response)
@@ -287,7 +304,9 @@ class ManagementClient:
         if sort:
             params["sort"] = sort
         return _json_object(
-            await self.request("GET", "/users", "/users", idempotent=True, params=params)
+            await self.request(
+                "GET", "/users", "/users", idempotent=True, params=params, priority=Priority.LIST
+            )
         )
 
     async def create_user(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -326,12 +345,15 @@ class ManagementClient:
         idempotent: bool,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
+        priority: Priority = Priority.WRITE,
     ) -> httpx.Response:
         """One Management API call within the request budget; 2xx and 404 are returned.
 
         429s are retried for every method (Auth0 did nothing); 5xx and network errors only when
         the call is idempotent, since a lost answer to a POST may hide a user created anyway.
         `template` is `path` with its values as placeholders (/users/{id}), for telemetry.
+        With a shared budget each attempt first takes a token, waiting by `priority` within
+        the time budget; none in time raises Auth0RateLimited before anything is sent.
         """
         settings = self._settings
         operation = f"{method} /api/v2{template}"
@@ -342,6 +364,14 @@ class ManagementClient:
             nonlocal reauthenticated
             while True:
                 token = await self.token.get(deadline)
+                if self._budget is not None:
+                    # The call itself needs time too: a token granted at the deadline would
+                    # only turn a 503 into a 504.
+                    reserve = min(
+                        settings.auth0_read_timeout_seconds,
+                        settings.auth0_request_budget_seconds / 4,
+                    )
+                    await self._budget.acquire(priority, deadline.remaining() - reserve)
                 started = time.perf_counter()
                 try:
                     with telemetry.operation(
@@ -368,6 +398,10 @@ class ManagementClient:
                     return _Failure(failed, exc, _backoff(number) if idempotent else None)
                 _account(started)
                 status = response.status_code
+                if self._budget is not None and (
+                    status == 429 or response.headers.get("x-ratelimit-remaining") == "0"
+                ):
+                    await self._budget.hold(_reset_at(response))
                 if status < 300 or status == 404:
                     return response
                 if status == 401 and not reauthenticated:

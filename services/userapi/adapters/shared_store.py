@@ -14,13 +14,14 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from userapi.platform import telemetry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
     from userapi.platform.settings import Settings
 
@@ -188,6 +189,7 @@ class RedisStore:
         # have happened, so the next try for the key sends the same token and can recognise
         # a lock that is its own (bounded: a key that is never tried again must not pile up).
         self._unsure_locks: OrderedDict[str, str] = OrderedDict()
+        self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisStore:
@@ -302,6 +304,19 @@ class RedisStore:
     async def unlock(self, key: str, token: str) -> None:
         if self._available():
             await self._call("EVAL", self._client.eval(_UNLOCK, 1, key, token))
+
+    async def run_script(
+        self, source: str, keys: Sequence[str], args: Sequence[str | int | float]
+    ) -> Any:
+        """A Lua script's answer (EVALSHA, loaded on first use), or None when Redis failed or
+        is being skipped: the caller decides what to do without Redis, as with every call."""
+        if not self._available():
+            return None
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._client.register_script(source)
+        result = await self._call("EVALSHA", script(keys=list(keys), args=list(args)))
+        return None if isinstance(result, _Failed) else result
 
     async def close(self) -> None:
         try:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from userapi.adapters.rate_budget import BudgetSpent, impatient
 from userapi.adapters.shared_store import SharedStore, fill_once, key_segment
 from userapi.domain.json_values import METADATA_MAX_BYTES, METADATA_MAX_DEPTH, json_size, unstorable
 from userapi.domain.timestamps import parse_timestamp
@@ -206,6 +207,9 @@ class ProfileCache:
         kept = (*PROFILE_FIELDS, "app_metadata") if settings.profile_include_app_metadata else ()
         self.fields = ",".join(kept or PROFILE_FIELDS)
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
+        # Stale profiles answered because the Auth0 budget had no token: each refreshed once,
+        # in the background, waiting its turn for a token (held here so none is collected).
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         # Reads asked for in one event-loop turn go to the store as one MGET, and concurrent
         # reads of one user as one key: a burst costs one round trip, not one per request.
         self._reads: Batcher[str, CacheEntry | None] = Batcher(self._read_many)
@@ -269,7 +273,12 @@ class ProfileCache:
     async def _fetch_and_store(self, user_id: str, stale: CacheEntry | None) -> Lookup:
         started = time.time()
         try:
-            profile = await self._fetch(user_id)
+            if stale is not None and stale.profile is not None:
+                # A stale answer beats waiting for the Auth0 budget: no free token, no wait.
+                with impatient():
+                    profile = await self._fetch(user_id)
+            else:
+                profile = await self._fetch(user_id)
         except Auth0Error as exc:
             if stale is not None and stale.profile is not None:
                 log.warning(
@@ -280,6 +289,9 @@ class ProfileCache:
                         "error": repr(exc),
                     },
                 )
+                if isinstance(exc, BudgetSpent):
+                    telemetry.add("userapi.auth0.budget.stale_served", 1)
+                    self._refresh_later(user_id)
                 return Lookup(stale.profile, "stale", stale.fetched_at, stale.omitted)
             raise
         # A write that landed while we fetched (an update, a deletion) is newer than what we
@@ -293,6 +305,24 @@ class ProfileCache:
             return Lookup(current.profile, "miss", current.fetched_at, current.omitted)
         await self._write(user_id, entry)
         return Lookup(entry.profile, "miss", entry.fetched_at, entry.omitted)
+
+    def _refresh_later(self, user_id: str) -> None:
+        if user_id in self._refreshing:
+            return
+
+        async def refresh() -> None:
+            try:
+                # No stale stand-in given: this fetch waits for a token, as a miss does.
+                await self._fetch_and_store(user_id, None)
+            except Auth0Error as exc:
+                log.info(
+                    "background refresh of a stale profile failed",
+                    extra={"user_id": user_id, "error": repr(exc)},
+                )
+            finally:
+                self._refreshing.pop(user_id, None)
+
+        self._refreshing[user_id] = asyncio.create_task(refresh())
 
     def _entry(self, profile: dict[str, Any] | None) -> CacheEntry:
         now = time.time()

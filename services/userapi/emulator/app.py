@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +90,9 @@ class Emulator:
         self.latency_ms = config.latency_ms
         self.rbac = config.rbac
         self._counters: Counter[str] = Counter()
+        # (UNIX time of arrival, route, status) of the latest Management API requests: how a
+        # test sees the rate it was sent at and the 429s it met.
+        self.management_log: deque[tuple[float, str, int]] = deque(maxlen=20000)
         self.app = Starlette(routes=self._routes())
 
     @property
@@ -141,6 +144,7 @@ class Emulator:
 
     def reset_stats(self) -> None:
         self._counters.clear()
+        self.management_log.clear()
 
     def add_fault(
         self,
@@ -215,13 +219,17 @@ class Emulator:
     def _management(self, name: str, scope: str, handler: StoreHandler) -> Handler:
         async def endpoint(request: Request) -> Response:
             self._counters[name] += 1
+            arrived = time.time()
             if self.latency_ms > 0:
                 await asyncio.sleep(self.latency_ms / 1000)
             fault = self.faults.take(name)
             if fault is not None:
-                return await self._fault_response(fault, request, management=True)
+                faulted = await self._fault_response(fault, request, management=True)
+                self.management_log.append((arrived, name, faulted.status_code))
+                return faulted
             allowed, headers = self.bucket.take()
             if not allowed:
+                self.management_log.append((arrived, name, 429))
                 body = management_error_body(
                     429, "Global limit has been reached", "too_many_requests"
                 )
@@ -235,6 +243,7 @@ class Emulator:
             if error is not None:
                 response = JSONResponse(error.body(), status_code=error.status)
             response.headers.update(headers)
+            self.management_log.append((arrived, name, response.status_code))
             return response
 
         return endpoint

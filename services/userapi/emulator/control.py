@@ -2,7 +2,8 @@
 
 No authentication: the emulator is never exposed beyond a developer machine or a test run.
 
-- GET    /__emulator/stats        {"requests": {"<route name>": count, ...}}
+- GET    /__emulator/stats        {"requests": {"<route name>": count, ...}, "management_calls":
+                                  [[arrival UNIX time, route name, status], ...] (the latest)}
 - POST   /__emulator/reset        zero the counters, clear faults, refill the rate-limit bucket,
                                   restore the configured RBAC setting
 - PUT    /__emulator/rbac         {"enabled": false}: the API's "Enable RBAC" (with "Add
@@ -66,7 +67,8 @@ def _get(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any)
 
 def routes(emulator: Emulator) -> list[Route]:
     async def stats(_: Request) -> Response:
-        return JSONResponse({"requests": emulator.stats()})
+        calls = [list(call) for call in emulator.management_log]
+        return JSONResponse({"requests": emulator.stats(), "management_calls": calls})
 
     async def reset(_: Request) -> Response:
         emulator.reset()

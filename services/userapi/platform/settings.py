@@ -159,6 +159,33 @@ class Settings(BaseSettings):
     auth0_max_connections: int = Field(
         default=20, ge=1, description="Size of the per-process httpx connection pool to Auth0."
     )
+    auth0_management_rate_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Management API calls per second that every pod together may send: one token bucket "
+            "in the shared Redis (docs/architecture.md). Set it to the tenant's plan: Free 2, "
+            "Enterprise 16, Essentials/Professional 3 (user writes 200/min; reads 500/min). "
+            "Unset: no budget, each call is sent at once."
+        ),
+    )
+    auth0_management_burst: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Calls the shared budget may send at once after a quiet spell (the bucket's size): "
+            "Free 2, Essentials/Professional 20 (writes; 40 for reads), Enterprise 50."
+        ),
+        json_schema_extra={"shown_default": "`AUTH0_MANAGEMENT_RATE_PER_SECOND`, rounded up"},
+    )
+    auth0_management_expected_pods: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "While Redis is unreachable each pod spends its own share of the budget: the rate "
+            "and burst divided by this. Set it to the usual number of pods of all endpoints."
+        ),
+    )
 
     # Access tokens ----------------------------------------------------------------------------
     jwt_leeway_seconds: int = Field(
@@ -176,6 +203,23 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         description="Minimum time between refetches triggered by an unknown `kid`.",
+    )
+
+    # Client quotas -----------------------------------------------------------------------------
+    client_quota_requests: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Requests each client (the token's `azp`, else its `sub`) may make to this endpoint "
+            "per window, counted across pods in Redis; over it, 429 with `Retry-After`. Unset: "
+            "no quota. The chart sets it per endpoint (`endpoints.<key>.clientQuota`)."
+        ),
+    )
+    client_quota_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="The quota's window: a fixed window, the same for every pod.",
     )
 
     # Profile cache -----------------------------------------------------------------------------

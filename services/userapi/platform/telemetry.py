@@ -222,6 +222,46 @@ INSTRUMENTS: dict[str, tuple[str, str, str]] = {
         "{request}",
         "X-RateLimit-Limit of Auth0's last answer, by operation.",
     ),
+    "userapi.auth0.budget.granted": (
+        "counter",
+        "{token}",
+        "Tokens of the Auth0 rate budget taken, by userapi.priority and userapi.budget"
+        " (shared, or local while Redis is unreachable).",
+    ),
+    "userapi.auth0.budget.waits": (
+        "counter",
+        "{call}",
+        "Management API calls that waited for a budget token, by userapi.priority and"
+        " userapi.budget.",
+    ),
+    "userapi.auth0.budget.exhausted": (
+        "counter",
+        "{call}",
+        "Calls refused because no budget token came within the time budget (a 503, or a stale"
+        " answer), by userapi.priority and userapi.budget.",
+    ),
+    "userapi.auth0.budget.stale_served": (
+        "counter",
+        "{read}",
+        "Stale profiles answered at once because the budget had no token free.",
+    ),
+    "userapi.auth0.budget.holds": (
+        "counter",
+        "{hold}",
+        "Times Auth0's answer (a 429, X-RateLimit-Remaining 0) stopped the budget until its"
+        " X-RateLimit-Reset.",
+    ),
+    "userapi.quota.rejected": (
+        "counter",
+        "{request}",
+        "Requests refused with 429 because their client was over its quota (by endpoint only:"
+        " never a client id).",
+    ),
+    "userapi.quota.unchecked": (
+        "counter",
+        "{request}",
+        "Requests let through unchecked because Redis did not answer the quota check.",
+    ),
     "userapi.cache.lookups": (
         "counter",
         "{lookup}",

@@ -59,10 +59,15 @@ class Endpoint:
         return self.permission is not None or self.management_api
 
     async def authorize(self, request: Request, principal: PrincipalDep) -> Principal:
-        """The caller, if it may call this endpoint for the user the path names."""
-        if self.self_service and request.path_params.get("user_id") in ("me", principal.subject):
-            return principal
-        self.require(principal)
+        """The caller, if it may call this endpoint for the user the path names, and is within
+        its quota (checked here: after authentication, before any body is read)."""
+        if not (
+            self.self_service and request.path_params.get("user_id") in ("me", principal.subject)
+        ):
+            self.require(principal)
+        quota = request.app.state.resources.quota
+        if quota is not None:
+            await quota.check(self.name, principal)
         return principal
 
     def require(self, principal: Principal) -> None:

@@ -31,16 +31,40 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
+def _header(description: str, kind: str = "integer") -> dict[str, object]:
+    return {"description": description, "schema": {"type": kind}}
+
+
+_RETRY_AFTER = _header("Seconds after which a retry is expected to succeed.")
+_HEADERS: dict[int, dict[str, object]] = {
+    429: {
+        "Retry-After": _RETRY_AFTER,
+        "RateLimit-Policy": _header(
+            'The quota, e.g. `"quota";q=100;w=60` (draft-ietf-httpapi-ratelimit-headers).',
+            "string",
+        ),
+        "RateLimit": _header('What is left of it, e.g. `"quota";r=0;t=42`.', "string"),
+    },
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
 # Documented in every route's OpenAPI entry so clients can generate the error type.
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody, "description": description}
+    status: {
+        "model": ErrorBody,
+        "description": description,
+        **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+    }
     for status, description in {
         400: "Malformed request",
         401: "Missing or invalid access token",
         403: "The token lacks the required permission",
         404: "No such user",
+        429: "This client's quota for the endpoint is spent (`quota_exceeded`; only when the "
+        "endpoint has a client quota)",
         502: "Auth0 failed",
-        503: "Auth0 rate limit reached; retry after Retry-After seconds",
+        503: "Auth0's rate limit, or the API's shared Auth0 rate budget, left no call in time "
+        "(`rate_limited`); nothing was changed",
         504: "Auth0 did not answer in time",
     }.items()
 }

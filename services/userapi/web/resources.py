@@ -11,7 +11,7 @@ from userapi.adapters.access_tokens import KeySet, TokenVerifier
 from userapi.adapters.database import Database, create_database
 from userapi.adapters.http_client import LazyHTTP
 from userapi.adapters.sealed_store import credentials_store
-from userapi.adapters.shared_store import SharedStore, create_store
+from userapi.adapters.shared_store import RedisStore, SharedStore, create_store
 from userapi.domain.accounts import Accounts
 from userapi.domain.idempotency import IdempotencyKeys
 from userapi.domain.profile_cache import ProfileCache
@@ -20,6 +20,7 @@ from userapi.platform.settings import Settings
 
 if TYPE_CHECKING:
     from userapi.adapters.auth0_management import ManagementClient
+    from userapi.adapters.client_quota import ClientQuota
 
 log = logging.getLogger("userapi.resources")
 
@@ -38,6 +39,9 @@ class Resources:
     database: Database
     accounts: Accounts
     idempotency: IdempotencyKeys
+    # CLIENT_QUOTA_REQUESTS set: each caller's requests counted in Redis (None: off, and the
+    # module is never imported).
+    quota: ClientQuota | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
@@ -46,6 +50,11 @@ class Resources:
         credentials = credentials_store(settings, store)
         verifier = TokenVerifier(settings, KeySet(settings, http.client, credentials))
         database = create_database(settings)
+        quota = None
+        if settings.client_quota_requests is not None:
+            from userapi.adapters.client_quota import ClientQuota
+
+            quota = ClientQuota(settings, store if isinstance(store, RedisStore) else None)
         return cls(
             settings=settings,
             http=http,
@@ -55,6 +64,7 @@ class Resources:
             database=database,
             accounts=Accounts(database),
             idempotency=IdempotencyKeys(settings, database),
+            quota=quota,
         )
 
     @cached_property
@@ -62,7 +72,13 @@ class Resources:
         # Built on first use, with httpx: a cache hit never needs either.
         from userapi.adapters.auth0_management import ManagementClient
 
-        return ManagementClient(self.settings, self.http.client(), self.credentials)
+        budget = None
+        if self.settings.auth0_management_rate_per_second is not None:
+            from userapi.adapters.rate_budget import RateBudget
+
+            redis = self.store if isinstance(self.store, RedisStore) else None
+            budget = RateBudget(self.settings, redis)
+        return ManagementClient(self.settings, self.http.client(), self.credentials, budget)
 
     @cached_property
     def profiles(self) -> ProfileCache:
