@@ -10,11 +10,17 @@ namespace to the host, so clients on the host (pytest, kubectl, helm) reach the 
 namespace's address; nothing else can. Inside the namespace every component has its own ports
 (etcd 2379, the Knative controller's fixed :8080), so several control planes never collide.
 
+With `up(node=True)` (and for `make cluster`) the node is a real one instead of kwok's
+(node.py): kubelet, containerd with Debian's runc and CNI plugins, kube-proxy, CoreDNS and
+Traefik (Knative's ingress) as processes in the same namespace, Knative's activator and
+autoscaler as pods on it (node_images.py builds their images; no registry is involved).
+
 Everything lives in one state directory: certificates, the admin kubeconfig, logs, etcd's data and
 the pid of each process. `up()` is idempotent (a healthy control plane is reused), `down()` stops
-exactly the processes it recorded and deletes the namespace. Needs root (network namespaces).
+exactly the processes it recorded (the node's first, in order) and deletes the namespace. Needs
+root (network namespaces, mounts, cgroups).
 
-    python -m harness.cluster up [STATE_DIR]     # prints KUBECONFIG=/abs/path last
+    python -m harness.cluster up [STATE_DIR] [--fake-node]  # INGRESS=..., KUBECONFIG=... last
     python -m harness.cluster down [STATE_DIR]
 """
 
