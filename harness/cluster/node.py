@@ -277,12 +277,17 @@ def traefik_config(address: str) -> dict[str, Any]:
             "private": {"address": f"{address}:{PRIVATE_INGRESS_PORT}"},
             "traefik": {"address": TRAEFIK_PING},  # never the controller's :8080
         },
-        "providers": {"knative": {
-            "publicEntrypoints": ["web"],
-            "privateEntrypoints": ["private"],
-            "publicService": {"name": "traefik", "namespace": "knative-serving"},
-            "privateService": {"name": "traefik-private", "namespace": "knative-serving"},
-        }},
+        "providers": {
+            # Traefik waits this long after a change before applying it (default 2 s), and it
+            # calls a KIngress ready once configured, without probing: keep the gap short.
+            "providersThrottleDuration": "100ms",
+            "knative": {
+                "publicEntrypoints": ["web"],
+                "privateEntrypoints": ["private"],
+                "publicService": {"name": "traefik", "namespace": "knative-serving"},
+                "privateService": {"name": "traefik-private", "namespace": "knative-serving"},
+            },
+        },
         "ping": {"entryPoint": "traefik"},
         "log": {"level": "INFO"},
     }  # fmt: skip
