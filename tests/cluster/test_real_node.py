@@ -242,6 +242,10 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     status, body, seconds = node.call(host)
     assert (status, body) == (200, BODY)
     node.measured["warm request"] = seconds
+    # kubectl exec streams through the API server to the kubelet, as logs does.
+    exec_in_app = ("exec", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "user-container")
+    served = plane.kubectl(*exec_in_app, "--", "/bin/busybox", "cat", "/www/index.html")
+    assert served.stdout == BODY
     # An unknown host is Traefik's 404, not the Service.
     assert node.call("nobody.example.com")[0] == 404
 
