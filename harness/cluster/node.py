@@ -31,15 +31,15 @@ from typing import Any
 
 import yaml
 
+from harness.cluster import cgroups
 from harness.cluster.network import names
 from harness.cluster.plane import INGRESS_PORT, ClusterError, ControlPlane
-from harness.cluster.supervisor import alive, pid_of, recorded, spawn, start_time, stop
+from harness.cluster.supervisor import alive, pid_of, recorded, spawn, stop
 
 NODE_NAME = "userapi-node"
 POD_SUBNET, POD_GATEWAY, CLUSTER_CIDR = "10.88.0.0/24", "10.88.0.1", "10.88.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 PRIVATE_INGRESS_PORT, TRAEFIK_PING = 8081, "127.0.0.1:9000"
-CGROUP_MOUNTS = Path("/sys/fs/cgroup")
 CRI_NAMESPACE = "k8s.io"
 # What kubelet wants these global sysctls to be (pkg/kubelet/cm/container_manager_linux.go,
 # setupKernelTunables); the stand-ins hold exactly these, so its check passes with no write.
@@ -63,54 +63,16 @@ def node_dir(state: Path) -> Path:
 
 
 def cgroup_root(state: Path) -> str:
-    """kubelet's cgroupRoot: named after the state directory, like the namespace."""
+    """kubelet's cgroupRoot (cgroups.py): named like the network namespace."""
     return "/" + names(state)[0]
 
 
-def hierarchies() -> list[Path]:
-    """The mount points of every cgroup hierarchy (v1 controllers, name=systemd, unified)."""
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype = fields[fields.index("-") + 1]
-        mountpoint = Path(fields[4])
-        if fstype in ("cgroup", "cgroup2") and mountpoint.is_relative_to(CGROUP_MOUNTS):
-            found.append(mountpoint)
-    return sorted(set(found))
-
-
-def make_cgroup_root(state: Path) -> None:
-    for hierarchy in hierarchies():
-        directory = hierarchy / cgroup_root(state).lstrip("/")
-        directory.mkdir(exist_ok=True)
-        # A new cpuset cgroup starts with no CPUs and no memory nodes: nothing could join it.
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if (directory / name).exists() and not (directory / name).read_text().strip():
-                (directory / name).write_text((hierarchy / name).read_text())
-
-
 def cgroup_dirs(state: Path) -> list[Path]:
-    """Every cgroup directory under the root, deepest first."""
-    found: list[Path] = []
-    for hierarchy in hierarchies():
-        top = hierarchy / cgroup_root(state).lstrip("/")
-        if top.is_dir():
-            found += [Path(d) for d, _, _ in os.walk(top)]
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+    return cgroups.directories(names(state)[0])
 
 
 def cgroup_pids(state: Path) -> set[int]:
-    pids: set[int] = set()
-    for directory in cgroup_dirs(state):
-        with contextlib.suppress(OSError):
-            pids |= {int(p) for p in (directory / "cgroup.procs").read_text().split()}
-    return pids
-
-
-def remove_cgroup_root(state: Path) -> None:
-    for directory in cgroup_dirs(state):
-        with contextlib.suppress(FileNotFoundError):
-            directory.rmdir()
+    return cgroups.pids(names(state)[0])
 
 
 def holder_script(state: Path) -> str:
@@ -139,6 +101,7 @@ exec sleep infinity
 
 def containerd_config(state: Path, sandbox_image: str) -> str:
     node = node_dir(state)
+    shims = f"{cgroup_root(state)}/{cgroups.SHIMS}"
     return f"""version = 3
 root = '{node / "containerd" / "root"}'
 state = '{node / "containerd" / "state"}'
@@ -171,6 +134,8 @@ state = '{node / "containerd" / "state"}'
           SystemdCgroup = false
           BinaryName = '/usr/sbin/runc'
           Root = '{node / "runc"}'
+          # Under the node's cgroup root: found and stopped even if containerd was killed.
+          ShimCgroup = '{shims}'
 """
 
 
@@ -374,7 +339,7 @@ def start_node(plane: ControlPlane, sandbox_image: str, timings: dict[str, float
     node = node_dir(state)
     if not alive(state, "node-holder"):
         (node / "holder.ready").unlink(missing_ok=True)
-        make_cgroup_root(state)
+        cgroups.make_root(names(state)[0])
         spawn(state, netns, "node-holder",
               ["unshare", "--mount", "--propagation", "private", "sh", str(node / "holder.sh")],
               env, enter=["nsenter", f"--net=/run/netns/{netns}"])  # fmt: skip
@@ -469,15 +434,6 @@ def kill(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def wait_gone(pids: set[int], timeout: float) -> set[int]:
-    deadline = time.monotonic() + timeout
-    left = {pid for pid in pids if start_time(pid) is not None}
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = {pid for pid in left if start_time(pid) is not None}
-    return left
-
-
 def delete_workloads(plane: ControlPlane, timeout: float = 30) -> None:
     """Ask the API server to remove every pod on the node (Knative Services first, so nothing
     recreates them), with a short grace: kubelet then stops each pod through the CRI, CNI
@@ -518,16 +474,17 @@ def node_down(plane: ControlPlane | None, state: Path) -> None:
         )  # fmt: skip
     stop(state, ["kube-proxy", "kubelet"], grace=10)
     stop(state, ["containerd"], grace=10)
-    kill(cgroup_pids(state))
+    # What is left: pod processes and runc shims (both under the cgroup root), and anything
+    # else still in the holder's mount namespace.
+    left = cgroups.kill_all(names(state)[0])
     namespace = holder_mount_namespace(state)
     holder = pid_of(state, "node-holder")
     if namespace is not None:
         kill(pids_in_mount_namespace(namespace) - {holder or -1})
     stop(state, ["node-holder"])
-    left = wait_gone(cgroup_pids(state), 10)
     if left:
-        raise ClusterError(f"pod processes {sorted(left)} outlived the node")
-    remove_cgroup_root(state)
+        raise ClusterError(f"processes {sorted(left)} outlived the node")
+    cgroups.remove(names(state)[0])
 
 
 def node_binary(state: Path, name: str) -> Path:
