@@ -112,9 +112,6 @@ class Snapshot:
         )
 
 
-OTHER_CLUSTERS = re.compile(r"^(userapi-[0-9a-f]{8}|ua[0-9a-f]{8}[hn])$")
-
-
 @dataclass
 class Node:
     plane: ControlPlane
@@ -297,8 +294,11 @@ def test_down_leaves_nothing_behind(node: Node) -> None:
     ] == []  # fmt: skip
     assert netns not in after.netns
     assert host_veth not in after.links
-    assert {n for n in after.netns - before.netns if not OTHER_CLUSTERS.match(n)} == set()
-    assert {n for n in after.links - before.links if not OTHER_CLUSTERS.match(n)} == set()
+    # Other sessions' tests come and go meanwhile (control planes, podman's netns-<uuid>):
+    # only names the node could have made count. containerd names pod namespaces cni-<uuid>,
+    # the bridge plugin makes cni0 and veth<hex>.
+    assert {n for n in after.netns - before.netns if n.startswith("cni-")} == set()
+    assert {n for n in after.links - before.links if n.startswith(("cni", "veth"))} == set()
     assert after.nft == before.nft
     assert after.iptables == before.iptables
     assert cgroup_dirs(state) == []
