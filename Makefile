@@ -44,12 +44,13 @@ test: bootstrap-test lint controlplane $(KNATIVE_SCHEMA)/node_modules/.package-l
 test-fast: install controlplane ## tests that need no servers (kubectl builds the overlays)
 	$(PY) -m pytest -m 'not integration and not cluster'
 
-# Go builds of etcd, Kubernetes, Knative and kwok (controlplane/VERSIONS): tens of minutes the
+# Go builds of etcd, Kubernetes, Knative, kwok and the real node's containerd, CoreDNS and
+# Traefik (controlplane/VERSIONS): tens of minutes the
 # first time, nothing when unchanged. Its progress shows here rather than inside a silent test.
 controlplane: | bootstrap-test
 	@controlplane/build >/dev/null
 
-cluster: install controlplane ## a real Kubernetes API server with Knative Serving; prints KUBECONFIG=...
+cluster: install controlplane ## a real Kubernetes + Knative Serving with a real node; prints INGRESS=..., KUBECONFIG=...
 	@$(PY) -m harness.cluster up
 
 cluster-down: install ## stop everything `make cluster` started

@@ -3,6 +3,8 @@ module userapi.local/controlplane/knative
 go 1.25.0
 
 tool (
+	knative.dev/serving/cmd/activator
+	knative.dev/serving/cmd/autoscaler
 	knative.dev/serving/cmd/controller
 	knative.dev/serving/cmd/queue
 	knative.dev/serving/cmd/webhook

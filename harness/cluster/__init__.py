@@ -10,26 +10,42 @@ namespace to the host, so clients on the host (pytest, kubectl, helm) reach the 
 namespace's address; nothing else can. Inside the namespace every component has its own ports
 (etcd 2379, the Knative controller's fixed :8080), so several control planes never collide.
 
+With `up(node=True)` (and for `make cluster`) the node is a real one instead of kwok's
+(node.py): kubelet, containerd with Debian's runc and CNI plugins, kube-proxy, CoreDNS and
+Traefik (Knative's ingress) as processes in the same namespace, Knative's activator and
+autoscaler as pods on it (node_images.py builds their images; no registry is involved).
+
 Everything lives in one state directory: certificates, the admin kubeconfig, logs, etcd's data and
 the pid of each process. `up()` is idempotent (a healthy control plane is reused), `down()` stops
-exactly the processes it recorded and deletes the namespace. Needs root (network namespaces).
+exactly the processes it recorded (the node's first, in order) and deletes the namespace. Needs
+root (network namespaces, mounts, cgroups).
 
-    python -m harness.cluster up [STATE_DIR]     # prints KUBECONFIG=/abs/path last
+    python -m harness.cluster up [STATE_DIR] [--fake-node]  # INGRESS=..., KUBECONFIG=... last
     python -m harness.cluster down [STATE_DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.cluster.credentials import credentials, kubeconfig
-from harness.cluster.knative import knative_manifests, start_knative, webhook_admits
+from harness.cluster import node_images
+from harness.cluster.credentials import credentials, kubeconfig, kubelet_client
+from harness.cluster.knative import (
+    knative_manifests,
+    start_data_plane,
+    start_knative,
+    webhook_admits,
+)
 from harness.cluster.kubernetes import start_kubernetes
-from harness.cluster.network import network_down, network_up
+from harness.cluster.network import names, network_down, network_up
+from harness.cluster.node import NODE_NAME, import_image, node_down, start_node, start_services
 from harness.cluster.plane import (
     DEFAULT_STATE,
     QUEUE_IMAGE,
@@ -58,10 +74,12 @@ def knative_version(components: Path) -> str:
     return components.name.split("-knative-")[1].split("-etcd-")[0]
 
 
-def up(state: Path = DEFAULT_STATE, *, detached: bool = False) -> ControlPlane:
+def up(state: Path = DEFAULT_STATE, *, detached: bool = False, node: bool = False) -> ControlPlane:
     """Start (or find running) the control plane whose files live in `state`. Detached, its
     processes outlive the caller (`make cluster`); otherwise they go through harness.processes,
-    which stops them when the caller exits, however it exits."""
+    which stops them when the caller exits, however it exits. With `node`, the cluster's node
+    is a real one (node.py: kubelet, containerd, kube-proxy, CoreDNS, Traefik, Knative's
+    activator and autoscaler as pods) instead of kwok's fake one."""
     state = state.resolve()
     components = build()
     for directory in ("logs", "pids"):
@@ -70,22 +88,59 @@ def up(state: Path = DEFAULT_STATE, *, detached: bool = False) -> ControlPlane:
         (state / "detached").touch()
     netns, address = network_up(state)
     token = credentials(state, address)
+    kubelet_client(state)
     kubeconfig(state, address, token)
-    plane = ControlPlane(state, components, address, netns, knative_version(components))
+    plane = ControlPlane(state, components, address, netns, knative_version(components), node)
     try:
-        start_kubernetes(state, components, netns, address)
-        start_knative(plane)
+        start_kubernetes(state, components, netns, address, fake_node=not node)
+        start_knative(plane, with_fake_node=not node)
+        if node:
+            start_real_node(plane)
     except BaseException:
-        stop(state)  # nothing left running; the logs stay for a post-mortem
+        # Nothing left running; the logs stay for a post-mortem.
+        with contextlib.suppress(Exception):
+            node_down(plane, state)
+        stop(state)
         network_down(state)
         raise
     return plane
 
 
+def start_real_node(plane: ControlPlane) -> None:
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    archives = node_images.archives(plane)
+    timings["images"] = time.monotonic() - started
+    start_node(plane, node_images.PAUSE_IMAGE, timings)
+    started = time.monotonic()
+    for archive in archives:
+        import_image(plane, archive)
+    timings["image import"] = time.monotonic() - started
+    start_services(plane, timings)
+    started = time.monotonic()
+    start_data_plane(plane, NODE_NAME)
+    timings["activator and autoscaler"] = time.monotonic() - started
+    (plane.state / "node" / "timings.json").write_text(json.dumps(timings, indent=1))
+
+
+def running_plane(state: Path) -> ControlPlane | None:
+    """The control plane `state` describes, for teardown (None when it never got that far)."""
+    try:
+        components = Path((state / "node" / "components").read_text().strip())
+        address = json.loads((state / "network.json").read_text())["address"]
+    except (OSError, ValueError, KeyError):
+        return None
+    netns = names(state)[0]
+    return ControlPlane(state, components, address, netns, knative_version(components), True)
+
+
 def down(state: Path = DEFAULT_STATE) -> None:
-    """Stop every process `state` started, delete its namespace and its files."""
+    """Stop every process `state` started (the node's first, in order, while the API server
+    still answers), delete its namespace and its files."""
     state = state.resolve()
     if (state / "pids").exists():
+        if (state / "node").exists():
+            node_down(running_plane(state), state)
         stop(state)
     network_down(state)
     if state.exists():
@@ -96,18 +151,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("state", nargs="?", type=Path, default=DEFAULT_STATE)
+    parser.add_argument(
+        "--fake-node",
+        action="store_true",
+        help="kwok's fake node instead of the real one (no ingress, no pods run)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "down":
             down(args.state)
             print(f"control plane in {args.state} stopped")
             return 0
-        plane = up(args.state, detached=True)
+        plane = up(args.state, detached=True, node=not args.fake_node)
     except ClusterError as error:
         print(f"cluster: {error}", file=sys.stderr)
         return 1
     print(f"API server {plane.server}, Knative Serving {plane.knative_version}, logs in "
           f"{plane.state / 'logs'}")  # fmt: skip
+    if plane.real_node:
+        print(f"INGRESS={plane.ingress}")
     print(f"KUBECONFIG={plane.kubeconfig}")
     return 0
 

@@ -52,6 +52,25 @@ def credentials(state: Path, address: str) -> str:
     return token
 
 
+def kubelet_client(state: Path) -> tuple[Path, Path]:
+    """The certificate the API server shows kubelets (`kubectl logs`, `exec`, `port-forward`):
+    signed by the cluster CA, which the node's kubelet trusts for client certificates."""
+    pki = state / "pki"
+    key, crt = pki / "kubelet-client.key", pki / "kubelet-client.crt"
+    if crt.exists():
+        return crt, key
+    csr = pki / "kubelet-client.csr"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    extensions = pki / "kubelet-client.ext"
+    extensions.write_text("extendedKeyUsage=clientAuth\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(pki / "ca.crt"),
+            "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "30",
+            "-extfile", str(extensions), "-out", str(crt))  # fmt: skip
+    return crt, key
+
+
 def kubeconfig(state: Path, address: str, token: str) -> Path:
     ca = base64.b64encode((state / "pki" / "ca.crt").read_bytes()).decode()
     config = {

@@ -113,10 +113,10 @@ def webhook_admits(plane: ControlPlane) -> bool:
     return bool(defaulted.get("timeoutSeconds") == 300)  # set by the defaulting webhook only
 
 
-def start_knative(plane: ControlPlane) -> None:
+def start_knative(plane: ControlPlane, *, with_fake_node: bool = True) -> None:
     state, netns, kubeconfig = plane.state, plane.netns, str(plane.kubeconfig)
     apply(plane, knative_manifests(plane.components, plane.knative_version))
-    apply(plane, [webhook_endpoints(plane.address), fake_node()])
+    apply(plane, [webhook_endpoints(plane.address), *([fake_node()] if with_fake_node else [])])
     common = {
         "KUBECONFIG": kubeconfig,
         "SYSTEM_NAMESPACE": SYSTEM_NAMESPACE,
@@ -139,3 +139,53 @@ def start_knative(plane: ControlPlane) -> None:
             "METRICS_PROMETHEUS_PORT": "9090",
         })  # fmt: skip
     wait("Knative's webhook", lambda: webhook_admits(plane), 240, state, "webhook")
+
+
+# The real node's share of Knative (node.py): its ingress is Traefik, and Services get public
+# URLs under example.com (without a domain every Route is cluster-local, which Traefik serves
+# on its private entry point only). With mesh compatibility off, the activator and autoscaler
+# always talk to pods by their IPs.
+NETWORK = {
+    "ingress-class": "traefik.ingress.networking.knative.dev",
+    "mesh-compatibility-mode": "disabled",
+}
+DOMAIN = {"example.com": ""}
+
+
+def data_plane_manifests(plane: ControlPlane, node_name: str) -> list[dict[str, Any]]:
+    """Knative's own activator and autoscaler Deployments and Services, their images the ones
+    node_images.py imported, pinned to the real node, with requests two cores can hold."""
+    from harness.cluster.node_images import ACTIVATOR_IMAGE, AUTOSCALER_IMAGE
+
+    deployments = plane.components / "config" / "serving" / "core" / "deployments"
+    images = {"activator": ACTIVATOR_IMAGE, "autoscaler": AUTOSCALER_IMAGE}
+    documents = _documents(deployments / "activator.yaml", deployments / "autoscaler.yaml")
+    kept = []
+    for document in documents:
+        if document["kind"] == "Deployment":
+            spec = document["spec"]["template"]["spec"]
+            spec.pop("affinity", None)
+            spec["nodeSelector"] = {"kubernetes.io/hostname": node_name}
+            # Teardown and tests do not wait out Knative's 600 s drain.
+            spec["terminationGracePeriodSeconds"] = 10
+            for container in spec["containers"]:
+                name = document["metadata"]["name"]
+                container["image"] = images[name].format(version=plane.knative_version)
+                container["imagePullPolicy"] = "Never"
+                container["resources"] = {"requests": {"cpu": "50m", "memory": "50Mi"},
+                                          "limits": {"memory": "600Mi"}}  # fmt: skip
+        if document["kind"] in ("Deployment", "Service"):
+            kept.append(document)
+    return kept
+
+
+def start_data_plane(plane: ControlPlane, node_name: str, timeout: float = 180) -> None:
+    """Traefik as the ingress class, a domain, then the activator and autoscaler as pods;
+    returns once the activator is Ready (it is only when its autoscaler connection is up)."""
+    for name, data in (("config-network", NETWORK), ("config-domain", DOMAIN)):
+        plane.kubectl("patch", "configmap", name, "-n", SYSTEM_NAMESPACE, "--type", "merge",
+                      "-p", json.dumps({"data": data}))  # fmt: skip
+    apply(plane, data_plane_manifests(plane, node_name))
+    for name in ("autoscaler", "activator"):
+        plane.kubectl("rollout", "status", "-n", SYSTEM_NAMESPACE, f"deployment/{name}",
+                      f"--timeout={timeout:.0f}s", timeout=timeout + 30)  # fmt: skip

@@ -43,7 +43,11 @@ def wait(what: str, ready: Any, timeout: float, state: Path, log: str) -> None:
         time.sleep(0.5)
 
 
-def start_kubernetes(state: Path, components: Path, netns: str, address: str) -> None:
+def start_kubernetes(
+    state: Path, components: Path, netns: str, address: str, *, fake_node: bool = True
+) -> None:
+    """etcd, the API server, the controller manager and the scheduler; kwok too when the
+    cluster's node is kwok's fake one rather than the real node (node.py)."""
     bin_dir, pki, kubeconfig = components / "bin", state / "pki", str(state / "kubeconfig")
     if not alive(state, "etcd"):
         spawn(state, netns, "etcd", [
@@ -76,6 +80,11 @@ def start_kubernetes(state: Path, components: Path, netns: str, address: str) ->
             # Admission and conversion webhooks reach their Service through its EndpointSlice
             # (an address in this namespace) instead of a ClusterIP, which nothing here routes.
             "--enable-aggregator-routing=true",
+            # The real node's kubelet (node.py): reached at its InternalIP (its name resolves
+            # nowhere here), with a client certificate it trusts.
+            "--kubelet-preferred-address-types", "InternalIP",
+            "--kubelet-client-certificate", str(pki / "kubelet-client.crt"),
+            "--kubelet-client-key", str(pki / "kubelet-client.key"),
         ], {})  # fmt: skip
     wait("kube-apiserver", lambda: api_ready(state, address), 180, state, "kube-apiserver")
     if not alive(state, "kube-controller-manager"):
@@ -93,7 +102,7 @@ def start_kubernetes(state: Path, components: Path, netns: str, address: str) ->
             "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
             "--bind-address", "127.0.0.1", "--leader-elect=false",
         ], {})  # fmt: skip
-    if not alive(state, "kwok"):
+    if fake_node and not alive(state, "kwok"):
         spawn(state, netns, "kwok", [
             str(bin_dir / "kwok"), "--kubeconfig", kubeconfig,
             "--config", str(components / "config" / "kwok" / "stages.yaml"),

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from harness.cluster import cgroups
 from harness.cluster.plane import (
     ClusterError,
 )
@@ -71,8 +72,10 @@ def network_up(state: Path) -> tuple[str, str]:
 
 def sweep_abandoned(older_than: float = _ABANDONED_AFTER_SECONDS) -> None:
     """Deletes the namespaces (and veth pairs) of control planes whose owner was killed before
-    it could clean up (a SIGKILLed pytest): ours by name, with no process left in them, and
-    older than any start still spawning its first process into one."""
+    it could clean up (a SIGKILLed pytest): ours by name, with no process left in them but a
+    real node's leftovers (its runc shims and pods, found under the cgroup root named like the
+    namespace: cgroups.py), and older than any start still spawning its first process into
+    one. Those leftovers are killed and their cgroups removed first."""
     for line in ip("netns", "list", check=False).stdout.splitlines():
         netns = line.split()[0] if line.split() else ""
         if not netns.startswith("userapi-"):
@@ -81,9 +84,13 @@ def sweep_abandoned(older_than: float = _ABANDONED_AFTER_SECONDS) -> None:
             age = time.time() - (_NETNS_DIR / netns).stat().st_mtime
         except OSError:
             continue
-        busy = ip("netns", "pids", netns, check=False).stdout.strip()
-        if age < older_than or busy:
+        inside = {int(p) for p in ip("netns", "pids", netns, check=False).stdout.split()}
+        node_leftovers = cgroups.pids(netns)
+        if age < older_than or inside - node_leftovers:
             continue
+        if cgroups.kill_all(netns):
+            continue
+        cgroups.remove(netns)
         tag = netns.removeprefix("userapi-")
         ip("link", "del", f"ua{tag}h", check=False)
         ip("netns", "del", netns, check=False)

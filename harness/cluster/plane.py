@@ -18,6 +18,7 @@ QUEUE_IMAGE = "dev.local/knative-serving/queue:{version}"
 API_PORT = 6443
 WEBHOOK_PORT = 8443
 NODE_NAME = "kwok-node"
+INGRESS_PORT = 80  # Traefik's, on the real node (node.py)
 
 
 class ClusterError(RuntimeError):
@@ -47,6 +48,14 @@ class ControlPlane:
     address: str  # the API server's address, inside the namespace, reachable from the host
     netns: str
     knative_version: str
+    real_node: bool = False  # kubelet, containerd & co (node.py) rather than kwok's fake node
+
+    @property
+    def ingress(self) -> str:
+        """Traefik's public entry point: Knative URLs are reached here with their Host."""
+        if not self.real_node:
+            raise ClusterError("no ingress: this control plane has kwok's fake node")
+        return f"http://{self.address}:{INGRESS_PORT}"
 
     @property
     def kubeconfig(self) -> Path:

@@ -33,8 +33,18 @@ def recorded(state: Path) -> Iterator[tuple[str, int]]:
             yield record.name, int(pid)
 
 
-def spawn(state: Path, netns: str, name: str, command: Sequence[str], env: dict[str, str]) -> None:
-    args = ["ip", "netns", "exec", netns, *command]
+def spawn(
+    state: Path,
+    netns: str,
+    name: str,
+    command: Sequence[str],
+    env: dict[str, str],
+    *,
+    enter: Sequence[str] | None = None,
+) -> int:
+    """Start `command` inside the namespace (`ip netns exec`, or the `enter` prefix given: the
+    node's processes join its holder with nsenter) and record it; returns its pid."""
+    args = [*(enter if enter is not None else ["ip", "netns", "exec", netns]), *command]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
     log_path = state / "logs" / f"{name}.log"
     if (state / "detached").exists():  # `make cluster`: outlives this process
@@ -46,20 +56,26 @@ def spawn(state: Path, netns: str, name: str, command: Sequence[str], env: dict[
     else:  # the tests: the registry stops it at exit, its watchdog even if pytest is killed
         pid = processes.spawn(args, log_path, env=env, cwd=state).pid
     (state / "pids" / name).write_text(f"{pid} {start_time(pid)}\n")
+    return pid
 
 
 def alive(state: Path, name: str) -> bool:
     return any(n == name for n, _ in recorded(state))
 
 
-def stop(state: Path) -> None:
-    running = list(recorded(state))
+def pid_of(state: Path, name: str) -> int | None:
+    return next((pid for n, pid in recorded(state) if n == name), None)
+
+
+def stop(state: Path, names: Sequence[str] | None = None, grace: float = 5) -> None:
+    """Stop the recorded processes `names` (all when None) together, and forget them."""
+    running = [(n, pid) for n, pid in recorded(state) if names is None or n in names]
     # SIGTERM to all at once, then SIGKILL whatever is left after 5 s: the data is throwaway, and
     # the API server would otherwise wait out its open watches.
     for _, pid in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + grace
     while any(start_time(pid) is not None for _, pid in running) and time.monotonic() < deadline:
         time.sleep(0.1)
     for _, pid in running:
@@ -67,4 +83,5 @@ def stop(state: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     for record in (state / "pids").glob("*"):
-        record.unlink()
+        if names is None or record.name in names:
+            record.unlink()
