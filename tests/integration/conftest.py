@@ -11,6 +11,7 @@ import pytest
 
 from harness.emulator import EmulatorHandle, start_emulator
 from harness.postgres import PostgresServer
+from harness.redis_server import RedisServer
 from harness.userapi import migrate, service_env, start_services
 from tests.support.api import API, ENDPOINTS, EVENTS_SECRET
 
@@ -59,3 +60,11 @@ def user(clean_emulator: EmulatorHandle) -> dict[str, Any]:
         name="Original Name",
         user_metadata={"theme": "dark", "lang": "en"},
     )
+
+
+@pytest.fixture
+def redis_alone() -> Iterator[RedisServer]:
+    """A Redis of this test's own: killing the session's would disturb other tests."""
+    server = RedisServer()
+    yield server
+    server.stop()

@@ -28,13 +28,6 @@ QUOTA, WINDOW = 5, 3
 
 
 @pytest.fixture
-def redis_alone() -> Iterator[RedisServer]:
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def pods(
     clean_emulator: EmulatorHandle, redis_alone: RedisServer, database_url: str
 ) -> Iterator[list[Service]]:

@@ -30,14 +30,6 @@ LIST_ROUTE = "GET /api/v2/users"
 RATE, BURST = 2, 2  # Auth0's Free plan, the emulator's limit and the budget alike
 
 
-@pytest.fixture
-def redis_alone() -> Iterator[RedisServer]:
-    """A Redis of this test's own: a budget left by another test must not spend this one's."""
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
 def _start(endpoints: list[str], env: dict[str, str]) -> list[Service]:
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
         return list(pool.map(lambda endpoint: start_service(endpoint, env), endpoints))

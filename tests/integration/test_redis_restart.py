@@ -35,14 +35,6 @@ CONCURRENCY = 8
 
 
 @pytest.fixture
-def redis_alone() -> Iterator[RedisServer]:
-    """A Redis of this test's own: killing the session's would disturb other tests."""
-    server = RedisServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def get_user(
     clean_emulator: EmulatorHandle, redis_alone: RedisServer, database_url: str
 ) -> Iterator[Service]:

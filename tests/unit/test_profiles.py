@@ -12,7 +12,8 @@ import pytest
 from userapi.adapters.shared_store import MemoryStore
 from userapi.domain.profile_cache import PROFILE_FIELDS, ProfileCache, allowlisted
 from userapi.platform.errors import Auth0Error, Auth0Timeout
-from userapi.platform.settings import Settings
+
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -26,19 +27,6 @@ PROFILE = {
     "app_metadata": {"role": "admin"},
     "logins_count": 3,
 }
-
-
-def settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "auth0_domain": "example.us.auth0.com",
-        "auth0_audience": "https://api",
-        "auth0_client_id": "id",
-        "auth0_client_secret": "secret",
-        "redis_url": None,
-        "profile_ttl_jitter": 0.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 class Origin:
@@ -60,7 +48,7 @@ class Origin:
 
 
 def make_cache(origin: Origin, **overrides: Any) -> ProfileCache:
-    return ProfileCache(settings(**overrides), MemoryStore(100), origin.fetch)
+    return ProfileCache(make_settings(**overrides), MemoryStore(100), origin.fetch)
 
 
 async def test_second_read_is_a_hit_without_calling_auth0() -> None:
@@ -111,8 +99,8 @@ def test_the_fields_a_cache_asks_auth0_for_are_the_ones_it_keeps() -> None:
 
 async def test_pods_keeping_app_metadata_and_pods_not_keeping_it_never_share_entries() -> None:
     store, origin = MemoryStore(100), Origin()
-    keeping = ProfileCache(settings(profile_include_app_metadata=True), store, origin.fetch)
-    not_keeping = ProfileCache(settings(), store, origin.fetch)
+    keeping = ProfileCache(make_settings(profile_include_app_metadata=True), store, origin.fetch)
+    not_keeping = ProfileCache(make_settings(), store, origin.fetch)
     assert (await keeping.get(USER)).profile["app_metadata"]  # type: ignore[index]
     lookup = await not_keeping.get(USER)  # after the setting is turned off, say
     assert lookup.profile is not None
@@ -230,7 +218,7 @@ async def test_a_lock_taken_after_another_pod_filled_the_entry_fetches_nothing()
     entry = await filled._store.get(filled.key(USER))
     assert entry is not None
     origin = Origin()
-    cache = ProfileCache(settings(), _FinishesFirst(entry, filled.key(USER)), origin.fetch)
+    cache = ProfileCache(make_settings(), _FinishesFirst(entry, filled.key(USER)), origin.fetch)
     lookup = await cache.get(USER)
     assert (lookup.outcome, origin.calls) == ("coalesced", 0)
     assert lookup.profile is not None
@@ -254,7 +242,7 @@ class _SlowStore(MemoryStore):
 
 async def test_concurrent_reads_of_one_user_share_one_store_read() -> None:
     store = _SlowStore()
-    cache = ProfileCache(settings(), store, Origin().fetch)
+    cache = ProfileCache(make_settings(), store, Origin().fetch)
     await cache.get(USER)  # fills the entry
     store.reads, store.keys_read = 0, []
     async with anyio.create_task_group() as group:
@@ -268,7 +256,7 @@ async def test_concurrent_reads_of_one_user_share_one_store_read() -> None:
 async def test_concurrent_reads_of_different_users_share_one_store_read() -> None:
     origin = Origin()
     store = _SlowStore()
-    cache = ProfileCache(settings(), store, origin.fetch)
+    cache = ProfileCache(make_settings(), store, origin.fetch)
     users = [f"auth0|user{index}" for index in range(20)]
     for user in users:
         await cache.get(user)  # fills each entry

@@ -15,6 +15,8 @@ from userapi.adapters.shared_store import MemoryStore
 from userapi.domain.profile_cache import ProfileCache
 from userapi.platform.settings import Settings
 
+from tests.support.settings import make_settings
+
 pytestmark = pytest.mark.anyio
 
 USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"
@@ -26,18 +28,10 @@ def anyio_backend() -> str:
 
 
 def settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "auth0_domain": "example.us.auth0.com",
-        "auth0_audience": "https://api",
-        "auth0_client_id": "id",
-        "auth0_client_secret": "secret",
-        "redis_url": None,
-        "profile_ttl_jitter": 0.0,
-        "auth0_management_rate_per_second": 10.0,
-        "auth0_management_burst": 1,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    # A budget that only the tests that spend it exhaust.
+    return make_settings(
+        **{"auth0_management_rate_per_second": 10.0, "auth0_management_burst": 1, **overrides}
+    )
 
 
 async def test_a_call_that_cannot_get_a_token_in_time_is_refused_with_retry_after() -> None:
