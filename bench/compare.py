@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import tomllib
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,19 @@ def checkout_services(ref: str, into: Path) -> Path:
     return into / "services"
 
 
+def entry_point(ref: str) -> list[str]:
+    """REF's own `userapi` command, from its pyproject.toml: the installed script names this
+    tree's entry module, which REF may not have (the package's layout moves)."""
+    pyproject = subprocess.run(
+        ["git", "show", f"{ref}:pyproject.toml"], cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    target = tomllib.loads(pyproject)["project"]["scripts"]["userapi"]
+    module, function = target.split(":")
+    code = f"import sys; from {module} import {function}; sys.exit({function}())"
+    return [sys.executable, "-c", code]
+
+
 async def compare(
     ref: str, connections: list[int], rounds: int, seconds: float, workdir: Path
 ) -> dict[str, Any]:
@@ -58,7 +72,9 @@ async def compare(
         env = stack.env()
         servers["this tree"] = stack.spawn_userapi(env)
         servers[ref] = stack.spawn_userapi(
-            env, PYTHONPATH=str(checkout_services(ref, workdir / "ref"))
+            env,
+            command=entry_point(ref),
+            PYTHONPATH=str(checkout_services(ref, workdir / "ref")),
         )
         servers["fastapi-hello"] = spawn_hello()
         paths = {name: [user_path(user) for user in users] for name in servers}

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,10 +142,17 @@ class Stack:
         env.update(overrides or {})
         return env
 
-    def spawn_userapi(self, env: dict[str, str], user: str = USER, **extra_env: str) -> Server:
+    def spawn_userapi(
+        self,
+        env: dict[str, str],
+        user: str = USER,
+        command: Sequence[str] = (USERAPI,),
+        **extra_env: str,
+    ) -> Server:
+        """get-user by `command` (the installed `userapi`, or another tree's entry point)."""
         port, spawned_at = free_port(), time.perf_counter()
         process = ServiceProcess(
-            [USERAPI, "serve", "get-user", "--port", str(port)], env={**env, **extra_env}
+            [*command, "serve", "get-user", "--port", str(port)], env={**env, **extra_env}
         )
         base_url = f"http://127.0.0.1:{port}"
         return Server("userapi", process, base_url, user_path(user), self.auth, spawned_at)
