@@ -37,6 +37,7 @@ from harness.cluster.node import (
 )
 from harness.cluster.node_images import HELLO_IMAGE
 from harness.cluster.supervisor import recorded, start_time
+from harness.processes import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -243,6 +244,21 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     exec_in_app = ("exec", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "user-container")
     served = plane.kubectl(*exec_in_app, "--", "/bin/busybox", "cat", "/www/index.html")
     assert served.stdout == BODY
+    # kubectl port-forward: a loopback port on this host to the pod's, through the kubelet.
+    port = free_port()
+    target = f"pod/{pod['metadata']['name']}"
+    command = [str(plane.binary("kubectl")), "--kubeconfig", str(plane.kubeconfig),
+               "port-forward", "-n", NAMESPACE, target, f"{port}:8080"]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as forward:
+        try:
+            assert forward.stdout is not None
+            assert "Forwarding from 127.0.0.1" in forward.stdout.readline()
+            with _http.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                assert response.read().decode() == BODY
+        finally:
+            forward.terminate()
     # An unknown host is Traefik's 404, not the Service.
     assert node.call("nobody.example.com")[0] == 404
 
