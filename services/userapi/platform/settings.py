@@ -621,23 +621,23 @@ class Settings(BaseSettings):
     # tmpfs of a Secret mount, cheaper than a hop to a thread, and a rotated secret is live at
     # once. An unreadable file raises OSError, which the callers answer as 502/503.
     def events_secret(self) -> str | None:
-        if self.auth0_events_secret_file is not None:
-            return self.auth0_events_secret_file.read_text(encoding="utf-8").strip() or None
-        if self.auth0_events_secret is not None:
-            return self.auth0_events_secret.get_secret_value() or None
-        return None
+        return _secret(self.auth0_events_secret_file, self.auth0_events_secret) or None
 
     def shared_cache_keys(self) -> list[str] | None:
         """SHARED_CACHE_KEY(_FILE)'s keys, the sealing one first; None when neither is set."""
-        if self.shared_cache_key_file is not None:
-            return self.shared_cache_key_file.read_text(encoding="utf-8").split()
-        if self.shared_cache_key is not None:
-            return self.shared_cache_key.get_secret_value().split()
-        return None
+        keys = _secret(self.shared_cache_key_file, self.shared_cache_key)
+        return None if keys is None else keys.split()
 
     def client_secret(self) -> str:
         """Read on demand so that a rotated mounted secret is picked up at the next token fetch."""
-        if self.auth0_client_secret_file is not None:
-            return self.auth0_client_secret_file.read_text(encoding="utf-8").strip()
-        assert self.auth0_client_secret is not None
-        return self.auth0_client_secret.get_secret_value()
+        secret = _secret(self.auth0_client_secret_file, self.auth0_client_secret)
+        assert secret is not None
+        return secret
+
+
+def _secret(file: Path | None, value: SecretStr | None) -> str | None:
+    """A secret from its mounted file (read now, so a rotated one is live at once), else from
+    the environment; None when neither is set."""
+    if file is not None:
+        return file.read_text(encoding="utf-8").strip()
+    return None if value is None else value.get_secret_value()

@@ -54,7 +54,7 @@ class Resources:
         if settings.client_quota_requests is not None:
             from userapi.adapters.client_quota import ClientQuota
 
-            quota = ClientQuota(settings, store if isinstance(store, RedisStore) else None)
+            quota = ClientQuota(settings, _redis(store))
         return cls(
             settings=settings,
             http=http,
@@ -76,8 +76,7 @@ class Resources:
         if self.settings.auth0_management_rate_per_second is not None:
             from userapi.adapters.rate_budget import RateBudget
 
-            redis = self.store if isinstance(self.store, RedisStore) else None
-            budget = RateBudget(self.settings, redis)
+            budget = RateBudget(self.settings, _redis(self.store))
         return ManagementClient(self.settings, self.http.client(), self.credentials, budget)
 
     @cached_property
@@ -103,3 +102,9 @@ class Resources:
                 await close()
             except Exception as exc:
                 log.warning("closing %s failed", name, extra={"error": repr(exc)})
+
+
+def _redis(store: SharedStore) -> RedisStore | None:
+    """The Redis behind `store`, for what needs its scripts (quotas, the Auth0 budget); None
+    when the store is this process's own."""
+    return store if isinstance(store, RedisStore) else None
