@@ -22,6 +22,13 @@ ACTIVATOR_IMAGE = "dev.local/knative-serving/activator:{version}"
 AUTOSCALER_IMAGE = "dev.local/knative-serving/autoscaler:{version}"
 # busybox's httpd: the smallest web server a Knative Service can run (tests/cluster).
 HELLO_IMAGE = "dev.local/userapi/hello:busybox"
+# A CGI script of the hello image: answers with the Revision that served it (Knative sets
+# K_REVISION in every user container) after sleeping `?SECONDS`, so that tests can tell
+# revisions apart and hold requests long enough to need more than one pod.
+REVISION_CGI = """#!/bin/busybox sh
+case "$QUERY_STRING" in *[!0-9.]*) ;; ?*) /bin/busybox sleep "$QUERY_STRING" ;; esac
+printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' "$K_REVISION"
+"""
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static (scripts/bootstrap installs it)
 RECIPE = "1"  # bump to rebuild every cached archive
 
@@ -32,7 +39,8 @@ class Image:
     binary: Path
     path: str  # where the binary lands in the image
     user: str
-    files: tuple[tuple[str, str], ...] = ()  # (path in the image, content)
+    # (path in the image, content); executable, as a CGI script must be, and harmless for data.
+    files: tuple[tuple[str, str], ...] = ()
 
     def containerfile(self) -> str:
         lines = ["FROM scratch", f"COPY {self.binary.name} {self.path}"]
@@ -62,7 +70,8 @@ def node_images(plane: ControlPlane) -> list[Image]:
         Image(QUEUE_IMAGE.format(version=version), plane.binary("queue"),
               "/ko-app/queue", "65532:65532"),
         Image(HELLO_IMAGE, BUSYBOX, "/bin/busybox", "65532:65532",
-              files=(("/www/index.html", "hello from the real node\n"),)),
+              files=(("/www/index.html", "hello from the real node\n"),
+                     ("/www/cgi-bin/revision", REVISION_CGI))),
     ]  # fmt: skip
 
 
@@ -95,6 +104,7 @@ def build(images: list[tuple[Image, Path]]) -> None:
             shutil.copy2(image.binary, context / image.binary.name)
             for i, (_, content) in enumerate(image.files):
                 (context / "files" / str(i)).write_text(content)
+                (context / "files" / str(i)).chmod(0o755)
             (context / "Containerfile").write_text(image.containerfile())
             podman("build", "--network", "none", "--tag", image.name, str(context), timeout=300)
             archive.parent.mkdir(parents=True, exist_ok=True)

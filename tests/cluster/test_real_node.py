@@ -1,6 +1,10 @@
 """The real node (harness/cluster/node.py): a Knative Service turns Ready on kubelet, containerd
 and runc, answers through Traefik at its Knative URL's host, scales to zero and back through the
-activator; then `down()` leaves the machine as it found it.
+activator; 100 requests at zero are all answered; the autoscaler scales out under load and back
+down under light load, and a pod deleted under load loses no request (the drain Knative
+documents); a 50/50 split between two revisions holds; then `down()` leaves the machine as it
+found it. The Services run busybox's httpd with a CGI script that names the serving revision
+(node_images.REVISION_CGI).
 
 A control plane of its own (not the session's, which keeps kwok's fake node for the other
 tests): its teardown is part of what is tested. Requests go only to the ingress, in the
@@ -9,14 +13,18 @@ namespace this control plane made, and only while that namespace exists.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,17 +132,20 @@ class Node:
     def namespace_up(self) -> bool:
         return Path("/run/netns", self.plane.netns).exists()
 
-    def call(self, host: str, timeout: float = 60) -> tuple[int, str, float]:
-        """GET / through Traefik with `host`; (status, body, seconds)."""
+    def call(self, host: str, path: str = "/", timeout: float = 60) -> tuple[int, str, float]:
+        """GET `path` through Traefik with `host`; (status, body, seconds). A connection that
+        fails or times out is status 0, with the error as its body: the callers count it."""
         assert not self.is_down, "the node is down"
         assert self.namespace_up(), "the node's namespace is gone"
-        request = urllib.request.Request(self.plane.ingress + "/", headers={"Host": host})
+        request = urllib.request.Request(self.plane.ingress + path, headers={"Host": host})
         started = time.monotonic()
         try:
             with _http.open(request, timeout=timeout) as response:
                 status, body = response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             status, body = error.code, error.read().decode()
+        except (OSError, http.client.HTTPException) as error:
+            status, body = 0, repr(error)
         return status, body, time.monotonic() - started
 
 
@@ -145,10 +156,14 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     started = time.monotonic()
     plane = up(state, node=True)
     found = Node(plane, state, before)
-    found.measured["up"] = time.monotonic() - started
-    found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
-    print(f"\nreal node: {json.dumps(found.measured)}")
     try:
+        # Scale to zero within seconds of the last request, so that tests need not wait long.
+        plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
+                      "--type", "merge", "-p",
+                      json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
+        found.measured["up"] = time.monotonic() - started
+        found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
+        print(f"\nreal node: {json.dumps(found.measured)}")
         yield found
     finally:
         if not found.is_down:
@@ -157,6 +172,106 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     return list(plane.get("-n", namespace, "pods")["items"])
+
+
+def serving_pods(plane: ControlPlane, namespace: str) -> int:
+    """Ready pods not being deleted: the ones the ingress and the activator may send to."""
+    return sum(
+        1 for p in pods(plane, namespace)
+        if ready(p) and not p["metadata"].get("deletionTimestamp")
+    )  # fmt: skip
+
+
+def hello_service(
+    name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Knative Service of the hello image; `spec` adds to the Service's spec (traffic)."""
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {"autoscaling.knative.dev/window": WINDOW, **(annotations or {})}
+                },
+                "spec": {
+                    "timeoutSeconds": 30,
+                    "containers": [{
+                        "image": HELLO_IMAGE,
+                        "args": ["sh", "-c", HTTPD],
+                        "ports": [{"containerPort": 8080}],
+                    }],
+                },
+            },
+            **spec,
+        },
+    }  # fmt: skip
+
+
+def deploy(node: Node, service: dict[str, Any], timeout: float = 180) -> str:
+    """Applies `service` (its namespace made if new), waits for Ready; returns its URL's host."""
+    plane, namespace = node.plane, service["metadata"]["namespace"]
+    if plane.kubectl("get", "namespace", namespace, check=False).returncode != 0:
+        plane.kubectl("create", "namespace", namespace)
+    started = time.monotonic()
+    plane.kubectl("apply", "-f", "-", input=json.dumps(service))
+    name, generation = service["metadata"]["name"], None
+    deadline = started + timeout
+    while True:
+        found = plane.get("-n", namespace, "ksvc", name)
+        generation = found["metadata"]["generation"]
+        fresh = found.get("status", {}).get("observedGeneration") == generation
+        if fresh and ready(found):
+            break
+        assert time.monotonic() < deadline, json.dumps(found.get("status"), indent=1)
+        time.sleep(0.5)
+    host: str = found["status"]["url"].split("://", 1)[1]
+    # Traefik calls a KIngress ready once it has the configuration, without probing it: the
+    # route may answer 404 for a moment after the Service is Ready.
+    while node.call(host, "/cgi-bin/revision")[0] == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return host
+
+
+def wait_for_zero(node: Node, namespace: str, timeout: float = 120) -> float:
+    idle_from = time.monotonic()
+    while pods(node.plane, namespace):
+        assert time.monotonic() - idle_from < timeout, "never scaled to zero"
+        time.sleep(0.5)
+    return time.monotonic() - idle_from
+
+
+class Load:
+    """`clients` threads calling `path` on `host` back to back (each pausing `pause` seconds
+    between calls) until stopped; every answer's status is kept."""
+
+    def __init__(self, node: Node, host: str, path: str, clients: int, pause: float = 0) -> None:
+        self.node, self.host, self.path, self.pause = node, host, path, pause
+        self.statuses: Counter[int] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, body, _ = self.node.call(self.host, self.path, timeout=30)
+            with self._lock:
+                self.statuses[status] += 1
+                if status != 200:
+                    self.failures.append(f"{status}: {body[:200]}")
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
 
 
 def ready(resource: dict[str, Any]) -> bool:
@@ -196,33 +311,10 @@ def test_kubelet_changed_no_machine_wide_setting(node: Node) -> None:
 
 def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: Node) -> None:
     plane = node.plane
-    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                  "--type", "merge", "-p",
-                  json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
-    plane.kubectl("create", "namespace", NAMESPACE)
-    service = {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-        "spec": {"template": {
-            "metadata": {"annotations": {"autoscaling.knative.dev/window": WINDOW}},
-            "spec": {
-                "timeoutSeconds": 10,
-                "containers": [{
-                    "image": HELLO_IMAGE,
-                    "args": ["sh", "-c", HTTPD],
-                    "ports": [{"containerPort": 8080}],
-                }],
-            },
-        }},
-    }  # fmt: skip
     started = time.monotonic()
-    plane.kubectl("apply", "-f", "-", input=json.dumps(service))
-    deadline = started + 180
-    while not ready(found := plane.get("-n", NAMESPACE, "ksvc", SERVICE)):
-        assert time.monotonic() < deadline, json.dumps(found.get("status"), indent=1)
-        time.sleep(0.5)
+    ready_host = deploy(node, hello_service(SERVICE, NAMESPACE))
     node.measured["ksvc Ready"] = time.monotonic() - started
+    found = plane.get("-n", NAMESPACE, "ksvc", SERVICE)
     url = found["status"]["url"]
     host = url.split("://", 1)[1]
     assert host == f"{SERVICE}.{NAMESPACE}.example.com"
@@ -230,13 +322,8 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     assert pod["spec"]["nodeName"] == NODE_NAME
     assert {c["name"] for c in pod["spec"]["containers"]} == {"user-container", "queue-proxy"}
 
-    # Traefik calls a KIngress ready once it has the configuration, without probing it: the
-    # route may answer 404 for a moment after the Service is Ready.
-    ready_at = time.monotonic()
-    while (answer := node.call(host))[0] == 404 and time.monotonic() - ready_at < 10:
-        time.sleep(0.1)
-    node.measured["first 200 after Ready"] = time.monotonic() - ready_at
-    assert answer[:2] == (200, BODY)
+    assert ready_host == host
+    assert node.call(host)[:2] == (200, BODY)
     status, body, seconds = node.call(host)
     assert (status, body) == (200, BODY)
     node.measured["warm request"] = seconds
@@ -263,18 +350,103 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     assert node.call("nobody.example.com")[0] == 404
 
     # No traffic: the autoscaler takes the revision to zero pods.
-    idle_from = time.monotonic()
-    deadline = idle_from + 120
-    while pods(plane, NAMESPACE):
-        assert time.monotonic() < deadline, "never scaled to zero"
-        time.sleep(0.5)
-    node.measured["scaled to zero after idle"] = time.monotonic() - idle_from
+    node.measured["scaled to zero after idle"] = wait_for_zero(node, NAMESPACE)
 
     # At zero: the activator holds the request while a pod starts, then it is answered.
     status, body, seconds = node.call(host)
     assert (status, body) == (200, BODY)
     node.measured["scale from zero"] = seconds
     assert len(pods(plane, NAMESPACE)) == 1
+    print(f"\nreal node: {json.dumps(node.measured)}")
+
+
+def test_100_concurrent_requests_at_zero_are_all_answered(node: Node) -> None:
+    host = deploy(node, hello_service("burst", "burst"))
+    node.measured["burst: scaled to zero after idle"] = wait_for_zero(node, "burst")
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(lambda _: node.call(host, "/cgi-bin/revision"), range(100)))
+    node.measured["burst: 100 at zero answered"] = time.monotonic() - started
+    node.measured["burst: slowest"] = max(seconds for _, _, seconds in answers)
+    node.measured["burst: pods"] = len(pods(node.plane, "burst"))
+    assert Counter(status for status, _, _ in answers) == {200: 100}, answers
+    assert {body for _, body, _ in answers} == {"burst-00001\n"}
+
+
+def test_scale_out_under_load_then_down_under_light_load_without_errors(node: Node) -> None:
+    """Target concurrency 1 and requests held 0.5 s: six clients need more than one pod. Then
+    one client, one request at a time: scale-down drains pods while it keeps calling."""
+    plane, namespace = node.plane, "load"
+    annotations = {"autoscaling.knative.dev/target": "1", "autoscaling.knative.dev/max-scale": "3"}
+    host = deploy(node, hello_service("load", namespace, annotations))
+    most, started = 0, time.monotonic()
+    with Load(node, host, "/cgi-bin/revision?0.5", clients=6) as heavy:
+        while time.monotonic() - started < 60 and most < 2:
+            most = max(most, serving_pods(plane, namespace))
+            time.sleep(0.5)
+        node.measured["load: first second pod serving"] = time.monotonic() - started
+        time.sleep(5)  # both pods take traffic for a while
+        most = max(most, serving_pods(plane, namespace))
+    assert most > 1, "never scaled out"
+    node.measured["load: most pods"] = most
+    node.measured["load: heavy"] = dict(heavy.statuses)
+    assert heavy.failures == [], heavy.failures[:10]
+
+    calm = time.monotonic()
+    with Load(node, host, "/cgi-bin/revision?0.2", clients=1, pause=0.3) as light:
+        while len(pods(plane, namespace)) > 1:  # terminating ones included: drained and gone
+            assert time.monotonic() - calm < 150, "never scaled back to one pod"
+            time.sleep(1)
+    node.measured["load: back to one pod"] = time.monotonic() - calm
+    node.measured["load: light"] = dict(light.statuses)
+    assert light.failures == [], light.failures[:10]
+    assert light.statuses[200] > 0
+
+
+def test_a_pod_deleted_under_load_loses_no_request(node: Node) -> None:
+    """The kubelet runs the user container's preStop hook (queue-proxy's /wait-for-drain, which
+    Knative adds) before SIGTERM, and queue-proxy keeps serving while it drains; the Deployment
+    starts a replacement meanwhile. So the client should see no error at all."""
+    plane, namespace = node.plane, "drain"
+    host = deploy(
+        node, hello_service("drain", namespace, {"autoscaling.knative.dev/min-scale": "1"})
+    )
+    with Load(node, host, "/cgi-bin/revision?0.1", clients=2, pause=0.1) as load:
+        time.sleep(2)
+        (victim,) = [p["metadata"]["name"] for p in pods(plane, namespace)]
+        deleted = time.monotonic()
+        plane.kubectl("delete", "pod", "-n", namespace, victim, "--wait=true", timeout=180)
+        node.measured["drain: pod deleted in"] = time.monotonic() - deleted
+        time.sleep(2)
+    node.measured["drain: statuses"] = dict(load.statuses)
+    assert load.failures == [], load.failures[:10]
+    assert load.statuses[200] > 20
+
+
+def test_traffic_split_between_two_revisions(node: Node) -> None:
+    plane, namespace, name = node.plane, "split", "split"
+    deploy(node, hello_service(name, namespace, {"autoscaling.knative.dev/min-scale": "1"}))
+    second = hello_service(
+        name,
+        namespace,
+        {"autoscaling.knative.dev/min-scale": "1", "release": "second"},
+        traffic=[
+            {"revisionName": f"{name}-00001", "percent": 50},
+            {"latestRevision": True, "percent": 50},
+        ],
+    )
+    host = deploy(node, second)
+    traffic = plane.get("-n", namespace, "ksvc", name)["status"]["traffic"]
+    assert sorted((t["revisionName"], t["percent"]) for t in traffic) == [
+        (f"{name}-00001", 50), (f"{name}-00002", 50)
+    ]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: node.call(host, "/cgi-bin/revision"), range(200)))
+    served = Counter(body.strip() if status == 200 else status for status, body, _ in answers)
+    node.measured["split: served"] = dict(served)
+    assert set(served) == {f"{name}-00001", f"{name}-00002"}, served
+    for revision in (f"{name}-00001", f"{name}-00002"):
+        assert 90 <= served[revision] <= 110, served
     print(f"\nreal node: {json.dumps(node.measured)}")
 
 
