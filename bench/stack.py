@@ -32,6 +32,7 @@ PYTHON = sys.executable
 # The seeded user every scenario reads unless it needs many (bench/scenarios/cache.py).
 USER = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"
 READ_USERS = ["read:users"]
+LIST_PAGE = "/users?per_page=5"  # list-users: one page of Auth0's user search
 
 
 @dataclass
@@ -147,19 +148,23 @@ class Stack:
         env: dict[str, str],
         user: str = USER,
         command: Sequence[str] = (USERAPI,),
+        endpoint: str = "get-user",
         **extra_env: str,
     ) -> Server:
-        """get-user by `command` (the installed `userapi`, or another tree's entry point)."""
+        """get-user (or list-users, ready on a page of 5) by `command` (the installed
+        `userapi`, or another tree's entry point)."""
         port, spawned_at = free_port(), time.perf_counter()
         process = ServiceProcess(
-            [*command, "serve", "get-user", "--port", str(port)], env={**env, **extra_env}
+            [*command, "serve", endpoint, "--port", str(port)], env={**env, **extra_env}
         )
         base_url = f"http://127.0.0.1:{port}"
-        return Server("userapi", process, base_url, user_path(user), self.auth, spawned_at)
+        ready = user_path(user) if endpoint == "get-user" else LIST_PAGE
+        return Server("userapi", process, base_url, ready, self.auth, spawned_at)
 
-    def userapi(self, env: dict[str, str], user: str = USER) -> Server:
-        """A running get-user process that has answered once (JWKS, token, pools warm)."""
-        server = self.spawn_userapi(env, user)
+    def userapi(self, env: dict[str, str], user: str = USER, endpoint: str = "get-user") -> Server:
+        """A running get-user (or list-users) process that has answered once (JWKS, token,
+        pools warm)."""
+        server = self.spawn_userapi(env, user, endpoint=endpoint)
         first_200(server)
         return server
 

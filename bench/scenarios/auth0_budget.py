@@ -3,27 +3,32 @@ get-user processes sharing one Redis, with Auth0 (the emulator) at 150 ms and li
 Free plan's 2 requests/s, burst 2, and the shared budget set to the same.
 
 What reached Auth0 (calls per second, 429s), what callers got, and how long the misses took.
-Then the client quota's cost on the cached read: one process with a quota (never reached) and
-one without, under wrk in alternating rounds. Not measured here: list-users behind the misses
-(tests/integration/test_rate_budget.py measures the order).
+While the misses wait, list-users requests arrive at a list-users process under the same budget:
+they queue behind the single-user reads (their priority is lower), so their wait is what a
+search costs during a storm (tests/integration/test_rate_budget.py checks the order). Then the
+client quota's cost on the cached read: one process with a quota (never reached) and one
+without, under wrk in alternating rounds.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from userapi.domain.users import user_path
-from userapi.emulator.app import ROUTE_GET_USER
+from userapi.emulator.app import ROUTE_GET_USER, ROUTE_LIST_USERS
 
 from bench.config import Profile
-from bench.load import LoadResult, fire, median_of, percentiles, wrk
+from bench.load import LoadResult, Outcome, fire, median_of, paired_ratios, percentiles, wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_least
-from bench.stack import Stack
+from bench.stack import LIST_PAGE, Stack
 
 AUTH0_LATENCY_MS = 150.0
 RATE, BURST = 2, 2
+LISTS = 10  # list-users requests sent into the storm
+LISTS_AFTER_SECONDS = 0.3  # when the misses are already waiting for the budget
 
 
 def _max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -57,10 +62,16 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
         for server in servers.values():
             server.stop()
     medians = {name: median_of(results) for name, results in rounds.items()}
+    # Each round's "on" against the "off" run beside it: a stall of the shared machine moves
+    # one round's pair, not the ratio of two medians taken from different rounds.
+    paired = paired_ratios(rounds["on"], rounds["off"])
     return {
         "rps": {name: round(result.rps) for name, result in medians.items()},
+        "p50_ms": {name: result.p50_ms for name, result in medians.items()},
+        "p99_ms": {name: result.p99_ms for name, result in medians.items()},
         "errors": {name: result.errors for name, result in medians.items()},
-        "ratio": round(medians["on"].rps / medians["off"].rps, 3),
+        "ratio": paired["rps_ratio"],
+        "ratio_rounds": paired["rps_ratio_rounds"],
     }
 
 
@@ -81,6 +92,7 @@ async def _storm(stack: Stack, profile: Profile) -> dict[str, Any]:
         }
     )
     servers = [stack.userapi(env) for _ in range(profile.auth0_budget_processes)]
+    lister = stack.userapi(env, endpoint="list-users")
     try:
         stack.emulator.latency(AUTH0_LATENCY_MS)
         stack.emulator.rate_limit(burst=BURST, per_second=float(RATE))
@@ -89,14 +101,25 @@ async def _storm(stack: Stack, profile: Profile) -> dict[str, Any]:
             (servers[index % len(servers)].base_url + user_path(user), servers[0].headers)
             for index, user in enumerate(users)
         ]
-        outcomes = await fire(requests, concurrency=len(requests))
+
+        async def lists() -> list[Outcome]:
+            await asyncio.sleep(LISTS_AFTER_SECONDS)
+            return await fire(
+                [(lister.base_url + LIST_PAGE, lister.headers)] * LISTS, concurrency=LISTS
+            )
+
+        outcomes, list_outcomes = await asyncio.gather(
+            fire(requests, concurrency=len(requests)), lists()
+        )
         calls = [c for c in stack.emulator.management_calls() if c[1] == ROUTE_GET_USER]
+        list_calls = [c for c in stack.emulator.management_calls() if c[1] == ROUTE_LIST_USERS]
     finally:
         stack.emulator.latency(0)
         stack.emulator.rate_limit(burst=100_000, per_second=100_000.0)
-        for server in servers:
+        for server in [*servers, lister]:
             server.stop()
-    arrivals = [at for at, _, _ in calls]
+    # The budget covers both endpoints: its rate is judged over every call.
+    arrivals = sorted(at for at, _, _ in [*calls, *list_calls])
     span = max(arrivals) - min(arrivals) if len(arrivals) > 1 else 0.0
     return {
         "processes": len(servers),
@@ -105,18 +128,27 @@ async def _storm(stack: Stack, profile: Profile) -> dict[str, Any]:
         "budget": {"per_second": RATE, "burst": BURST},
         "statuses": dict(Counter(str(o.status) for o in outcomes)),
         "auth0_calls": len(calls),
-        "auth0_429s": sum(1 for _, _, status in calls if status == 429),
-        "auth0_calls_per_second": round(len(calls) / span, 2) if span else None,
+        "auth0_429s": sum(1 for _, _, status in [*calls, *list_calls] if status == 429),
+        "auth0_calls_per_second": round(len(arrivals) / span, 2) if span else None,
         "auth0_max_calls_in_1s": _max_in_window(arrivals),
         "latency_200": percentiles([o.ms for o in outcomes if o.status == 200]),
         "latency_503": percentiles([o.ms for o in outcomes if o.status == 503]),
+        "list_users": {
+            "requests": len(list_outcomes),
+            "sent_after_ms": LISTS_AFTER_SECONDS * 1000,
+            "auth0_calls": len(list_calls),
+            "statuses": dict(Counter(str(o.status) for o in list_outcomes)),
+            "latency_200": percentiles([o.ms for o in list_outcomes if o.status == 200]),
+            "latency_503": percentiles([o.ms for o in list_outcomes if o.status == 503]),
+        },
     }
 
 
 def judge(st: Result) -> list[Verdict]:
     limit = st["budget"]["per_second"] + st["budget"]["burst"]
     worst = st["auth0_max_calls_in_1s"]
-    others = set(st["statuses"]) - {"200", "503"}
+    statuses = {"get-user": st["statuses"], "list-users": st["list_users"]["statuses"]}
+    others = {status for each in statuses.values() for status in each} - {"200", "503"}
     return [
         Verdict(
             target="auth0-budget 429s",
@@ -133,7 +165,7 @@ def judge(st: Result) -> list[Verdict]:
         Verdict(
             target="auth0-budget caller statuses",
             goal="200 or 503 only",
-            measured=st["statuses"],
+            measured=statuses,
             met=not others,
         ),
         ratio_at_least(
@@ -144,21 +176,35 @@ def judge(st: Result) -> list[Verdict]:
 
 def render(st: Result) -> list[str]:
     ok, refused = st["latency_200"], st["latency_503"]
+    lists, quota = st["list_users"], st["quota_cost"]
 
     def p(stats: dict[str, float], key: str) -> str:
         return f"{stats[key]:.0f} ms" if key in stats else "n/a"
 
     return [
         "",
-        f"**Auth0 budget**: {st['misses']} concurrent misses for distinct users over "
-        f"{st['processes']} processes, Auth0 at {st['auth0_latency_ms']:g} ms and "
+        f"**Auth0 budget**: {st['misses']} concurrent get-user misses for distinct users over "
+        f"{st['processes']} processes, and {lists['requests']} list-users requests "
+        f"{lists['sent_after_ms']:.0f} ms later; Auth0 at {st['auth0_latency_ms']:g} ms and "
         f"{st['budget']['per_second']}/s (burst {st['budget']['burst']}), the shared budget the "
-        f"same: {st['auth0_calls']} Auth0 calls ({st['auth0_calls_per_second']}/s, at most "
-        f"{st['auth0_max_calls_in_1s']} in any 1 s), {st['auth0_429s']} x 429; statuses "
-        f"{st['statuses']}; 200s p50 {p(ok, 'p50_ms')}, p99 {p(ok, 'p99_ms')}; 503s p50 "
-        f"{p(refused, 'p50_ms')}, p99 {p(refused, 'p99_ms')}. Cached reads at 50 connections "
-        f"with a client quota on: {st['quota_cost']['rps']['on']} req/s against "
-        f"{st['quota_cost']['rps']['off']} off ({st['quota_cost']['ratio']:.2f} x).",
+        f"same. Auth0 got {st['auth0_calls']} get-user and {lists['auth0_calls']} list-users "
+        f"calls ({st['auth0_calls_per_second']}/s together, at most "
+        f"{st['auth0_max_calls_in_1s']} in any 1 s), {st['auth0_429s']} x 429.",
+        "",
+        "| Requests | Statuses | 200 p50 | 200 p99 | 503 p50 | 503 p99 |",
+        "|---|---|---|---|---|---|",
+        f"| get-user misses | {st['statuses']} | {p(ok, 'p50_ms')} | {p(ok, 'p99_ms')} | "
+        f"{p(refused, 'p50_ms')} | {p(refused, 'p99_ms')} |",
+        f"| list-users (lower priority) | {lists['statuses']} | "
+        f"{p(lists['latency_200'], 'p50_ms')} | {p(lists['latency_200'], 'p99_ms')} | "
+        f"{p(lists['latency_503'], 'p50_ms')} | {p(lists['latency_503'], 'p99_ms')} |",
+        "",
+        f"Cached reads at 50 connections, {len(quota['ratio_rounds'])} alternating rounds, with "
+        f"a client quota on (never reached) and off: {quota['rps']['on']} against "
+        f"{quota['rps']['off']} req/s (medians), p50 {quota['p50_ms']['on']:.2f} against "
+        f"{quota['p50_ms']['off']:.2f} ms, p99 {quota['p99_ms']['on']:.2f} against "
+        f"{quota['p99_ms']['off']:.2f} ms; on/off {quota['ratio']:.2f} x, the median of the "
+        f"rounds' paired ratios {quota['ratio_rounds']}.",
     ]
 
 

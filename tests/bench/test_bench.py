@@ -132,6 +132,11 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert storm["auth0_429s"] == 0
     assert 0 < storm["auth0_max_calls_in_1s"] <= 4  # the budget's rate + burst
     assert set(storm["statuses"]) <= {"200", "503"}
+    lists = storm["list_users"]
+    assert sum(lists["statuses"].values()) == lists["requests"] > 0
+    assert set(lists["statuses"]) <= {"200", "503"}
+    assert "p99_ms" in storm["latency_200"]
+    assert storm["quota_cost"]["ratio"] > 0
     assert s["tokens"]["shared_through_redis"]["token_requests"] == 1
     assert s["tokens"]["without_redis"]["token_requests"] == s["tokens"]["cold_starts"]
     otel = s["telemetry"]
