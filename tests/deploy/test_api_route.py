@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import jsonschema
 import pytest
 import yaml
 from userapi.commands.openapi import merged_spec, route_table
 
-from harness.cluster import gateway_api
 from manifests.generate import ROUTES, overlay_values, render_chart
 from tests.support import knative_rules
 from tests.support.chart import OVERLAYS, build_overlay, knative_services, render
-from tests.support.gateway import matching_rule
+from tests.support.gateway import matching_rule, schema_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "api.example.com"
@@ -47,14 +45,6 @@ def concrete(path: str) -> str:
 
 def kinds(objects: list[dict[str, Any]], *wanted: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] in wanted]
-
-
-def schema_problems(obj: dict[str, Any]) -> list[str]:
-    schema = gateway_api.schemas()[(obj["apiVersion"], obj["kind"])]
-    validator = jsonschema.Draft7Validator(schema)
-    return [
-        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)
-    ]
 
 
 def test_the_chart_route_table_is_the_registry_and_matches_the_openapi_document() -> None:

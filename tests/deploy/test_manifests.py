@@ -13,11 +13,10 @@ import yaml
 from userapi.endpoints import ENDPOINTS
 
 from manifests.generate import overlay_values, render_chart
-from tests.support import knative_rules
+from tests.support import gateway, knative_rules
 from tests.support.chart import OVERLAYS, build_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_API = "gateway.networking.k8s.io/"
 
 
 def test_manifests_are_generated_from_the_current_chart() -> None:
@@ -41,7 +40,8 @@ def test_each_overlay_builds_into_valid_objects(overlay: str) -> None:
     for obj in objects:
         if obj["kind"] != "Namespace":
             assert obj["metadata"].get("namespace") == "userapi"
-        if obj["apiVersion"].startswith(GATEWAY_API):  # tests/deploy/test_api_route.py
+        if obj["apiVersion"].startswith(gateway.GROUP):
+            assert gateway.schema_problems(obj) == [], obj["kind"]
             continue
         if not obj["apiVersion"].startswith("serving.knative.dev"):
             kubernetes_validate.validate(obj, "1.32", strict=True)

@@ -1,11 +1,26 @@
 """Which rule of an HTTPRoute a request matches, by Gateway API's own precedence (the spec's
 HTTPRouteRule documentation): an Exact path before any prefix, a longer prefix before a shorter,
 then a rule with a method before one without; a PathPrefix matches whole path elements and
-ignores a trailing slash. What the chart's route means on any conforming gateway."""
+ignores a trailing slash. What the chart's route means on any conforming gateway. And the
+CRD schemas its objects must pass."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import jsonschema
+
+from harness.cluster import gateway_api
+
+GROUP = "gateway.networking.k8s.io/"
+
+
+def schema_problems(obj: dict[str, Any]) -> list[str]:
+    """What Gateway API's CRD schema (the pinned module's) says is wrong with `obj`; the CEL
+    rules only an API server runs (tests/cluster/test_one_host.py does)."""
+    schema = gateway_api.schemas()[(obj["apiVersion"], obj["kind"])]
+    errors = jsonschema.Draft7Validator(schema).iter_errors(obj)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
 
 
 def _path_matches(match: dict[str, Any], path: str) -> bool:
