@@ -8,6 +8,12 @@ the ConfigMaps, ServiceAccount and migration Job rendered with its values.yaml, 
 Services its values change (a Redis URL from a Secret), patched over base: an overlay builds
 into what the chart renders with its values (a test checks it).
 local-backing/ is the chart's localBackingServices and devSecrets, for overlays/local (kind).
+A cloud overlay that sets `api.host` also gets generated-api-route.yaml (its Gateway and the
+one-host HTTPRoute, in its resources) and generated-reference-grant.yaml: the grant lives in
+Knative's ingress namespace, which the kustomization's `namespace:` would override, so it is
+applied on its own (docs/deploying.md).
+helm/userapi/api-routes.yaml is the route table of that HTTPRoute, from the endpoint registry
+(userapi.commands.openapi.route_table, the source of docs/openapi.json too).
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ CHART = ROOT.parent / "helm" / "userapi"
 OVERLAYS = ("local", "gke", "eks", "aks")
 LOCAL_BACKING_KINDS = {"Secret", "Deployment", "Service", "NetworkPolicy"}
 HEADER = "# Generated from helm/userapi by `make manifests`. Do not edit: change the chart.\n"
+ROUTES = CHART / "api-routes.yaml"
+ROUTES_HEADER = (
+    "# Generated from the endpoint registry (services/userapi/endpoints) by `make manifests`.\n"
+    "# Do not edit: which endpoint serves each method and path, and the Gateway API match that\n"
+    "# selects it on the one API host (templates/api-route.yaml).\n"
+)
+# Gateway API objects an overlay adds to base (the one API host), and the one it cannot hold.
+ROUTE_KINDS = ("Gateway", "HTTPRoute")
+GRANT_KIND = "ReferenceGrant"
 
 
 def render_chart(
@@ -76,8 +91,16 @@ def overlay_values(overlay: str) -> dict[str, Any]:
     return deep_merge(_values(ROOT / "base" / "values.yaml"), _values(overlay_file))
 
 
+def route_file() -> str:
+    from userapi.commands.openapi import route_table
+
+    return ROUTES_HEADER + yaml.safe_dump({"routes": route_table()}, sort_keys=False)
+
+
 def generated_files() -> dict[Path, str]:
-    files: dict[Path, str] = {}
+    """Every generated file; the chart renders with the route table on disk, so main() writes
+    that first."""
+    files: dict[Path, str] = {ROUTES: route_file()}
     objects = render_chart(_values(ROOT / "base" / "values.yaml"))
     by_key = {_key(obj): obj for obj in objects}
     common, resources = [], []
@@ -111,10 +134,10 @@ def generated_files() -> dict[Path, str]:
     files[ROOT / "local-backing" / "backing-services.yaml"] = _dump([namespace, *backing])
     for overlay in OVERLAYS:
         directory = ROOT / "overlays" / overlay
-        values = overlay_values(overlay)
+        rendered = render_chart(overlay_values(overlay))
         patches = [
             _patch(by_key[_key(o)], o)
-            for o in render_chart(values)
+            for o in rendered
             if o["kind"] in ("ConfigMap", "ServiceAccount", "Job")
             # Each cloud's own Redis, PostgreSQL and ingress addresses.
             or (o["kind"] == "NetworkPolicy" and _key(o) in by_key and o != by_key[_key(o)])
@@ -123,6 +146,12 @@ def generated_files() -> dict[Path, str]:
             or (_is_knative_service(o) and o != by_key[_key(o)])
         ]
         files[directory / "generated-patches.yaml"] = _dump(patches)
+        routes = [o for o in rendered if o["kind"] in ROUTE_KINDS]
+        grants = [o for o in rendered if o["kind"] == GRANT_KIND]
+        for name, found in (("generated-api-route.yaml", routes),
+                            ("generated-reference-grant.yaml", grants)):  # fmt: skip
+            if found:
+                files[directory / name] = _dump(found)
     return files
 
 
@@ -140,6 +169,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     args = parser.parse_args()
     stale = []
+    if not args.check and (not ROUTES.exists() or ROUTES.read_text() != route_file()):
+        ROUTES.write_text(route_file())
     for path, text in generated_files().items():
         current = path.read_text() if path.exists() else None
         if current != text:

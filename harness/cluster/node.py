@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from harness.cluster import cgroups
+from harness.cluster import cgroups, gateway_api
+from harness.cluster.knative import apply
 from harness.cluster.network import names
 from harness.cluster.plane import INGRESS_PORT, ClusterError, ControlPlane
 from harness.cluster.supervisor import alive, pid_of, recorded, spawn, stop
@@ -40,6 +41,13 @@ NODE_NAME = "userapi-node"
 POD_SUBNET, POD_GATEWAY, CLUSTER_CIDR = "10.88.0.0/24", "10.88.0.1", "10.88.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 PRIVATE_INGRESS_PORT, TRAEFIK_PING = 8081, "127.0.0.1:9000"
+# Traefik is also the cluster's Gateway API implementation (its kubernetesGateway provider): the
+# Gateway GATEWAY_NAMESPACE/GATEWAY_NAME of class GATEWAY_CLASS listens on GATEWAY_PORT. Knative's
+# ingress has the Services a cloud's has (Kourier's kourier and kourier-internal): INGRESS_SERVICES
+# in knative-serving, whose endpoints are Traefik's own entry points, for HTTPRoutes to send to.
+GATEWAY_PORT, GATEWAY_CLASS = 8082, "traefik"
+GATEWAY_NAMESPACE, GATEWAY_NAME = "default", "userapi-node"
+INGRESS_SERVICES = {"traefik": INGRESS_PORT, "traefik-private": PRIVATE_INGRESS_PORT}
 CRI_NAMESPACE = "k8s.io"
 # What kubelet wants these global sysctls to be (pkg/kubelet/cm/container_manager_linux.go,
 # setupKernelTunables); the stand-ins hold exactly these, so its check passes with no write.
@@ -240,6 +248,7 @@ def traefik_config(address: str) -> dict[str, Any]:
         "entryPoints": {
             "web": {"address": f"{address}:{INGRESS_PORT}"},
             "private": {"address": f"{address}:{PRIVATE_INGRESS_PORT}"},
+            "gateway": {"address": f"{address}:{GATEWAY_PORT}"},
             "traefik": {"address": TRAEFIK_PING},  # never the controller's :8080
         },
         "providers": {
@@ -252,6 +261,9 @@ def traefik_config(address: str) -> dict[str, Any]:
                 "publicService": {"name": "traefik", "namespace": "knative-serving"},
                 "privateService": {"name": "traefik-private", "namespace": "knative-serving"},
             },
+            # Gateway API (the listener's port picks the entry point): Gateways of the class
+            # GATEWAY_CLASS names, and their HTTPRoutes.
+            "kubernetesGateway": {"statusAddress": {"ip": address}, "throttleDuration": "100ms"},
         },
         "ping": {"entryPoint": "traefik"},
         "log": {"level": "INFO"},
@@ -367,9 +379,73 @@ def start_node(plane: ControlPlane, sandbox_image: str, timings: dict[str, float
         ], env, enter=enter)  # fmt: skip
 
 
+def gateway_objects(address: str) -> list[dict[str, Any]]:
+    """Traefik's GatewayClass and the node's Gateway, and the Knative ingress's Services: no
+    selector (Traefik is a process, not a pod), an EndpointSlice naming its entry point."""
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": GATEWAY_CLASS},
+            "spec": {"controllerName": "traefik.io/gateway-controller"},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
+            "spec": {
+                "gatewayClassName": GATEWAY_CLASS,
+                "listeners": [
+                    {
+                        "name": "http",
+                        "protocol": "HTTP",
+                        "port": GATEWAY_PORT,
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    }
+                ],
+            },
+        },
+    ]
+    for name, port in INGRESS_SERVICES.items():
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": "knative-serving"},
+                "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-process",
+                    "namespace": "knative-serving",
+                    "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by": "userapi-harness",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            },
+        ]
+    return objects  # fmt: skip
+
+
+def install_gateway_api(plane: ControlPlane) -> None:
+    """Gateway API's CRDs (the version Traefik is built against: gateway_api.py), established
+    before Traefik starts watching them, then gateway_objects()."""
+    crds = gateway_api.crds()
+    apply(plane, crds)
+    plane.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
+                  *(f"crd/{crd['metadata']['name']}" for crd in crds), timeout=90)  # fmt: skip
+    apply(plane, gateway_objects(plane.address))
+
+
 def start_services(plane: ControlPlane, timings: dict[str, float]) -> None:
-    """CoreDNS (the cluster DNS kubelet names) and Traefik (Knative's ingress), as processes
-    in the node's namespaces."""
+    """CoreDNS (the cluster DNS kubelet names) and Traefik (Knative's ingress and the cluster's
+    Gateway API implementation), as processes in the node's namespaces."""
     state, netns, node = plane.state, plane.netns, node_dir(plane.state)
     env = environment(plane)
     enter = in_holder(state)
@@ -378,6 +454,8 @@ def start_services(plane: ControlPlane, timings: dict[str, float]) -> None:
               str(node / "Corefile")], env, enter=enter)  # fmt: skip
     if not alive(state, "traefik"):
         started = time.monotonic()
+        install_gateway_api(plane)
+        timings["Gateway API"] = time.monotonic() - started
         spawn(state, netns, "traefik", [str(plane.binary("traefik")),
               f"--configFile={node / 'traefik.yaml'}"],
               {**env, "KUBECONFIG": str(state / "kubeconfig")}, enter=enter)  # fmt: skip

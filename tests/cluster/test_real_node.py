@@ -13,12 +13,10 @@ namespace this control plane made, and only while that namespace exists.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,11 +25,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.cluster import ControlPlane, down, up
+from harness.cluster import down, up
 from harness.cluster.cgroups import hierarchies
 from harness.cluster.network import names
 from harness.cluster.node import (
@@ -43,19 +40,25 @@ from harness.cluster.node import (
     holder_mount_namespace,
     pids_in_mount_namespace,
 )
-from harness.cluster.node_images import HELLO_IMAGE
 from harness.cluster.supervisor import recorded, start_time
 from harness.processes import free_port
+from tests.support.node import (
+    BODY,
+    Load,
+    Node,
+    deploy,
+    hello_service,
+    pods,
+    ready,
+    serving_pods,
+    short_scale_to_zero,
+    wait_for_zero,
+)
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "hello"
 SERVICE = "hello"
-BODY = "hello from the real node\n"
-# busybox's httpd ignores SIGTERM as PID 1: a shell that exits on it instead.
-HTTPD = "trap 'exit 0' TERM; /bin/busybox httpd -f -p 8080 -h /www & wait"
-WINDOW = "6s"  # the shortest autoscaling window Knative accepts
-GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period for this cluster
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
 
@@ -122,45 +125,21 @@ class Snapshot:
 
 
 @dataclass
-class Node:
-    plane: ControlPlane
-    state: Path
-    before: Snapshot
-    is_down: bool = False
-    measured: dict[str, Any] = field(default_factory=dict)
+class RealNode(Node):
+    """The node, and the host as it was before it started."""
 
-    def namespace_up(self) -> bool:
-        return Path("/run/netns", self.plane.netns).exists()
-
-    def call(self, host: str, path: str = "/", timeout: float = 60) -> tuple[int, str, float]:
-        """GET `path` through Traefik with `host`; (status, body, seconds). A connection that
-        fails or times out is status 0, with the error as its body: the callers count it."""
-        assert not self.is_down, "the node is down"
-        assert self.namespace_up(), "the node's namespace is gone"
-        request = urllib.request.Request(self.plane.ingress + path, headers={"Host": host})
-        started = time.monotonic()
-        try:
-            with _http.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            status, body = error.code, error.read().decode()
-        except (OSError, http.client.HTTPException) as error:
-            status, body = 0, repr(error)
-        return status, body, time.monotonic() - started
+    before: Snapshot = field(default_factory=Snapshot.take)
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     before = Snapshot.take()
     state = tmp_path_factory.mktemp("real-node")
     started = time.monotonic()
     plane = up(state, node=True)
-    found = Node(plane, state, before)
+    found = RealNode(plane, state, before=before)
     try:
-        # Scale to zero within seconds of the last request, so that tests need not wait long.
-        plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                      "--type", "merge", "-p",
-                      json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
+        short_scale_to_zero(plane)
         found.measured["up"] = time.monotonic() - started
         found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
         print(f"\nreal node: {json.dumps(found.measured)}")
@@ -170,116 +149,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             down(state)
 
 
-def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    return list(plane.get("-n", namespace, "pods")["items"])
-
-
-def serving_pods(plane: ControlPlane, namespace: str) -> int:
-    """Ready pods not being deleted: the ones the ingress and the activator may send to."""
-    return sum(
-        1 for p in pods(plane, namespace)
-        if ready(p) and not p["metadata"].get("deletionTimestamp")
-    )  # fmt: skip
-
-
-def hello_service(
-    name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any
-) -> dict[str, Any]:
-    """A Knative Service of the hello image; `spec` adds to the Service's spec (traffic)."""
-    return {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "template": {
-                "metadata": {
-                    "annotations": {"autoscaling.knative.dev/window": WINDOW, **(annotations or {})}
-                },
-                "spec": {
-                    "timeoutSeconds": 30,
-                    "containers": [{
-                        "image": HELLO_IMAGE,
-                        "args": ["sh", "-c", HTTPD],
-                        "ports": [{"containerPort": 8080}],
-                    }],
-                },
-            },
-            **spec,
-        },
-    }  # fmt: skip
-
-
-def deploy(node: Node, service: dict[str, Any], timeout: float = 180) -> str:
-    """Applies `service` (its namespace made if new), waits for Ready; returns its URL's host."""
-    plane, namespace = node.plane, service["metadata"]["namespace"]
-    if plane.kubectl("get", "namespace", namespace, check=False).returncode != 0:
-        plane.kubectl("create", "namespace", namespace)
-    started = time.monotonic()
-    plane.kubectl("apply", "-f", "-", input=json.dumps(service))
-    name, generation = service["metadata"]["name"], None
-    deadline = started + timeout
-    while True:
-        found = plane.get("-n", namespace, "ksvc", name)
-        generation = found["metadata"]["generation"]
-        fresh = found.get("status", {}).get("observedGeneration") == generation
-        if fresh and ready(found):
-            break
-        assert time.monotonic() < deadline, json.dumps(found.get("status"), indent=1)
-        time.sleep(0.5)
-    host: str = found["status"]["url"].split("://", 1)[1]
-    # Traefik calls a KIngress ready once it has the configuration, without probing it: the
-    # route may answer 404 for a moment after the Service is Ready.
-    while node.call(host, "/cgi-bin/revision")[0] == 404 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return host
-
-
-def wait_for_zero(node: Node, namespace: str, timeout: float = 120) -> float:
-    idle_from = time.monotonic()
-    while pods(node.plane, namespace):
-        assert time.monotonic() - idle_from < timeout, "never scaled to zero"
-        time.sleep(0.5)
-    return time.monotonic() - idle_from
-
-
-class Load:
-    """`clients` threads calling `path` on `host` back to back (each pausing `pause` seconds
-    between calls) until stopped; every answer's status is kept."""
-
-    def __init__(self, node: Node, host: str, path: str, clients: int, pause: float = 0) -> None:
-        self.node, self.host, self.path, self.pause = node, host, path, pause
-        self.statuses: Counter[int] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            status, body, _ = self.node.call(self.host, self.path, timeout=30)
-            with self._lock:
-                self.statuses[status] += 1
-                if status != 200:
-                    self.failures.append(f"{status}: {body[:200]}")
-            self._stop.wait(self.pause)
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-
-def ready(resource: dict[str, Any]) -> bool:
-    conditions = resource.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def test_the_node_is_real_and_ready(node: Node) -> None:
+def test_the_node_is_real_and_ready(node: RealNode) -> None:
     nodes = node.plane.get("nodes")["items"]
     assert [n["metadata"]["name"] for n in nodes] == [NODE_NAME]  # kwok's is retired
     (real,) = nodes
@@ -299,7 +169,7 @@ def test_the_node_is_real_and_ready(node: Node) -> None:
     assert "activator" in logs.stdout, logs.stdout[-2000:]
 
 
-def test_kubelet_changed_no_machine_wide_setting(node: Node) -> None:
+def test_kubelet_changed_no_machine_wide_setting(node: RealNode) -> None:
     assert sysctl_values() == node.before.sysctls
     stand_ins = node.state / "node" / "sysctl"
     for key, value in SYSCTL_STAND_INS.items():
@@ -309,7 +179,7 @@ def test_kubelet_changed_no_machine_wide_setting(node: Node) -> None:
                for h in map(str, hierarchies()))  # fmt: skip
 
 
-def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: Node) -> None:
+def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: RealNode) -> None:
     plane = node.plane
     started = time.monotonic()
     ready_host = deploy(node, hello_service(SERVICE, NAMESPACE))
@@ -360,7 +230,7 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     print(f"\nreal node: {json.dumps(node.measured)}")
 
 
-def test_100_concurrent_requests_at_zero_are_all_answered(node: Node) -> None:
+def test_100_concurrent_requests_at_zero_are_all_answered(node: RealNode) -> None:
     host = deploy(node, hello_service("burst", "burst"))
     node.measured["burst: scaled to zero after idle"] = wait_for_zero(node, "burst")
     started = time.monotonic()
@@ -373,7 +243,7 @@ def test_100_concurrent_requests_at_zero_are_all_answered(node: Node) -> None:
     assert {body for _, body, _ in answers} == {"burst-00001\n"}
 
 
-def test_scale_out_under_load_then_down_under_light_load_without_errors(node: Node) -> None:
+def test_scale_out_under_load_then_down_under_light_load_without_errors(node: RealNode) -> None:
     """Target concurrency 1 and requests held 0.5 s: six clients need more than one pod. Then
     one client, one request at a time: scale-down drains pods while it keeps calling."""
     plane, namespace = node.plane, "load"
@@ -403,7 +273,7 @@ def test_scale_out_under_load_then_down_under_light_load_without_errors(node: No
     assert light.statuses[200] > 0
 
 
-def test_a_pod_deleted_under_load_loses_no_request(node: Node) -> None:
+def test_a_pod_deleted_under_load_loses_no_request(node: RealNode) -> None:
     """The kubelet runs the user container's preStop hook (queue-proxy's /wait-for-drain, which
     Knative adds) before SIGTERM, and queue-proxy keeps serving while it drains; the Deployment
     starts a replacement meanwhile. So the client should see no error at all."""
@@ -423,7 +293,7 @@ def test_a_pod_deleted_under_load_loses_no_request(node: Node) -> None:
     assert load.statuses[200] > 20
 
 
-def test_traffic_split_between_two_revisions(node: Node) -> None:
+def test_traffic_split_between_two_revisions(node: RealNode) -> None:
     plane, namespace, name = node.plane, "split", "split"
     deploy(node, hello_service(name, namespace, {"autoscaling.knative.dev/min-scale": "1"}))
     second = hello_service(
@@ -450,7 +320,7 @@ def test_traffic_split_between_two_revisions(node: Node) -> None:
     print(f"\nreal node: {json.dumps(node.measured)}")
 
 
-def test_down_leaves_nothing_behind(node: Node) -> None:
+def test_down_leaves_nothing_behind(node: RealNode) -> None:
     state = node.state
     processes = list(recorded(state))
     assert {name for name, _ in processes} >= {"node-holder", "containerd", "kubelet",

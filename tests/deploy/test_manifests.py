@@ -9,10 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from userapi.endpoints import ENDPOINTS
 
 from manifests.generate import overlay_values, render_chart
-from tests.support import knative_rules
+from tests.support import gateway, knative_rules
 from tests.support.chart import OVERLAYS, build_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,9 @@ def test_each_overlay_builds_into_valid_objects(overlay: str) -> None:
     for obj in objects:
         if obj["kind"] != "Namespace":
             assert obj["metadata"].get("namespace") == "userapi"
+        if obj["apiVersion"].startswith(gateway.GROUP):
+            assert gateway.schema_problems(obj) == [], obj["kind"]
+            continue
         if not obj["apiVersion"].startswith("serving.knative.dev"):
             kubernetes_validate.validate(obj, "1.32", strict=True)
 
@@ -56,8 +60,18 @@ def test_each_overlay_builds_into_what_the_chart_renders_with_its_values(overlay
     built = {(o["kind"], o["metadata"]["name"]): o for o in build_overlay(overlay)}
     rendered = render_chart(overlay_values(overlay))
     assert rendered
+    # The grant goes to Knative's ingress namespace, applied on its own (the kustomization's
+    # namespace would move it): it is that file, as rendered.
+    grants = [o for o in rendered if o["kind"] == "ReferenceGrant"]
+    grant_file = ROOT / "manifests" / "overlays" / overlay / "generated-reference-grant.yaml"
+    if grants:
+        assert [d for d in yaml.safe_load_all(grant_file.read_text()) if d] == grants
+    else:
+        assert not grant_file.exists()
     for obj in rendered:
         key = (obj["kind"], obj["metadata"]["name"])
+        if obj["kind"] == "ReferenceGrant":
+            continue
         assert key in built, key
         # The kustomization sets the namespace, and its `images:` moves images to its registry.
         expected = {**obj, "metadata": {**obj["metadata"], "namespace": "userapi"}}

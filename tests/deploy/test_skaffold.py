@@ -18,7 +18,7 @@ from userapi.endpoints import ENDPOINTS
 from harness.podman import Podman
 from harness.podman import available as podman_available
 from harness.skaffold import Skaffold, SkaffoldError, docker_api
-from tests.support import knative_rules
+from tests.support import gateway, knative_rules
 from tests.support.chart import KUBERNETES_VERSION, render
 from tests.support.knative_schema import schema_errors
 
@@ -86,7 +86,9 @@ def check_objects(objects: list[dict[str, Any]]) -> None:
         assert knative_rules.problems(service) == []
     assert schema_errors(services) == {}
     for obj in objects:
-        if not obj["apiVersion"].startswith("serving.knative.dev"):
+        if obj["apiVersion"].startswith(gateway.GROUP):  # the cloud profile's one API host
+            assert gateway.schema_problems(obj) == [], obj["kind"]
+        elif not obj["apiVersion"].startswith("serving.knative.dev"):
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 

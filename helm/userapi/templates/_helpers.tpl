@@ -123,3 +123,21 @@ which Knative then runs as it is instead of resolving the tag on Docker Hub. */}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* An endpoint's traffic targets must add up to 100 percent, as Knative requires: the values
+schema checks each target's shape, but JSON Schema cannot sum, so the render refuses here with
+the endpoint and the total rather than leaving it to Knative's webhook at apply time. */}}
+{{- define "userapi.checkTraffic" -}}
+{{- range $key, $endpoint := .Values.endpoints -}}
+{{- $e := merge (deepCopy $endpoint) $.Values.endpointDefaults -}}
+{{- if and $e.enabled $e.traffic -}}
+{{- $total := 0 -}}
+{{- range $target := $e.traffic -}}
+{{- $total = add $total ($target.percent | default 0) -}}
+{{- end -}}
+{{- if ne (int $total) 100 -}}
+{{- fail (printf "endpoints.%s.traffic: the percents add up to %d, not 100. Every request goes to one of the targets: give the targets 100 in all (a tag-only target has percent 0)." $key (int $total)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -61,10 +61,10 @@ def emulator(
     )
 
 
-def openapi(output: str | None) -> None:
+def openapi(output: str | None, host: str) -> None:
     from userapi.commands.openapi import render
 
-    text = render()
+    text = render(host)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("openapi", help="print the merged OpenAPI document of every endpoint")
     p.add_argument("--output", help="write it to this file instead of stdout")
+    p.add_argument("--host", default="", help="the one API host (chart value api.host): the "
+                   "document's server is then https://HOST")  # fmt: skip
 
     p = commands.add_parser("cluster", help="the endpoints' Knative Services in a cluster")
     p.add_argument("action", choices=["status", "urls", "coldstart"])
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "migrate":
         migrate()
     elif args.command == "openapi":
-        openapi(args.output)
+        openapi(args.output, args.host)
     elif args.command == "cluster":
         if args.action == "coldstart" and not args.endpoint:
             raise SystemExit("userapi: cluster coldstart needs an ENDPOINT")

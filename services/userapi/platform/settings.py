@@ -394,6 +394,15 @@ class Settings(BaseSettings):
             "serves them, and docs/openapi.json is generated from the code (`userapi openapi`)."
         ),
     )
+    api_host: str = Field(
+        default="",
+        description=(
+            "The one host every operation is served on (the chart's `api.host`, an HTTPRoute "
+            "in front of the endpoints' Knative Services): the OpenAPI document served with "
+            "`API_DOCS` then names `https://API_HOST` as its server. Empty: each endpoint is "
+            "on its own Knative host."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO",
         description="`DEBUG`, `INFO`, `WARNING` or `ERROR`. Logs are JSON lines on stdout.",

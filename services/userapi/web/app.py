@@ -74,7 +74,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document(FastAPI.openapi(app), routers)
+            document(FastAPI.openapi(app), routers, settings.api_host)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -59,10 +59,13 @@ UserIdPath = Annotated[
 ]
 
 
-def document(spec: dict[str, Any], routers: Iterable[APIRouter]) -> None:
+def document(spec: dict[str, Any], routers: Iterable[APIRouter], host: str = "") -> None:
     """Completes FastAPI's document of `routers` with what userapi does that FastAPI cannot see:
-    the bearer scheme, the bodies read by web/request_body.py, and no 422 "Validation Error" where
-    userapi answers a 400 (web/error_rendering.py renders validation errors so)."""
+    the bearer scheme, the bodies read by web/request_body.py, no 422 "Validation Error" where
+    userapi answers a 400 (web/error_rendering.py renders validation errors so), and the one
+    API host as the server when there is one (`API_HOST`, the chart's `api.host`)."""
+    if host:
+        spec["servers"] = [{"url": f"https://{host}"}]
     document_bearer_auth(spec, routers)
     request_body.document_bodies(spec)
     validation = "#/components/schemas/HTTPValidationError"

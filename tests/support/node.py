@@ -1,0 +1,192 @@
+"""The real node's test helpers (tests/cluster/test_real_node.py, test_one_host.py): calls
+through its ingress, Knative Services of the hello image, waiting for Ready and for zero, and
+background load. Requests go only to the node's namespace, and only while it exists.
+
+The hello image (harness/cluster/node_images.py) is busybox's httpd; its CGI script
+/cgi-bin/revision answers with the revision that served it, after sleeping `?SECONDS`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.cluster import ControlPlane
+from harness.cluster.node_images import HELLO_IMAGE
+
+BODY = "hello from the real node\n"
+# busybox's httpd ignores SIGTERM as PID 1: a shell that exits on it instead.
+HTTPD = "trap 'exit 0' TERM; /bin/busybox httpd -f -p 8080 -h /www & wait"
+WINDOW = "6s"  # the shortest autoscaling window Knative accepts
+GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period for these clusters
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+
+
+@dataclass
+class Node:
+    plane: ControlPlane
+    state: Path
+    is_down: bool = False
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def namespace_up(self) -> bool:
+        return Path("/run/netns", self.plane.netns).exists()
+
+    def call(
+        self,
+        host: str,
+        path: str = "/",
+        timeout: float = 60,
+        *,
+        method: str = "GET",
+        port: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, str, float]:
+        """`method` `path` with `host`, through Traefik's public entry point (or its `port`
+        there); (status, body, seconds). A connection that fails or times out is status 0, with
+        the error as its body: the callers count it."""  # fmt: skip
+        assert not self.is_down, "the node is down"
+        assert self.namespace_up(), "the node's namespace is gone"
+        base = self.plane.ingress if port is None else f"http://{self.plane.address}:{port}"
+        request = urllib.request.Request(
+            base + path, method=method, headers={"Host": host, **(headers or {})}
+        )
+        started = time.monotonic()
+        try:
+            with _http.open(request, timeout=timeout) as response:
+                status, body = response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read().decode()
+        except (OSError, http.client.HTTPException) as error:
+            status, body = 0, repr(error)
+        return status, body, time.monotonic() - started
+
+
+def short_scale_to_zero(plane: ControlPlane) -> None:
+    """Scale to zero within seconds of the last request, so that tests need not wait long."""
+    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
+                  "--type", "merge", "-p",
+                  json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
+
+
+def ready(resource: dict[str, Any]) -> bool:
+    conditions = resource.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    return list(plane.get("-n", namespace, "pods")["items"])
+
+
+def serving_pods(plane: ControlPlane, namespace: str) -> int:
+    """Ready pods not being deleted: the ones the ingress and the activator may send to."""
+    return sum(
+        1 for p in pods(plane, namespace)
+        if ready(p) and not p["metadata"].get("deletionTimestamp")
+    )  # fmt: skip
+
+
+def hello_service(
+    name: str, namespace: str, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Knative Service of the hello image; `spec` adds to the Service's spec (traffic)."""
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {"autoscaling.knative.dev/window": WINDOW, **(annotations or {})}
+                },
+                "spec": {
+                    "timeoutSeconds": 30,
+                    "containers": [{
+                        "image": HELLO_IMAGE,
+                        "args": ["sh", "-c", HTTPD],
+                        "ports": [{"containerPort": 8080}],
+                    }],
+                },
+            },
+            **spec,
+        },
+    }  # fmt: skip
+
+
+def deploy(node: Node, service: dict[str, Any], timeout: float = 180) -> str:
+    """Applies `service` (its namespace made if new), waits for Ready; returns its URL's host."""
+    plane, namespace = node.plane, service["metadata"]["namespace"]
+    if plane.kubectl("get", "namespace", namespace, check=False).returncode != 0:
+        plane.kubectl("create", "namespace", namespace)
+    started = time.monotonic()
+    plane.kubectl("apply", "-f", "-", input=json.dumps(service))
+    name, generation = service["metadata"]["name"], None
+    deadline = started + timeout
+    while True:
+        found = plane.get("-n", namespace, "ksvc", name)
+        generation = found["metadata"]["generation"]
+        fresh = found.get("status", {}).get("observedGeneration") == generation
+        if fresh and ready(found):
+            break
+        assert time.monotonic() < deadline, json.dumps(found.get("status"), indent=1)
+        time.sleep(0.5)
+    host: str = found["status"]["url"].split("://", 1)[1]
+    # Traefik calls a KIngress ready once it has the configuration, without probing it: the
+    # route may answer 404 for a moment after the Service is Ready.
+    while node.call(host, "/cgi-bin/revision")[0] == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return host
+
+
+def wait_for_zero(node: Node, namespace: str, timeout: float = 120) -> float:
+    idle_from = time.monotonic()
+    while pods(node.plane, namespace):
+        assert time.monotonic() - idle_from < timeout, "never scaled to zero"
+        time.sleep(0.5)
+    return time.monotonic() - idle_from
+
+
+class Load:
+    """`clients` threads calling `path` on `host` back to back (each pausing `pause` seconds
+    between calls) until stopped; every answer's status is kept, and each 200's body."""
+
+    def __init__(
+        self, node: Node, host: str, path: str, clients: int, pause: float = 0,
+        port: int | None = None,
+    ) -> None:  # fmt: skip
+        self.node, self.host, self.path, self.pause, self.port = node, host, path, pause, port
+        self.statuses: Counter[int] = Counter()
+        self.bodies: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, body, _ = self.node.call(self.host, self.path, timeout=30, port=self.port)
+            with self._lock:
+                self.statuses[status] += 1
+                if status == 200:
+                    self.bodies[body.strip()] += 1
+                else:
+                    self.failures.append(f"{status}: {body[:200]}")
+            self._stop.wait(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
