@@ -1,14 +1,22 @@
 """One real control plane (harness/cluster.py) for the whole session: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, kwok's fake node and Knative Serving's webhook and
-controller, built from controlplane/ and started in a network namespace of their own."""
+controller, built from controlplane/ and started in a network namespace of their own.
+
+And, for the tests that need pods to run (test_chart_on_node.py, test_real_node.py), a second
+one with a real node, started the first time one of them asks: its start costs half a minute,
+so they share it. test_real_node.py's last test takes it down and checks the host; the chart's
+tests, which sort before it, run first."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from harness.cluster import ControlPlane, down, up
+from tests.support.real_node import Node, Snapshot
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +37,20 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    before = Snapshot.take()
+    state = tmp_path_factory.mktemp("real-node")
+    started = time.monotonic()
+    plane = up(state, node=True)
+    found = Node(plane, state, before)
+    found.measured["up"] = time.monotonic() - started
+    found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
+    print(f"\nreal node: {json.dumps(found.measured)}")
+    try:
+        yield found
+    finally:
+        if not found.is_down:
+            down(state)

@@ -3,27 +3,23 @@ and runc, answers through Traefik at its Knative URL's host, scales to zero and 
 activator; then `down()` leaves the machine as it found it.
 
 A control plane of its own (not the session's, which keeps kwok's fake node for the other
-tests): its teardown is part of what is tested. Requests go only to the ingress, in the
-namespace this control plane made, and only while that namespace exists.
+tests), shared with test_chart_on_node.py (conftest.py's `real_node`): its teardown is part of
+what is tested, last. Requests go only to the ingress, in the namespace this control plane
+made, and only while that namespace exists.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness.cluster import ControlPlane, down, up
+from harness.cluster import down
 from harness.cluster.cgroups import hierarchies
 from harness.cluster.network import names
 from harness.cluster.node import (
@@ -38,6 +34,7 @@ from harness.cluster.node import (
 from harness.cluster.node_images import HELLO_IMAGE
 from harness.cluster.supervisor import recorded, start_time
 from harness.processes import free_port
+from tests.support.real_node import Node, Snapshot, pods, ready, sysctl_values
 
 pytestmark = pytest.mark.cluster
 
@@ -51,117 +48,10 @@ GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period for this cluster
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
 
-def sysctl_values() -> dict[str, str]:
-    keys = [*SYSCTL_STAND_INS, "net/netfilter/nf_conntrack_max"]
-    values = {}
-    for key in keys:
-        path = Path("/proc/sys") / key
-        values[key] = path.read_text().strip() if path.exists() else "-"
-    return values
-
-
-def run(*command: str) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
-
-
-@dataclass
-class Snapshot:
-    """The host state the node could leave something in."""
-
-    netns: set[str]
-    links: set[str]
-    nft: str
-    iptables: str
-    mounts: list[str]
-    cgroups: dict[str, set[str]]
-    paths: dict[str, bool]
-    sysctls: dict[str, str]
-
-    @classmethod
-    def take(cls) -> Snapshot:
-        links = {
-            line.split(":")[1].strip().split("@")[0]
-            for line in run("ip", "-o", "link", "show").splitlines()
-            if ":" in line
-        }
-        # Counters change with traffic; the rules are what counts.
-        iptables = "\n".join(
-            re.sub(r"\[\d+:\d+\]", "", line)
-            for line in run("iptables-save").splitlines()
-            if not line.startswith("#")
-        )
-        return cls(
-            netns={line.split()[0] for line in run("ip", "netns", "list").splitlines() if line},
-            links=links,
-            nft=run("nft", "list", "ruleset"),
-            iptables=iptables,
-            mounts=Path("/proc/mounts").read_text().splitlines(),
-            cgroups={str(h): {p.name for p in h.iterdir() if p.is_dir()} for h in hierarchies()},
-            paths={
-                p: Path(p).exists()
-                for p in (
-                    "/var/lib/cni",
-                    "/run/containerd",
-                    "/var/lib/kubelet",
-                    "/run/nri",
-                    "/var/log/containers",
-                    "/opt/containerd",
-                    "/etc/cni/net.d",
-                )
-            },
-            sysctls=sysctl_values(),
-        )
-
-
-@dataclass
-class Node:
-    plane: ControlPlane
-    state: Path
-    before: Snapshot
-    is_down: bool = False
-    measured: dict[str, Any] = field(default_factory=dict)
-
-    def namespace_up(self) -> bool:
-        return Path("/run/netns", self.plane.netns).exists()
-
-    def call(self, host: str, timeout: float = 60) -> tuple[int, str, float]:
-        """GET / through Traefik with `host`; (status, body, seconds)."""
-        assert not self.is_down, "the node is down"
-        assert self.namespace_up(), "the node's namespace is gone"
-        request = urllib.request.Request(self.plane.ingress + "/", headers={"Host": host})
-        started = time.monotonic()
-        try:
-            with _http.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            status, body = error.code, error.read().decode()
-        return status, body, time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    before = Snapshot.take()
-    state = tmp_path_factory.mktemp("real-node")
-    started = time.monotonic()
-    plane = up(state, node=True)
-    found = Node(plane, state, before)
-    found.measured["up"] = time.monotonic() - started
-    found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
-    print(f"\nreal node: {json.dumps(found.measured)}")
-    try:
-        yield found
-    finally:
-        if not found.is_down:
-            down(state)
-
-
-def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    return list(plane.get("-n", namespace, "pods")["items"])
-
-
-def ready(resource: dict[str, Any]) -> bool:
-    conditions = resource.get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+def node(real_node: Node) -> Node:
+    assert not real_node.is_down, "the real node was taken down before this module ran"
+    return real_node
 
 
 def test_the_node_is_real_and_ready(node: Node) -> None:
