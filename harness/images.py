@@ -222,13 +222,19 @@ def local_backing_images() -> tuple[str, str]:
 
 
 # The official redis image's entrypoint, for what the chart uses of it: arguments that are
-# options (or a .conf file) are redis-server's.
+# options (or a .conf file) are redis-server's. Its redis-server is built with protected mode
+# off (with no password, Debian's refuses every client that is not on loopback); options given
+# after it still win.
 REDIS_ENTRYPOINT = """#!/bin/sh
 # Stand-in for the official redis image's docker-entrypoint.sh (harness/images.py).
 set -eu
 case "${1:-}" in
   ""|-*|*.conf) set -- redis-server "$@" ;;
 esac
+if [ "$1" = redis-server ]; then
+  shift
+  set -- redis-server --protected-mode no "$@"
+fi
 exec "$@"
 """
 

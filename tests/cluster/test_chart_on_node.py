@@ -85,6 +85,12 @@ class Release:
         )  # fmt: skip
         return result.stdout.splitlines()
 
+    def redis(self, *command: str) -> str:
+        """redis-cli in the in-cluster Redis's pod."""
+        return self.plane.kubectl(
+            "exec", "-n", NAMESPACE, "deployment/redis", "--", "redis-cli", *command
+        ).stdout.strip()
+
     def admin(self) -> str:
         return self.emulator.token(ADMIN, PERMISSIONS)
 
@@ -133,6 +139,7 @@ def release(real_node: Node) -> Iterator[Release]:
     restricted_namespace(plane)
     client = helm.Config(kubeconfig_path=plane.kubeconfig, namespace=NAMESPACE)
     forward: subprocess.Popen[str] | None = None
+    emulator: EmulatorHandle | None = None
     try:
         started = time.monotonic()
         installed = client.install(helm.Chart.load(CHART), RELEASE, values, namespace=NAMESPACE,
@@ -159,13 +166,15 @@ def release(real_node: Node) -> Iterator[Release]:
         assert forward.stdout is not None
         assert "Forwarding from 127.0.0.1" in forward.stdout.readline()
         emulator = EmulatorHandle(f"http://127.0.0.1:{port}", public_url=EMULATOR_URL)
-        found_release = Release(real_node, emulator, hosts, measured)
-        yield found_release
-        emulator.close()
+        yield Release(real_node, emulator, hosts, measured)
     finally:
+        if emulator is not None:
+            emulator.close()
         if forward is not None:
             forward.terminate()
             forward.wait(10)
+            if forward.stdout is not None:
+                forward.stdout.close()
         client.close()
         # The namespace goes with everything in it; its pods stop while later modules run
         # (the node's teardown kills whatever would still be left).
@@ -235,6 +244,8 @@ def test_every_endpoint_answers_by_url_through_traefik(release: Release) -> None
     status, listed = release.call("list-users", "GET", "/users?q=email:ada@example.com", admin)
     assert status == 200, listed
     assert [u["user_id"] for u in listed["users"]] == [ADA]
+    # The pods share the in-cluster Redis: the profile cache and the sealed credentials.
+    assert int(release.redis("dbsize")) > 0
 
     email = f"chart-{secrets.token_hex(4)}@example.com"
     status, created = release.call("create-user", "POST", "/users", admin, body={
