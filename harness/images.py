@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -360,6 +361,7 @@ def stand_ins() -> dict[str, StandIn]:
     }
 
 
+@functools.cache  # apt-get indextargets takes seconds; one answer per process is enough
 def machine_apt_sources(suite: str) -> str:
     """This machine's Debian apt sources, moved to `suite`, one-line format for mmdebstrap.
 

@@ -19,6 +19,8 @@ import hashlib
 import re
 import subprocess
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,11 +131,21 @@ def save(podman: Any, image: ChartImage) -> None:
             stale.unlink()
 
 
-def load_chart_images(plane: ControlPlane) -> dict[str, Any]:
-    """Imports the chart's images into the node; returns the values that use them."""
+def load_chart_images(
+    plane: ControlPlane, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Imports the chart's images into the node; returns the values that use them. `timings`
+    gets the seconds spent finding or building the archives, and importing them."""
+    started = time.monotonic()
     images = chart_images()
-    for archive in archives(images):
-        import_image(plane, archive)
+    found = archives(images)
+    built = time.monotonic()
+    # Side by side: each import is mostly containerd unpacking layers, on another core.
+    with ThreadPoolExecutor(max_workers=len(found)) as pool:
+        list(pool.map(lambda archive: import_image(plane, archive), found))
+    if timings is not None:
+        timings["chart images: archives"] = built - started
+        timings["chart images: import"] = time.monotonic() - built
     return values(images)
 
 
