@@ -50,7 +50,7 @@ test-fast: install controlplane ## tests that need no servers (kubectl builds th
 controlplane: | bootstrap-test
 	@controlplane/build >/dev/null
 
-cluster: install controlplane ## a real Kubernetes + Knative Serving with a real node; prints INGRESS=..., KUBECONFIG=...
+cluster: install controlplane ## a real Kubernetes + Knative Serving with a real node and the chart's images; prints INGRESS=..., VALUES=..., KUBECONFIG=...
 	@$(PY) -m harness.cluster up
 
 cluster-down: install ## stop everything `make cluster` started

@@ -16,7 +16,9 @@ imports it for the same build and the same engine settings.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -167,17 +169,31 @@ def stand_in_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class StandIn:
-    """What stands in for a base image: Debian packages of one suite, and the image settings
-    (ENV, CMD...) of the image it replaces."""
+    """What stands in for an image: Debian packages of one suite, the image settings (ENV,
+    CMD...) of the image it replaces, and for a service's image (PostgreSQL, Redis) the files
+    (an entrypoint) and shell steps that make it behave as that image does."""
 
     name: str
     suite: str
     packages: tuple[str, ...]
     changes: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # (path in the image, content), mode 0755
+    steps: tuple[str, ...] = ()  # run with the root filesystem's path as $1, after `files`
 
     def key(self, sources: str) -> str:
-        recipe = json.dumps([STAND_IN_RECIPE, self.suite, self.packages, self.changes, sources])
-        return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+        recipe: list[object] = [STAND_IN_RECIPE, self.suite, self.packages, self.changes, sources]
+        if self.files or self.steps:  # (the keys of stand-ins without them stay as they were)
+            recipe += [self.files, self.steps]
+        return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+
+    def hooks(self) -> list[str]:
+        """mmdebstrap --customize-hook commands writing `files` and running `steps`."""
+        hooks = []
+        for path, content in self.files:
+            encoded = base64.b64encode(content.encode()).decode()
+            hooks.append(f'mkdir -p "$1{Path(path).parent}" && echo {encoded} | base64 -d '
+                         f'> "$1{path}" && chmod 0755 "$1{path}"')  # fmt: skip
+        return hooks + list(self.steps)
 
 
 def python_base() -> str:
@@ -196,11 +212,85 @@ def pgbouncer_image() -> str:
     return found[1]
 
 
+def local_backing_images() -> tuple[str, str]:
+    """The chart's in-cluster Redis and PostgreSQL images (localBackingServices)."""
+    values = (ROOT / "helm" / "userapi" / "values.yaml").read_text()
+    keys = ("redisImage", "postgresImage")
+    found = [re.search(rf"^  {key}: (\S+)", values, re.M) for key in keys]
+    if not (found[0] and found[1]):
+        raise SystemExit("image: helm/userapi/values.yaml names no localBackingServices images")
+    return found[0][1], found[1][1]
+
+
+# The official redis image's entrypoint, for what the chart uses of it: arguments that are
+# options (or a .conf file) are redis-server's. Its redis-server is built with protected mode
+# off (with no password, Debian's refuses every client that is not on loopback); options given
+# after it still win.
+REDIS_ENTRYPOINT = """#!/bin/sh
+# Stand-in for the official redis image's docker-entrypoint.sh (harness/images.py).
+set -eu
+case "${1:-}" in
+  ""|-*|*.conf) set -- redis-server "$@" ;;
+esac
+if [ "$1" = redis-server ]; then
+  shift
+  set -- redis-server --protected-mode no "$@"
+fi
+exec "$@"
+"""
+
+# Debian bookworm's PostgreSQL (15; the official image of the chart's value is 16).
+POSTGRES_MAJOR = "15"
+# The official postgres image's entrypoint, for what the chart uses of it: a first start
+# initialises PGDATA with POSTGRES_USER as the superuser (password POSTGRES_PASSWORD,
+# scram-sha-256 over TCP, trust on the local socket, which pg_isready uses), creates
+# POSTGRES_DB, then runs the server on every address. It runs as the uid it is given (the
+# chart's 70, the image's postgres user) and writes only to PGDATA, the socket directory and
+# /tmp: a read-only root filesystem is enough.
+POSTGRES_ENTRYPOINT = """#!/bin/sh
+# Stand-in for the official postgres image's docker-entrypoint.sh (harness/images.py).
+set -eu
+case "${1:-}" in
+  ""|-*) set -- postgres "$@" ;;
+esac
+if [ "$1" != postgres ]; then
+  exec "$@"
+fi
+shift
+: "${PGDATA:=/var/lib/postgresql/data}"
+: "${POSTGRES_USER:=postgres}"
+: "${POSTGRES_DB:=$POSTGRES_USER}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    echo "postgres stand-in: POSTGRES_PASSWORD is not set" >&2
+    exit 1
+  fi
+  mkdir -p "$PGDATA"
+  chmod 0700 "$PGDATA"
+  umask 077
+  password_file="$(mktemp)"
+  printf '%s\n' "$POSTGRES_PASSWORD" > "$password_file"
+  initdb --username="$POSTGRES_USER" --pwfile="$password_file" --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 -D "$PGDATA" >/dev/null
+  rm -f "$password_file"
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  if [ "$POSTGRES_DB" != postgres ]; then
+    database="$(printf %s "$POSTGRES_DB" | sed 's/"/""/g')"
+    echo "CREATE DATABASE \"$database\";" | postgres --single -D "$PGDATA" -j postgres >/dev/null
+  fi
+  echo "postgres stand-in: initialised $PGDATA (database $POSTGRES_DB)"
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+"""
+
+
 def stand_ins() -> dict[str, StandIn]:
     """The images this project runs, keyed by the name the Dockerfile or the chart uses."""
     python = python_base()
     suite = python.rsplit("-", 1)[-1]  # python:3.11.14-slim-bookworm: Debian bookworm
     pgbouncer = pgbouncer_image()
+    redis, postgres = local_backing_images()
+    path = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return {
         python: StandIn(
             name=python,
@@ -227,9 +317,51 @@ def stand_ins() -> dict[str, StandIn]:
                 'CMD ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]',
             ),
         ),
+        # The local profile's in-cluster Redis and PostgreSQL (localBackingServices), with the
+        # official alpine images' uids (the chart's runAsUser): redis 999:1000, postgres 70:70.
+        redis: StandIn(
+            name=redis,
+            suite="bookworm",
+            packages=("redis-server",),
+            changes=(
+                path,
+                "WORKDIR /data",
+                "USER 999:1000",
+                'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
+                'CMD ["redis-server"]',
+            ),
+            files=(("/usr/local/bin/docker-entrypoint.sh", REDIS_ENTRYPOINT),),
+            steps=(
+                'chroot "$1" groupmod -g 1000 redis && chroot "$1" usermod -u 999 redis',
+                'mkdir -p "$1/data"',
+            ),
+        ),
+        postgres: StandIn(
+            name=postgres,
+            suite="bookworm",
+            packages=(f"postgresql-{POSTGRES_MAJOR}",),
+            changes=(
+                f"ENV PATH=/usr/lib/postgresql/{POSTGRES_MAJOR}/bin:/usr/local/sbin:"
+                "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "ENV PGDATA=/var/lib/postgresql/data",
+                "ENV LANG=C.UTF-8",
+                "USER 70:70",
+                'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
+                'CMD ["postgres"]',
+            ),
+            files=(("/usr/local/bin/docker-entrypoint.sh", POSTGRES_ENTRYPOINT),),
+            steps=(
+                # initdb needs a passwd entry for the uid it runs as.
+                'chroot "$1" groupmod -g 70 postgres && chroot "$1" usermod -u 70 postgres',
+                # The cluster the package's postinst made: PGDATA is the image's own.
+                f'rm -rf "$1/var/lib/postgresql/{POSTGRES_MAJOR}" '
+                f'"$1/etc/postgresql/{POSTGRES_MAJOR}"',
+            ),
+        ),
     }
 
 
+@functools.cache  # apt-get indextargets takes seconds; one answer per process is enough
 def machine_apt_sources(suite: str) -> str:
     """This machine's Debian apt sources, moved to `suite`, one-line format for mmdebstrap.
 
@@ -296,6 +428,7 @@ def stand_in_tarball(stand_in: StandIn) -> Path:
             "--dpkgopt=path-exclude=/usr/share/locale/*",
             "--dpkgopt=path-exclude=/usr/share/info/*",
             "--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*",
+            *(f"--customize-hook={hook}" for hook in stand_in.hooks()),
             stand_in.suite,
             str(partial),
             "-",  # the sources come from standard input

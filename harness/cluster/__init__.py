@@ -20,7 +20,13 @@ the pid of each process. `up()` is idempotent (a healthy control plane is reused
 exactly the processes it recorded (the node's first, in order) and deletes the namespace. Needs
 root (network namespaces, mounts, cgroups).
 
-    python -m harness.cluster up [STATE_DIR] [--fake-node]  # INGRESS=..., KUBECONFIG=... last
+With the real node, `make cluster` also imports the chart's images (chart_images.py: the
+userapi image built from this tree, PgBouncer's, the local profile's Redis and PostgreSQL)
+and writes the values naming them, for `helm install ... -f manifests/overlays/local/values.yaml
+-f $VALUES`. `load` imports an image you built (`make image`) under a kind.local name.
+
+    python -m harness.cluster up [STATE_DIR] [--fake-node]  # INGRESS=, VALUES=, KUBECONFIG= last
+    python -m harness.cluster load IMAGE [--as NAME] [--state STATE_DIR]
     python -m harness.cluster down [STATE_DIR]
 """
 
@@ -35,7 +41,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.cluster import node_images
+import yaml
+
+from harness.cluster import chart_images, node_images
 from harness.cluster.credentials import credentials, kubeconfig, kubelet_client
 from harness.cluster.knative import (
     knative_manifests,
@@ -147,22 +155,41 @@ def down(state: Path = DEFAULT_STATE) -> None:
         subprocess.run(["rm", "-rf", str(state)], check=False)
 
 
+def chart_values(plane: ControlPlane) -> Path:
+    """Imports the chart's images into the node; the values file naming them."""
+    path = plane.state / "values.yaml"
+    header = "# The chart's images as `make cluster` imported them into its node.\n"
+    path.write_text(header + yaml.safe_dump(chart_images.load_chart_images(plane)))
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__)
-    parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("state", nargs="?", type=Path, default=DEFAULT_STATE)
+    parser.add_argument("action", choices=["up", "down", "load"])
+    parser.add_argument("target", nargs="?", help="up, down: the state directory; load: IMAGE")
     parser.add_argument(
         "--fake-node",
         action="store_true",
         help="kwok's fake node instead of the real one (no ingress, no pods run)",
     )
+    parser.add_argument("--as", dest="name", help="load: its name on the node "
+                        "(default kind.local/<its last path component>)")  # fmt: skip
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="load: the cluster's")
     args = parser.parse_args(argv)
+    state = Path(args.target) if args.target and args.action != "load" else DEFAULT_STATE
     try:
         if args.action == "down":
-            down(args.state)
-            print(f"control plane in {args.state} stopped")
+            down(state)
+            print(f"control plane in {state} stopped")
             return 0
-        plane = up(args.state, detached=True, node=not args.fake_node)
+        if args.action == "load":
+            plane = running_plane(args.state.resolve())
+            if plane is None or not args.target:
+                raise ClusterError(f"load IMAGE needs a cluster with a real node in {args.state}")
+            print(f"{args.target} loaded as {chart_images.load(plane, args.target, args.name)}")
+            return 0
+        plane = up(state, detached=True, node=not args.fake_node)
+        values = chart_values(plane) if plane.real_node else None
     except ClusterError as error:
         print(f"cluster: {error}", file=sys.stderr)
         return 1
@@ -170,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{plane.state / 'logs'}")  # fmt: skip
     if plane.real_node:
         print(f"INGRESS={plane.ingress}")
+        print(f"VALUES={values}")
     print(f"KUBECONFIG={plane.kubeconfig}")
     return 0
 

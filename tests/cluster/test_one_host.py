@@ -18,23 +18,21 @@ import copy
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import yaml
 
-from harness.cluster import down, gateway_api, up
+from harness.cluster import gateway_api
 from harness.cluster.node import GATEWAY_CLASS, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_PORT
 from manifests.generate import overlay_values, render_chart
 from tests.support.chart import OVERLAYS
-from tests.support.node import (
+from tests.support.real_node import (
     Load,
     Node,
     deploy,
     hello_service,
-    short_scale_to_zero,
     wait_for_zero,
 )
 
@@ -63,18 +61,9 @@ MATCHES = {
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    state = tmp_path_factory.mktemp("one-host")
-    started = time.monotonic()
-    plane = up(state, node=True)
-    found = Node(plane, state)
-    try:
-        short_scale_to_zero(plane)
-        found.measured["up"] = time.monotonic() - started
-        yield found
-    finally:
-        print(f"\none host: {json.dumps(found.measured)}")
-        down(state)
+def node(real_node: Node) -> Node:
+    assert not real_node.is_down, "the real node was taken down before this module ran"
+    return real_node
 
 
 def chart_route() -> list[dict[str, Any]]:

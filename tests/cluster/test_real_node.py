@@ -7,28 +7,26 @@ found it. The Services run busybox's httpd with a CGI script that names the serv
 (node_images.REVISION_CGI).
 
 A control plane of its own (not the session's, which keeps kwok's fake node for the other
-tests): its teardown is part of what is tested. Requests go only to the ingress, in the
-namespace this control plane made, and only while that namespace exists.
+tests), shared with the other modules that need pods to run (conftest.py's `real_node`): its
+teardown is part of what is tested, after every other test of it (conftest.py orders it last).
+Requests go only to the ingress, in the namespace this control plane made, and only while that
+namespace exists.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from harness.cluster import down, up
+from harness.cluster import down
 from harness.cluster.cgroups import hierarchies
 from harness.cluster.network import names
 from harness.cluster.node import (
@@ -42,16 +40,17 @@ from harness.cluster.node import (
 )
 from harness.cluster.supervisor import recorded, start_time
 from harness.processes import free_port
-from tests.support.node import (
+from tests.support.real_node import (
     BODY,
     Load,
     Node,
+    Snapshot,
     deploy,
     hello_service,
     pods,
     ready,
     serving_pods,
-    short_scale_to_zero,
+    sysctl_values,
     wait_for_zero,
 )
 
@@ -62,94 +61,13 @@ SERVICE = "hello"
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
 
-def sysctl_values() -> dict[str, str]:
-    keys = [*SYSCTL_STAND_INS, "net/netfilter/nf_conntrack_max"]
-    values = {}
-    for key in keys:
-        path = Path("/proc/sys") / key
-        values[key] = path.read_text().strip() if path.exists() else "-"
-    return values
-
-
-def run(*command: str) -> str:
-    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
-
-
-@dataclass
-class Snapshot:
-    """The host state the node could leave something in."""
-
-    netns: set[str]
-    links: set[str]
-    nft: str
-    iptables: str
-    mounts: list[str]
-    cgroups: dict[str, set[str]]
-    paths: dict[str, bool]
-    sysctls: dict[str, str]
-
-    @classmethod
-    def take(cls) -> Snapshot:
-        links = {
-            line.split(":")[1].strip().split("@")[0]
-            for line in run("ip", "-o", "link", "show").splitlines()
-            if ":" in line
-        }
-        # Counters change with traffic; the rules are what counts.
-        iptables = "\n".join(
-            re.sub(r"\[\d+:\d+\]", "", line)
-            for line in run("iptables-save").splitlines()
-            if not line.startswith("#")
-        )
-        return cls(
-            netns={line.split()[0] for line in run("ip", "netns", "list").splitlines() if line},
-            links=links,
-            nft=run("nft", "list", "ruleset"),
-            iptables=iptables,
-            mounts=Path("/proc/mounts").read_text().splitlines(),
-            cgroups={str(h): {p.name for p in h.iterdir() if p.is_dir()} for h in hierarchies()},
-            paths={
-                p: Path(p).exists()
-                for p in (
-                    "/var/lib/cni",
-                    "/run/containerd",
-                    "/var/lib/kubelet",
-                    "/run/nri",
-                    "/var/log/containers",
-                    "/opt/containerd",
-                    "/etc/cni/net.d",
-                )
-            },
-            sysctls=sysctl_values(),
-        )
-
-
-@dataclass
-class RealNode(Node):
-    """The node, and the host as it was before it started."""
-
-    before: Snapshot = field(default_factory=Snapshot.take)
-
-
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
-    before = Snapshot.take()
-    state = tmp_path_factory.mktemp("real-node")
-    started = time.monotonic()
-    plane = up(state, node=True)
-    found = RealNode(plane, state, before=before)
-    try:
-        short_scale_to_zero(plane)
-        found.measured["up"] = time.monotonic() - started
-        found.measured.update(json.loads((state / "node" / "timings.json").read_text()))
-        print(f"\nreal node: {json.dumps(found.measured)}")
-        yield found
-    finally:
-        if not found.is_down:
-            down(state)
+def node(real_node: Node) -> Node:
+    assert not real_node.is_down, "the real node was taken down before this module ran"
+    return real_node
 
 
-def test_the_node_is_real_and_ready(node: RealNode) -> None:
+def test_the_node_is_real_and_ready(node: Node) -> None:
     nodes = node.plane.get("nodes")["items"]
     assert [n["metadata"]["name"] for n in nodes] == [NODE_NAME]  # kwok's is retired
     (real,) = nodes
@@ -169,7 +87,7 @@ def test_the_node_is_real_and_ready(node: RealNode) -> None:
     assert "activator" in logs.stdout, logs.stdout[-2000:]
 
 
-def test_kubelet_changed_no_machine_wide_setting(node: RealNode) -> None:
+def test_kubelet_changed_no_machine_wide_setting(node: Node) -> None:
     assert sysctl_values() == node.before.sysctls
     stand_ins = node.state / "node" / "sysctl"
     for key, value in SYSCTL_STAND_INS.items():
@@ -179,7 +97,7 @@ def test_kubelet_changed_no_machine_wide_setting(node: RealNode) -> None:
                for h in map(str, hierarchies()))  # fmt: skip
 
 
-def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: RealNode) -> None:
+def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: Node) -> None:
     plane = node.plane
     started = time.monotonic()
     ready_host = deploy(node, hello_service(SERVICE, NAMESPACE))
@@ -230,7 +148,7 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     print(f"\nreal node: {json.dumps(node.measured)}")
 
 
-def test_100_concurrent_requests_at_zero_are_all_answered(node: RealNode) -> None:
+def test_100_concurrent_requests_at_zero_are_all_answered(node: Node) -> None:
     host = deploy(node, hello_service("burst", "burst"))
     node.measured["burst: scaled to zero after idle"] = wait_for_zero(node, "burst")
     started = time.monotonic()
@@ -243,7 +161,7 @@ def test_100_concurrent_requests_at_zero_are_all_answered(node: RealNode) -> Non
     assert {body for _, body, _ in answers} == {"burst-00001\n"}
 
 
-def test_scale_out_under_load_then_down_under_light_load_without_errors(node: RealNode) -> None:
+def test_scale_out_under_load_then_down_under_light_load_without_errors(node: Node) -> None:
     """Target concurrency 1 and requests held 0.5 s: six clients need more than one pod. Then
     one client, one request at a time: scale-down drains pods while it keeps calling."""
     plane, namespace = node.plane, "load"
@@ -273,7 +191,7 @@ def test_scale_out_under_load_then_down_under_light_load_without_errors(node: Re
     assert light.statuses[200] > 0
 
 
-def test_a_pod_deleted_under_load_loses_no_request(node: RealNode) -> None:
+def test_a_pod_deleted_under_load_loses_no_request(node: Node) -> None:
     """The kubelet runs the user container's preStop hook (queue-proxy's /wait-for-drain, which
     Knative adds) before SIGTERM, and queue-proxy keeps serving while it drains; the Deployment
     starts a replacement meanwhile. So the client should see no error at all."""
@@ -293,7 +211,7 @@ def test_a_pod_deleted_under_load_loses_no_request(node: RealNode) -> None:
     assert load.statuses[200] > 20
 
 
-def test_traffic_split_between_two_revisions(node: RealNode) -> None:
+def test_traffic_split_between_two_revisions(node: Node) -> None:
     plane, namespace, name = node.plane, "split", "split"
     deploy(node, hello_service(name, namespace, {"autoscaling.knative.dev/min-scale": "1"}))
     second = hello_service(
@@ -320,7 +238,7 @@ def test_traffic_split_between_two_revisions(node: RealNode) -> None:
     print(f"\nreal node: {json.dumps(node.measured)}")
 
 
-def test_down_leaves_nothing_behind(node: RealNode) -> None:
+def test_down_leaves_nothing_behind(node: Node) -> None:
     state = node.state
     processes = list(recorded(state))
     assert {name for name, _ in processes} >= {"node-holder", "containerd", "kubelet",

@@ -1,6 +1,9 @@
-"""The real node's test helpers (tests/cluster/test_real_node.py, test_one_host.py): calls
-through its ingress, Knative Services of the hello image, waiting for Ready and for zero, and
-background load. Requests go only to the node's namespace, and only while it exists.
+"""The real node (harness/cluster/node.py) as the tests share it: one control plane with a real
+node for the session (tests/cluster/conftest.py's `real_node`), the host state taken before it
+started (what its teardown must restore), calls through its ingress, Knative Services of the
+hello image, waiting for Ready and for zero, and background load. Requests go only to the
+node's namespace, and only while it exists: without it the ingress address routes off the
+machine.
 
 The hello image (harness/cluster/node_images.py) is busybox's httpd; its CGI script
 /cgi-bin/revision answers with the revision that served it, after sleeping `?SECONDS`.
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.cluster import ControlPlane
+from harness.cluster.cgroups import hierarchies
+from harness.cluster.node import SYSCTL_STAND_INS
 from harness.cluster.node_images import HELLO_IMAGE
 
 BODY = "hello from the real node\n"
@@ -30,10 +37,73 @@ GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period for these cluster
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
 
 
+def sysctl_values() -> dict[str, str]:
+    keys = [*SYSCTL_STAND_INS, "net/netfilter/nf_conntrack_max"]
+    values = {}
+    for key in keys:
+        path = Path("/proc/sys") / key
+        values[key] = path.read_text().strip() if path.exists() else "-"
+    return values
+
+
+def run(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
+
+
+@dataclass
+class Snapshot:
+    """The host state the node could leave something in."""
+
+    netns: set[str]
+    links: set[str]
+    nft: str
+    iptables: str
+    mounts: list[str]
+    cgroups: dict[str, set[str]]
+    paths: dict[str, bool]
+    sysctls: dict[str, str]
+
+    @classmethod
+    def take(cls) -> Snapshot:
+        links = {
+            line.split(":")[1].strip().split("@")[0]
+            for line in run("ip", "-o", "link", "show").splitlines()
+            if ":" in line
+        }
+        # Counters change with traffic; the rules are what counts.
+        iptables = "\n".join(
+            re.sub(r"\[\d+:\d+\]", "", line)
+            for line in run("iptables-save").splitlines()
+            if not line.startswith("#")
+        )
+        return cls(
+            netns={line.split()[0] for line in run("ip", "netns", "list").splitlines() if line},
+            links=links,
+            nft=run("nft", "list", "ruleset"),
+            iptables=iptables,
+            mounts=Path("/proc/mounts").read_text().splitlines(),
+            cgroups={str(h): {p.name for p in h.iterdir() if p.is_dir()} for h in hierarchies()},
+            paths={
+                p: Path(p).exists()
+                for p in (
+                    "/var/lib/cni",
+                    "/run/containerd",
+                    "/var/lib/kubelet",
+                    "/run/nri",
+                    "/var/log/containers",
+                    "/opt/containerd",
+                    "/etc/cni/net.d",
+                )
+            },
+            sysctls=sysctl_values(),
+        )
+
+
 @dataclass
 class Node:
     plane: ControlPlane
     state: Path
+    before: Snapshot
     is_down: bool = False
     measured: dict[str, Any] = field(default_factory=dict)
 
@@ -44,30 +114,31 @@ class Node:
         self,
         host: str,
         path: str = "/",
-        timeout: float = 60,
         *,
         method: str = "GET",
-        port: int | None = None,
+        body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        port: int | None = None,
+        timeout: float = 60,
     ) -> tuple[int, str, float]:
-        """`method` `path` with `host`, through Traefik's public entry point (or its `port`
-        there); (status, body, seconds). A connection that fails or times out is status 0, with
-        the error as its body: the callers count it."""  # fmt: skip
+        """A request with `host` through Traefik's public entry point (or its `port` there);
+        (status, body, seconds). A connection that fails or times out is status 0, with the
+        error as its body: the callers count it."""
         assert not self.is_down, "the node is down"
         assert self.namespace_up(), "the node's namespace is gone"
         base = self.plane.ingress if port is None else f"http://{self.plane.address}:{port}"
         request = urllib.request.Request(
-            base + path, method=method, headers={"Host": host, **(headers or {})}
+            base + path, data=body, method=method, headers={**(headers or {}), "Host": host}
         )
         started = time.monotonic()
         try:
             with _http.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read().decode()
+                status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as error:
-            status, body = error.code, error.read().decode()
+            status, text = error.code, error.read().decode()
         except (OSError, http.client.HTTPException) as error:
-            status, body = 0, repr(error)
-        return status, body, time.monotonic() - started
+            status, text = 0, repr(error)
+        return status, text, time.monotonic() - started
 
 
 def short_scale_to_zero(plane: ControlPlane) -> None:
