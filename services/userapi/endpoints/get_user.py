@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import Header, Request, Response
 
 from userapi.adapters.access_tokens import Permission, Principal
+from userapi.adapters.local_cache import MISSING
+from userapi.domain.accounts import Account
 from userapi.domain.users import (
     NO_STORE,
     OMITTED_FIELDS,
@@ -26,6 +29,7 @@ from userapi.web.dependencies import (
 )
 from userapi.web.endpoint import Endpoint
 from userapi.web.error_rendering import ERROR_RESPONSES
+from userapi.web.resources import Resources
 
 # What the registry (userapi/endpoints/__init__.py) reads.
 ENDPOINT = Endpoint("get-user", Permission.READ_USERS, self_service=True)
@@ -83,13 +87,51 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     dependencies and the same function, called with what FastAPI would have passed."""
     principal = await ENDPOINT.authorize(request, await principal_of(request))
     resources = await resources_of(request)
+    if_none_match = request.headers.get("if-none-match")
+    local = _answer_locally(resources, target_user(user_id, principal), if_none_match)
+    if local is not None:
+        return local
     response = Response()
-    result = await get_user(
-        user_id, principal, resources, response, request.headers.get("if-none-match")
-    )
+    result = await get_user(user_id, principal, resources, response, if_none_match)
     if isinstance(result, Response):
         return result
     headers = {"ETag": response.headers["ETag"], **NO_STORE}
     if OMITTED_FIELDS in response.headers:
         headers[OMITTED_FIELDS] = response.headers[OMITTED_FIELDS]
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+
+# Answers rendered from the process's own copy, by user: (the profile and the account they were
+# rendered from, the ETag, the body, the headers). Valid while both are the very objects the
+# copy still holds; a write replaces them, and the next read renders again.
+_RENDERED: OrderedDict[str, tuple[object, object, str, bytes, dict[str, str]]] = OrderedDict()
+_RENDERED_MAX = 4096
+
+
+def _answer_locally(
+    resources: Resources, target: str, if_none_match: str | None
+) -> Response | None:
+    """The answer from this process's copy of the profile and the account row, with no await
+    and, when nothing changed since the last such answer, no rendering: what get_user would
+    answer from them. None when either is not in the copy (get_user reads them)."""
+    account = resources.accounts.local_hit(target)
+    if account is MISSING:
+        return None
+    lookup = resources.profiles.local_hit(target)
+    if lookup is None:
+        return None
+    if lookup.profile is None:
+        raise not_found("The user does not exist.")
+    rendered = _RENDERED.get(target)
+    if rendered is None or rendered[0] is not lookup.profile or rendered[1] is not account:
+        known = account if isinstance(account, Account) else None
+        tag = etag(lookup.profile, known)
+        body = User.model_validate({**lookup.profile, "account": known}).model_dump_json()
+        headers = {"ETag": tag, **NO_STORE, **omitted_fields(lookup.omitted)}
+        rendered = (lookup.profile, account, tag, body.encode(), headers)
+        _RENDERED[target] = rendered
+        if len(_RENDERED) > _RENDERED_MAX:
+            _RENDERED.popitem(last=False)
+    if etag_matches(if_none_match, rendered[2]):
+        return Response(status_code=304, headers={"ETag": rendered[2], **NO_STORE})
+    return Response(rendered[3], media_type="application/json", headers=rendered[4])

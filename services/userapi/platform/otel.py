@@ -386,6 +386,11 @@ class OTelRecorder:
             yield Observation(used, {**base, "db.client.connection.state": "used"})
             yield Observation(idle, {**base, "db.client.connection.state": "idle"})
 
+    def annotate(self, key: str, value: AttributeValue) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(key, value)
+
     def trace_ids(self) -> tuple[str, str] | None:
         context = trace.get_current_span().get_span_context()
         if not context.is_valid:
