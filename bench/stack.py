@@ -147,14 +147,18 @@ class Stack:
         env: dict[str, str],
         user: str = USER,
         command: Sequence[str] = (USERAPI,),
+        endpoint: str = "get-user",
         **extra_env: str,
     ) -> Server:
-        """get-user by `command` (the installed `userapi`, or another tree's entry point)."""
+        """get-user (or `endpoint`, ready once get-user's path answers there: healthz for
+        the others) by `command` (the installed `userapi`, or another tree's entry point)."""
         port, spawned_at = free_port(), time.perf_counter()
         process = ServiceProcess(
-            [*command, "serve", "get-user", "--port", str(port)], env={**env, **extra_env}
+            [*command, "serve", endpoint, "--port", str(port)], env={**env, **extra_env}
         )
         base_url = f"http://127.0.0.1:{port}"
+        if endpoint != "get-user":
+            return Server(endpoint, process, base_url, "/healthz", self.auth, spawned_at)
         return Server("userapi", process, base_url, user_path(user), self.auth, spawned_at)
 
     def userapi(self, env: dict[str, str], user: str = USER) -> Server:
