@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import secrets
 import time
@@ -33,6 +34,7 @@ log = logging.getLogger("userapi.store")
 _SEGMENT_SAFE = "|@+=!$&'()*,;"
 
 
+@functools.lru_cache(maxsize=4096)  # the cached read's keys: the same few ids, every request
 def key_segment(value: str) -> str:
     """`value` (a user id, an event id: what a caller chose) as one segment of a store key.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Header, Request, Response
 
@@ -101,10 +102,31 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
 
-# Answers rendered from the process's own copy, by user: (the profile and the account they were
-# rendered from, the ETag, the body, the headers). Valid while both are the very objects the
-# copy still holds; a write replaces them, and the next read renders again.
-_RENDERED: OrderedDict[str, tuple[object, object, str, bytes, dict[str, str]]] = OrderedDict()
+class _Prepared(Response):
+    """An answer whose status, body and raw headers were made when it was rendered: Starlette's
+    Response would encode its headers again on every request."""
+
+    def __init__(
+        self, status_code: int, body: bytes | memoryview, raw_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.raw_headers = list(raw_headers)  # a copy: whoever sends it may extend it
+        self.background = None
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    profile: object  # the copy's profile and account it was rendered from (compared by identity)
+    account: object
+    etag: str
+    ok: _Prepared  # the 200, and the 304 for an If-None-Match that holds the ETag
+    not_modified: _Prepared
+
+
+# Answers rendered from the process's own copy, by user. Valid while the copy still holds the
+# very objects they were rendered from; a write replaces those, and the next read renders again.
+_RENDERED: OrderedDict[str, _Rendered] = OrderedDict()
 _RENDERED_MAX = 4096
 
 
@@ -117,21 +139,37 @@ def _answer_locally(
     account = resources.accounts.local_hit(target)
     if account is MISSING:
         return None
-    lookup = resources.profiles.local_hit(target)
-    if lookup is None:
+    entry = resources.profiles.local_hit(target)
+    if entry is None:
         return None
-    if lookup.profile is None:
+    if entry.profile is None:
         raise not_found("The user does not exist.")
     rendered = _RENDERED.get(target)
-    if rendered is None or rendered[0] is not lookup.profile or rendered[1] is not account:
-        known = account if isinstance(account, Account) else None
-        tag = etag(lookup.profile, known)
-        body = User.model_validate({**lookup.profile, "account": known}).model_dump_json()
-        headers = {"ETag": tag, **NO_STORE, **omitted_fields(lookup.omitted)}
-        rendered = (lookup.profile, account, tag, body.encode(), headers)
+    if rendered is None or rendered.profile is not entry.profile or rendered.account is not account:
+        rendered = _render(entry.profile, account, entry.omitted)
         _RENDERED[target] = rendered
         if len(_RENDERED) > _RENDERED_MAX:
             _RENDERED.popitem(last=False)
-    if etag_matches(if_none_match, rendered[2]):
-        return Response(status_code=304, headers={"ETag": rendered[2], **NO_STORE})
-    return Response(rendered[3], media_type="application/json", headers=rendered[4])
+    if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
+        return _Prepared(304, b"", rendered.not_modified.raw_headers)
+    return _Prepared(200, rendered.ok.body, rendered.ok.raw_headers)
+
+
+def _render(profile: dict[str, Any], account: object, omitted: tuple[str, ...]) -> _Rendered:
+    known = account if isinstance(account, Account) else None
+    tag = etag(profile, known)
+    body = User.model_validate({**profile, "account": known}).model_dump_json().encode()
+    # As Starlette would send them (web/direct_routes.py's test compares the two answers).
+    ok = Response(
+        body,
+        media_type="application/json",
+        headers={"ETag": tag, **NO_STORE, **omitted_fields(omitted)},
+    )
+    not_modified = Response(status_code=304, headers={"ETag": tag, **NO_STORE})
+    return _Rendered(
+        profile,
+        account,
+        tag,
+        _Prepared(200, body, ok.raw_headers),
+        _Prepared(304, b"", not_modified.raw_headers),
+    )

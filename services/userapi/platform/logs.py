@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, TextIO
 
 from userapi.platform import context
@@ -102,7 +102,7 @@ class _RequestLines:
 
     def __init__(self) -> None:
         self.stream: TextIO | None = None  # set by configure(): JSON on stdout is ours
-        self._formatter = JSONFormatter()
+        self.formatter = JSONFormatter()
         self._flush_pending = False
 
     def flush(self) -> None:
@@ -114,7 +114,10 @@ class _RequestLines:
 
     def write(self, line: str) -> None:
         assert self.stream is not None
-        self.stream.write(line)
+        try:
+            self.stream.write(line)
+        except (OSError, ValueError):
+            return  # as flush(): stdout closed or broken
         if not self._flush_pending:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -124,6 +127,10 @@ class _RequestLines:
 
 
 _lines = _RequestLines()
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 def request(
@@ -137,38 +144,32 @@ def request(
     """Logs the request line (logger `userapi.request`, INFO) with its fields."""
     if not _request_log.isEnabledFor(logging.INFO):
         return
-    extra = {
-        "endpoint": endpoint,
-        "method": method,
-        "path": path,
-        "status": status,
-        "duration_ms": duration_ms,
-        "cache": ctx.cache,
-        "auth0_ms": round(ctx.auth0_ms, 2),
-        "auth0_calls": ctx.auth0_calls,
-        "subject": ctx.subject,
-    }
+    auth0_ms = round(ctx.auth0_ms, 2)
     if _lines.stream is None:  # logging not configured by us (in-process tests): as any line
+        extra = {
+            "endpoint": endpoint,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "cache": ctx.cache,
+            "auth0_ms": auth0_ms,
+            "auth0_calls": ctx.auth0_calls,
+            "subject": ctx.subject,
+        }
         _request_log.info("request", extra=extra)
         return
-    ids = trace_ids() if trace_ids is not None else None
-    parts = [
-        '{"time":"',
-        _stamp(time.time(), _lines._formatter),
-        '","level":"info","logger":"userapi.request","message":"request","request_id":',
-        _quote(ctx.request_id),
-    ]
+    ids = ""
     if ctx.server_request_id != ctx.request_id:
-        parts += [',"server_request_id":', _quote(ctx.server_request_id)]
-    if ids is not None:
-        parts += [',"trace_id":', _quote(ids[0]), ',"span_id":', _quote(ids[1])]
-    for key, value in extra.items():
-        parts.append(f',"{key}":')
-        if value is None:
-            parts.append("null")
-        elif isinstance(value, str):
-            parts.append(_quote(value))
-        else:
-            parts.append(repr(value))
-    parts.append("}\n")
-    _lines.write("".join(parts))
+        ids = f',"server_request_id":{_quote(ctx.server_request_id)}'
+    if trace_ids is not None and (trace := trace_ids()) is not None:
+        ids += f',"trace_id":{_quote(trace[0])},"span_id":{_quote(trace[1])}'
+    # Floats as json writes them (float.__repr__), so the line parses to the same values.
+    _lines.write(
+        f'{{"time":"{_stamp(time.time(), _lines.formatter)}","level":"info",'
+        f'"logger":"userapi.request","message":"request","request_id":{_quote(ctx.request_id)}'
+        f'{ids},"endpoint":{_quote(endpoint)},"method":{_quote(method)},"path":{_quote(path)},'
+        f'"status":{status},"duration_ms":{duration_ms!r},"cache":{_json(ctx.cache)},'
+        f'"auth0_ms":{auth0_ms!r},"auth0_calls":{ctx.auth0_calls},'
+        f'"subject":{_json(ctx.subject)}}}\n'
+    )
