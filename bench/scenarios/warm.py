@@ -232,7 +232,8 @@ def render(warm: Result) -> list[str]:
     out += [
         "",
         "Reads per request, as Redis (GET and MGET calls) and PgBouncer (queries) counted them; "
-        f"below 1, concurrent requests shared batched reads: {batching}.",
+        "below 1, reads were answered from the process's own copy or shared a batched read: "
+        f"{batching}.",
     ]
     cpu = warm["cpu_us_per_request"]
     out += [
