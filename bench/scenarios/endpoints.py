@@ -29,10 +29,12 @@ PAGES = 5
 ADMIN = ["read:users", "update:users"]
 # Per request, a Lua expression: a new name each time, so that every PATCH changes the user.
 PATCH_BODY = """'{"name":"bench ' .. math.random(1000000000) .. '"}'"""
-# What each endpoint must keep, x the hello app at 50 connections: set from this scenario's
-# first runs (2026-12-07, docs/performance.md), below their lowest round, so that a change
-# that costs these endpoints a fifth of their throughput fails them.
-GOALS = {"list-users": 0.12, "update-user": 0.04}
+# What each endpoint must keep, x the hello app at 50 connections. Set from this scenario's
+# first runs (2026-12-07, docs/performance.md): main's code measured 0.01 (list-users) and
+# 0.02 (update-user), this tree's 0.02-0.03 and 0.01-0.02, at load 8 to 12. Both wait on the
+# emulator (a Python process on the same cores), so the bound guards against an endpoint
+# that stops answering under load, not against a few percent.
+GOALS = {"list-users": 0.01, "update-user": 0.01}
 
 
 async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
