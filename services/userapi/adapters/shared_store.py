@@ -371,16 +371,16 @@ class RedisStore:
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
-            pinged: float | None = None
+            awaiting_pong = False
             while True:
                 message = await pubsub.get_message(timeout=_LISTEN_PING_SECONDS)
                 if message is None:
-                    if pinged is not None:
+                    if awaiting_pong:
                         raise TimeoutError("Redis did not answer a ping in time")
-                    pinged = time.monotonic()
+                    awaiting_pong = True
                     await pubsub.ping()
                     continue
-                pinged = None
+                awaiting_pong = False  # anything heard (the pong too) proves the connection
                 kind = message["type"]
                 if kind == "message":
                     data = message["data"]
