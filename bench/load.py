@@ -75,11 +75,14 @@ def paired_ratios(ours: Sequence[LoadResult], theirs: Sequence[LoadResult]) -> d
     several at most."""
     pairs = list(zip(ours, theirs, strict=True))
     rps = [mine.rps / other.rps for mine, other in pairs if other.rps]
+    p50 = [mine.p50_ms / other.p50_ms for mine, other in pairs if other.p50_ms]
     p99 = [mine.p99_ms / other.p99_ms for mine, other in pairs if other.p99_ms]
     return {
         "rps_ratio": round(statistics.median(rps), 3) if rps else None,
+        "p50_ratio": round(statistics.median(p50), 3) if p50 else None,
         "p99_ratio": round(statistics.median(p99), 3) if p99 else None,
         "rps_ratio_rounds": [round(ratio, 3) for ratio in rps],
+        "p50_ratio_rounds": [round(ratio, 3) for ratio in p50],
         "p99_ratio_rounds": [round(ratio, 3) for ratio in p99],
     }
 
@@ -91,14 +94,17 @@ def wrk_binary() -> str:
     return path
 
 
-def _script(workdir: Path, paths: Sequence[str]) -> Path:
-    """The report hook, and with `paths` a request hook that picks one at random each time."""
+def _script(workdir: Path, paths: Sequence[str], method: str = "GET", body: str = "") -> Path:
+    """The report hook, and with `paths` a request hook that picks one at random each time.
+    `body` is a Lua expression, evaluated per request (a PATCH's JSON, varied each time)."""
     text = _WRK_REPORT
     if paths:
         quoted = ", ".join(json.dumps(p) for p in paths)  # JSON strings are Lua strings here
+        arguments = f'"{method}", paths[math.random(#paths)], nil'
+        if body:
+            arguments += f", {body}"
         text += (
-            f"local paths = {{{quoted}}}\n"
-            "request = function() return wrk.format(nil, paths[math.random(#paths)]) end\n"
+            f"local paths = {{{quoted}}}\nrequest = function() return wrk.format({arguments}) end\n"
         )
     # Named by content and never rewritten: a wrk started earlier may be reading it right now.
     path = workdir / f"wrk-{hashlib.sha256(text.encode()).hexdigest()[:16]}.lua"
@@ -138,11 +144,13 @@ async def wrk(
     headers: dict[str, str] | None = None,
     paths: Sequence[str] = (),
     workdir: Path,
+    method: str = "GET",
+    body: str = "",
 ) -> LoadResult:
     """One wrk thread: on two cores the server under test needs the other one. With `paths`,
     each request goes to one of them at random (on `url`'s host)."""
     args = [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
-    args += ["-s", str(_script(workdir, paths))]
+    args += ["-s", str(_script(workdir, paths, method, body))]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     process = await asyncio.create_subprocess_exec(

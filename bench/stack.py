@@ -151,15 +151,17 @@ class Stack:
         endpoint: str = "get-user",
         **extra_env: str,
     ) -> Server:
-        """get-user (or list-users, ready on a page of 5) by `command` (the installed
-        `userapi`, or another tree's entry point)."""
+        """get-user (or `endpoint`: list-users ready on a page of 5, the others once healthz
+        answers) by `command` (the installed `userapi`, or another tree's entry point)."""
         port, spawned_at = free_port(), time.perf_counter()
         process = ServiceProcess(
             [*command, "serve", endpoint, "--port", str(port)], env={**env, **extra_env}
         )
         base_url = f"http://127.0.0.1:{port}"
-        ready = user_path(user) if endpoint == "get-user" else LIST_PAGE
-        return Server("userapi", process, base_url, ready, self.auth, spawned_at)
+        if endpoint == "get-user":
+            return Server("userapi", process, base_url, user_path(user), self.auth, spawned_at)
+        ready = LIST_PAGE if endpoint == "list-users" else "/healthz"
+        return Server(endpoint, process, base_url, ready, self.auth, spawned_at)
 
     def userapi(self, env: dict[str, str], user: str = USER, endpoint: str = "get-user") -> Server:
         """A running get-user (or list-users) process that has answered once (JWKS, token,

@@ -11,6 +11,7 @@ from bench.scenarios import (
     cache,
     coldstart,
     container,
+    endpoints,
     stampede,
     telemetry,
     tokens,
@@ -23,6 +24,7 @@ SCENARIOS: dict[str, Scenario] = {
     for scenario in (
         coldstart.SCENARIO,
         warm.SCENARIO,
+        endpoints.SCENARIO,
         breakdown.SCENARIO,
         cache.SCENARIO,
         stampede.SCENARIO,

@@ -2,7 +2,8 @@
 load generator), with the same read taken apart step by step.
 
 Each variant is timed by process CPU over sequential requests:
-- `GET /users/{id}` as served: the direct route (web/direct_routes.py);
+- `GET /users/{id}` as served: the direct route (web/direct_routes.py), answered from the
+  process's own copy (adapters/local_cache.py), and the same without that copy;
 - the same endpoint through its FastAPI route;
 - the same work as a plain Starlette route (no FastAPI dependency solving or validation);
 - that route without the account read, then without the Redis read too;
@@ -65,6 +66,18 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
             resources = app.state.resources
             key = resources.profiles.key(USER)
             cpu_us["redis_py_get"] = await _cpu_per_call(lambda: resources.store.get(key), n)
+        # The direct route as it was before the process's own copy: every read batched to
+        # Redis and PostgreSQL (LOCAL_CACHE_SECONDS=0).
+        uncopied = create_app(
+            "get-user",
+            [endpoint.router],
+            settings.model_copy(update={"local_cache_seconds": 0}),
+            direct=direct,
+        )
+        async with uncopied.router.lifespan_context(uncopied):
+            cpu_us["direct_route_without_the_process_copy"] = await _cpu_per_call(
+                _getter(uncopied, f"/direct/users/{USER}", stack.auth), n
+            )
     cpu_us["hand_written_resp_get"] = await _resp_floor(stack, key, n)
     return {
         "method": "in process, sequential, CPU time per call (time.process_time)",

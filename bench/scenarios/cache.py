@@ -3,6 +3,7 @@ hit ratio a Zipf-distributed user mix gets from a cold cache."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 PROFILE_KEY = "userapi:profile:v3:{}"  # + a user id without '%' or ':' (key_segment)
+INVALIDATE_CHANNEL = "userapi:invalidate"  # RedisStore.channel, for the default prefix
 ZIPF_EXPONENT = 1.1  # web object popularity is typically Zipf with s near 1
 ZIPF_LATENCY_MS = 150.0
 
@@ -36,7 +38,13 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
             cached = await fire([(url, server.headers)] * profile.cached_samples, concurrency=1)
             uncached = []
             for _ in range(profile.uncached_samples):
-                cache.delete(PROFILE_KEY.format(USER))
+                # As every writer does: deleted, and announced to the process's own copy.
+                key = PROFILE_KEY.format(USER)
+                pipeline = cache.pipeline()
+                pipeline.delete(key)
+                pipeline.publish(INVALIDATE_CHANNEL, key)
+                pipeline.execute()
+                await asyncio.sleep(0.01)  # delivered (within a millisecond), not timed
                 uncached += await fire([(url, server.headers)], concurrency=1)
             _all_ok(cached + uncached)
             cached_stats = percentiles([o.ms for o in cached])

@@ -118,7 +118,7 @@ def _import_costs(stack: Stack, env: dict[str, str]) -> dict[str, Any]:
 
 def judge(cold: Result) -> list[Verdict]:
     ratio = cold["ratio_to_fastapi_hello"]["userapi"]
-    return [ratio_at_most("cold start", 1.5, "FastAPI hello", ratio)]
+    return [ratio_at_most("cold start", 1.0, "FastAPI hello", ratio)]
 
 
 def render(cold: Result) -> list[str]:

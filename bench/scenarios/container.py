@@ -231,7 +231,7 @@ def judge(box: Result) -> list[Verdict]:
             measured=f"{layer:g} MB",
             met=layer <= 75,
         ),
-        ratio_at_most("container cold start", 1.3, "FastAPI hello image", ratio),
+        ratio_at_most("container cold start", 1.0, "FastAPI hello image", ratio),
     ]
 
 

@@ -158,10 +158,21 @@ def judge(otel: Result) -> list[Verdict]:
     verdicts: list[Verdict] = []
     at_50 = next((lv for lv in otel["warm"]["levels"] if lv["connections"] == 50), None)
     if at_50:
-        ratio = at_50["ratio_to_off"]["on"]["rps_ratio"]
-        verdicts.append(
-            ratio_at_least("telemetry on: warm throughput at 50", 0.9, "telemetry off", ratio)
-        )
+        ratios = at_50["ratio_to_off"]
+        verdicts += [
+            ratio_at_least(
+                "telemetry on: warm throughput at 50",
+                0.9,
+                "telemetry off",
+                ratios["on"]["rps_ratio"],
+            ),
+            ratio_at_least(
+                "telemetry on, 1 in 10 sampled: warm throughput at 50",
+                0.97,
+                "telemetry off",
+                ratios["on-10%"]["rps_ratio"],
+            ),
+        ]
     cold_ratio = otel["cold"]["ratio_to_off"]["on"]
     return [
         *verdicts,

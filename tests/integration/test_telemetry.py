@@ -129,6 +129,26 @@ def test_an_uncached_read_is_one_trace_continuing_the_callers(
     assert leaked == []
 
 
+def test_a_read_from_the_process_copy_is_one_span_that_says_so(
+    get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
+) -> None:
+    """The cached path builds no child spans: a remembered token and the process's own copy
+    are a dict lookup each, reported as attributes of the server span."""
+    user = clean_emulator.create_user(f"copied-{secrets.token_hex(4)}@example.com")
+    token = clean_emulator.token("auth0|reader0000000000000000000", ["read:users"])
+    path = user_path(user["user_id"])
+    for _ in range(3):  # verified, read from Redis and kept; then from the copy
+        assert get_user.get(path, token).status_code == 200
+    header, trace_id, _ = traceparent()
+    assert get_user.get(path, token, traceparent=header).status_code == 200
+    spans = receiver.wait_for(lambda r: by_trace(r, trace_id, 1))
+    assert [s.kind for s in spans] == ["server"]
+    attributes = spans[0].attributes
+    assert attributes["userapi.auth.outcome"] == "memoized"
+    assert attributes["userapi.cache.outcome"] == "hit"
+    assert attributes["userapi.cache.source"] == "process"
+
+
 def test_a_caller_that_did_not_sample_gets_no_spans_but_its_request_is_counted(
     get_user: Service, clean_emulator: EmulatorHandle, receiver: OTLPReceiver
 ) -> None:
@@ -276,6 +296,10 @@ def test_the_metrics_arrive_with_their_names_and_low_cardinality_labels(
         "SET NX",
         "EVAL",
         "DEL",
+        # A write announced to every process's copy (adapters/local_cache.py).
+        "SET PUBLISH",
+        "DEL PUBLISH",
+        "PUBLISH",
     }
     # Cold start: one start-up per process, and its first request.
     startup = receiver.wait_for(lambda r: latest(r, "userapi.startup.duration"))

@@ -64,3 +64,45 @@ def test_an_exception_is_in_the_line_not_beside_it() -> None:
     assert parsed["level"] == "error"
     assert "ValueError: boom" in parsed["exception"]
     assert "request_id" not in parsed  # no request is bound
+
+
+def test_the_request_line_is_the_formatters_line(monkeypatch) -> None:
+    """logs.request() writes the line itself, for speed: the same JSON, in the same order, as
+    the formatter makes of the same record, awkward values included."""
+    import io
+
+    from userapi.platform import logs
+
+    stream = io.StringIO()
+    monkeypatch.setattr(logs._lines, "stream", stream)
+    request_log = logging.getLogger("userapi.request")
+    monkeypatch.setattr(request_log, "level", logging.INFO)
+    monkeypatch.setattr(request_log, "_cache", {})
+    ctx = context.RequestContext('caller"id\n', "server-id", cache=None, subject="auth0|é\u2028")
+    ctx.add_auth0_time(0.0123)
+    token = context.bind(ctx)
+    try:
+        logs.request("get-user", "GET", "/users/a%7Cb\\", 404, 1.25, ctx)
+        extra = {
+            "endpoint": "get-user",
+            "method": "GET",
+            "path": "/users/a%7Cb\\",
+            "status": 404,
+            "duration_ms": 1.25,
+            "cache": None,
+            "auth0_ms": 12.3,
+            "auth0_calls": 1,
+            "subject": "auth0|é\u2028",
+        }
+        record = _record(0.0, **extra)
+        record.msg, record.args = "request", ()
+        expected = JSONFormatter().format(record)
+    finally:
+        context.reset(token)
+    written = stream.getvalue()
+    assert written.endswith("\n")
+    assert written.count("\n") == 1
+    line, formatted = json.loads(written), json.loads(expected)
+    line.pop("time"), formatted.pop("time")
+    formatted["logger"] = line["logger"]  # _record's name is the same logger
+    assert list(line.items()) == list(formatted.items())

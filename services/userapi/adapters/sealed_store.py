@@ -160,16 +160,19 @@ class SealedStore:
         entries = await self._inner.get_many(keys)
         return [self._open(ring, key, entry) for key, entry in zip(keys, entries, strict=True)]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+    async def set(self, key: str, value: bytes, ttl_seconds: float, announce: bool = False) -> bool:
         ring = self._keyring()
         if ring is None:
-            return await self._local.set(key, value, ttl_seconds)
-        return await self._inner.set(key, ring.seal(key, value), ttl_seconds)
+            return await self._local.set(key, value, ttl_seconds, announce)
+        return await self._inner.set(key, ring.seal(key, value), ttl_seconds, announce)
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, announce: bool = False) -> bool:
         if self._keyring() is None:
-            return await self._local.delete(key)
-        return await self._inner.delete(key)
+            return await self._local.delete(key, announce)
+        return await self._inner.delete(key, announce)
+
+    async def announce(self, key: str) -> bool:
+        return await self._inner.announce(key)
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         if self._keyring() is None:

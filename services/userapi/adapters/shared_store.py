@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import secrets
 import time
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    from userapi.adapters.local_cache import LocalCache
     from userapi.platform.settings import Settings
 
 log = logging.getLogger("userapi.store")
@@ -32,6 +34,7 @@ log = logging.getLogger("userapi.store")
 _SEGMENT_SAFE = "|@+=!$&'()*,;"
 
 
+@functools.lru_cache(maxsize=4096)  # the cached read's keys: the same few ids, every request
 def key_segment(value: str) -> str:
     """`value` (a user id, an event id: what a caller chose) as one segment of a store key.
 
@@ -48,12 +51,17 @@ class SharedStore(Protocol):
         """One value (or None) per key, in order, in one round trip."""
         ...
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
-        """True when the store now holds the value; False when the write failed."""
+    async def set(self, key: str, value: bytes, ttl_seconds: float, announce: bool = False) -> bool:
+        """True when the store now holds the value; False when the write failed. `announce`:
+        every process's own copy of `key` (adapters/local_cache.py) is dropped with the write."""
         ...
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, announce: bool = False) -> bool:
         """True when the store no longer holds the key; False when the delete failed."""
+        ...
+
+    async def announce(self, key: str) -> bool:
+        """Tells every process that `key` (in the store or not: an account row) changed."""
         ...
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
@@ -128,15 +136,19 @@ class MemoryStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+    async def set(self, key: str, value: bytes, ttl_seconds: float, announce: bool = False) -> bool:
+        # One process: nobody else keeps a copy to drop.
         self._entries[key] = (time.monotonic() + ttl_seconds, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
         return True
 
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, announce: bool = False) -> bool:
         self._entries.pop(key, None)
+        return True
+
+    async def announce(self, key: str) -> bool:
         return True
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
@@ -171,10 +183,28 @@ DOWN, BUSY = _Failed.DOWN, _Failed.BUSY
 _MAX_UNSURE_LOCKS = 1000
 
 
+# How often the listening connection is checked when no announcement comes: a ping unanswered
+# for as long means Redis is gone (a black hole sends no reset), and the copy is dropped.
+_LISTEN_PING_SECONDS = 1.0
+
+
 class RedisStore:
-    def __init__(self, client: Redis, retry_after_error_seconds: float) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        retry_after_error_seconds: float,
+        channel: str = "userapi:invalidate",
+        listener: Callable[[], Redis] | None = None,
+    ) -> None:
         self._client = client
         self._retry_after_error = retry_after_error_seconds
+        # Where writers announce the keys they changed, and every process listens
+        # (adapters/local_cache.py).
+        self.channel = channel
+        # A client of its own for listening: no command timeout (it waits for announcements)
+        # and no silent reconnect, which would hide the announcements sent meanwhile.
+        self._listener_client = listener
+        self._listening: asyncio.Task[None] | None = None
         # A dead or black-holed Redis would cost a timeout per call; after an error we skip
         # Redis for a moment so requests stay fast instead of each paying the timeout. Then one
         # call tries it (the others keep skipping until it answers): a Redis that is back is
@@ -218,7 +248,22 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             retry_on_timeout=False,
         )
-        return cls(Redis.from_pool(pool), settings.redis_retry_after_error_seconds)
+        url, connect_timeout = settings.redis_url, settings.redis_connect_timeout_seconds
+
+        def listener() -> Redis:
+            return Redis.from_url(
+                url,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+            )
+
+        return cls(
+            Redis.from_pool(pool),
+            settings.redis_retry_after_error_seconds,
+            f"{settings.redis_key_prefix}invalidate",
+            listener,
+        )
 
     def _available(self) -> bool:
         now = time.monotonic()
@@ -264,17 +309,92 @@ class RedisStore:
             return [None] * len(keys)
         return [value if isinstance(value, bytes) else None for value in values]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: float) -> bool:
+    async def set(self, key: str, value: bytes, ttl_seconds: float, announce: bool = False) -> bool:
         if not self._available():
             return False
         milliseconds = max(1, int(ttl_seconds * 1000))
+        if not announce:
+            command = self._client.set(key, value, px=milliseconds)
+            return not isinstance(await self._call("SET", command), _Failed)
+        # MULTI/EXEC: the write and its announcement happen together or not at all, in one
+        # round trip.
+        pipeline = self._client.pipeline(transaction=True)
+        pipeline.set(key, value, px=milliseconds)
+        pipeline.publish(self.channel, key)
+        return not isinstance(await self._call("SET PUBLISH", pipeline.execute()), _Failed)
+
+    async def delete(self, key: str, announce: bool = False) -> bool:
+        # Invalidation is the one write worth trying even right after an error.
+        if not announce:
+            return not isinstance(await self._call("DEL", self._client.delete(key)), _Failed)
+        pipeline = self._client.pipeline(transaction=True)
+        pipeline.delete(key)
+        pipeline.publish(self.channel, key)
+        return not isinstance(await self._call("DEL PUBLISH", pipeline.execute()), _Failed)
+
+    async def announce(self, key: str) -> bool:
+        # Tried even right after an error, as a delete is: a missed one leaves a stale copy.
         return not isinstance(
-            await self._call("SET", self._client.set(key, value, px=milliseconds)), _Failed
+            await self._call("PUBLISH", self._client.publish(self.channel, key)), _Failed
         )
 
-    async def delete(self, key: str) -> bool:
-        # Invalidation is the one write worth trying even right after an error.
-        return not isinstance(await self._call("DEL", self._client.delete(key)), _Failed)
+    def listen(self, local: LocalCache) -> None:
+        """Keeps `local` in step with the announcements, from a task started on first call:
+        `local` serves only while it listens, and is emptied whenever it may have missed one."""
+        if self._listening is None and self._listener_client is not None:
+            self._listening = asyncio.get_running_loop().create_task(self._listen(local))
+
+    async def _listen(self, local: LocalCache) -> None:
+        task = asyncio.current_task()
+        while self._listening is not None:
+            try:
+                await self._listen_once(local)
+            except asyncio.CancelledError:
+                local.stop()
+                raise
+            except Exception as exc:
+                if task is not None and task.cancelling():
+                    # The client library turned our cancellation into an error of its own.
+                    local.stop()
+                    raise asyncio.CancelledError from exc
+                if local.active:
+                    log.warning(
+                        "stopped listening to Redis; the process's own copy is off",
+                        extra={"error": repr(exc)},
+                    )
+            local.stop()
+            await asyncio.sleep(max(self._retry_after_error, 0.05))
+
+    async def _listen_once(self, local: LocalCache) -> None:
+        assert self._listener_client is not None
+        client = self._listener_client()
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            awaiting_pong = False
+            while True:
+                message = await pubsub.get_message(timeout=_LISTEN_PING_SECONDS)
+                if message is None:
+                    if awaiting_pong:
+                        raise TimeoutError("Redis did not answer a ping in time")
+                    awaiting_pong = True
+                    await pubsub.ping()
+                    continue
+                awaiting_pong = False  # anything heard (the pong too) proves the connection
+                kind = message["type"]
+                if kind == "message":
+                    data = message["data"]
+                    local.drop(data.decode() if isinstance(data, bytes) else str(data))
+                elif kind == "subscribe":
+                    # Announcements reach this process from here on.
+                    local.start()
+        finally:
+            local.stop()
+            try:
+                await pubsub.aclose()
+                await client.aclose()
+            except Exception as exc:
+                log.debug("closing the listener failed", extra={"error": repr(exc)})
 
     async def try_lock(self, key: str, ttl_seconds: float) -> str | None:
         unsure = self._unsure_locks.pop(key, None)
@@ -319,6 +439,11 @@ class RedisStore:
         return None if isinstance(result, _Failed) else result
 
     async def close(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.cancel()
+            # Bounded: closing must not hang on a Redis that stopped answering.
+            await asyncio.wait([listening], timeout=1.0)
         try:
             await self._client.aclose()
         except Exception as exc:

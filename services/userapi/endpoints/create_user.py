@@ -155,7 +155,7 @@ async def _create(
     user_id = str(profile["user_id"])
     stored = await resources.profiles.put(profile)
 
-    async with resources.database.transaction() as session:
+    async with resources.accounts.writing(user_id) as session:
         account = await resources.accounts.get(user_id, session)
         if account is None:
             account = await resources.accounts.upsert(user_id, plan=create.plan, session=session)

@@ -39,7 +39,7 @@ async def delete_user(
     # Readers see the deletion at once, even if the database step below fails; the tombstone
     # also keeps a read that was already fetching the old profile from caching it again.
     await resources.profiles.tombstone(target)
-    async with resources.database.transaction() as session:
+    async with resources.accounts.writing(target) as session:
         await resources.accounts.delete(session, target)
         await audit.record(
             session,

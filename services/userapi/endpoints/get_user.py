@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Header, Request, Response
 
 from userapi.adapters.access_tokens import Permission, Principal
+from userapi.adapters.local_cache import MISSING
+from userapi.domain.accounts import Account
 from userapi.domain.users import (
     NO_STORE,
     OMITTED_FIELDS,
@@ -26,6 +30,7 @@ from userapi.web.dependencies import (
 )
 from userapi.web.endpoint import Endpoint
 from userapi.web.error_rendering import ERROR_RESPONSES
+from userapi.web.resources import Resources
 
 # What the registry (userapi/endpoints/__init__.py) reads.
 ENDPOINT = Endpoint("get-user", Permission.READ_USERS, self_service=True)
@@ -83,13 +88,88 @@ async def _get_user_directly(request: Request, user_id: str) -> Response:
     dependencies and the same function, called with what FastAPI would have passed."""
     principal = await ENDPOINT.authorize(request, await principal_of(request))
     resources = await resources_of(request)
+    if_none_match = request.headers.get("if-none-match")
+    local = _answer_locally(resources, target_user(user_id, principal), if_none_match)
+    if local is not None:
+        return local
     response = Response()
-    result = await get_user(
-        user_id, principal, resources, response, request.headers.get("if-none-match")
-    )
+    result = await get_user(user_id, principal, resources, response, if_none_match)
     if isinstance(result, Response):
         return result
     headers = {"ETag": response.headers["ETag"], **NO_STORE}
     if OMITTED_FIELDS in response.headers:
         headers[OMITTED_FIELDS] = response.headers[OMITTED_FIELDS]
     return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+
+class _Prepared(Response):
+    """An answer whose status, body and raw headers were made when it was rendered: Starlette's
+    Response would encode its headers again on every request."""
+
+    def __init__(
+        self, status_code: int, body: bytes | memoryview, raw_headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.raw_headers = list(raw_headers)  # a copy: whoever sends it may extend it
+        self.background = None
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    profile: object  # the copy's profile and account it was rendered from (compared by identity)
+    account: object
+    etag: str
+    ok: _Prepared  # the 200, and the 304 for an If-None-Match that holds the ETag
+    not_modified: _Prepared
+
+
+# Answers rendered from the process's own copy, by user. Valid while the copy still holds the
+# very objects they were rendered from; a write replaces those, and the next read renders again.
+_RENDERED: OrderedDict[str, _Rendered] = OrderedDict()
+_RENDERED_MAX = 4096
+
+
+def _answer_locally(
+    resources: Resources, target: str, if_none_match: str | None
+) -> Response | None:
+    """The answer from this process's copy of the profile and the account row, with no await
+    and, when nothing changed since the last such answer, no rendering: what get_user would
+    answer from them. None when either is not in the copy (get_user reads them)."""
+    account = resources.accounts.local_hit(target)
+    if account is MISSING:
+        return None
+    entry = resources.profiles.local_hit(target)
+    if entry is None:
+        return None
+    if entry.profile is None:
+        raise not_found("The user does not exist.")
+    rendered = _RENDERED.get(target)
+    if rendered is None or rendered.profile is not entry.profile or rendered.account is not account:
+        rendered = _render(entry.profile, account, entry.omitted)
+        _RENDERED[target] = rendered
+        if len(_RENDERED) > _RENDERED_MAX:
+            _RENDERED.popitem(last=False)
+    if if_none_match is not None and etag_matches(if_none_match, rendered.etag):
+        return _Prepared(304, b"", rendered.not_modified.raw_headers)
+    return _Prepared(200, rendered.ok.body, rendered.ok.raw_headers)
+
+
+def _render(profile: dict[str, Any], account: object, omitted: tuple[str, ...]) -> _Rendered:
+    known = account if isinstance(account, Account) else None
+    tag = etag(profile, known)
+    body = User.model_validate({**profile, "account": known}).model_dump_json().encode()
+    # As Starlette would send them (web/direct_routes.py's test compares the two answers).
+    ok = Response(
+        body,
+        media_type="application/json",
+        headers={"ETag": tag, **NO_STORE, **omitted_fields(omitted)},
+    )
+    not_modified = Response(status_code=304, headers={"ETag": tag, **NO_STORE})
+    return _Rendered(
+        profile,
+        account,
+        tag,
+        _Prepared(200, body, ok.raw_headers),
+        _Prepared(304, b"", not_modified.raw_headers),
+    )

@@ -118,7 +118,7 @@ async def update_user(
     # The new profile replaces the cached one at once, for every process sharing the cache.
     stored = await resources.profiles.put(profile)
 
-    async with resources.database.transaction() as session:
+    async with resources.accounts.writing(target) as session:
         if ACCOUNT_FIELDS & set(changes):
             account = await resources.accounts.upsert(
                 target, plan=changes.get("plan"), preferences=changes.get("preferences"),

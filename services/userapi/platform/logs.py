@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any, TextIO
 
 from userapi.platform import context
 
@@ -20,6 +23,14 @@ _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 trace_ids: Callable[[], tuple[str, str] | None] | None = None
 
 
+def _stamp(created: float, formatter: JSONFormatter) -> str:
+    second = int(created)
+    if second != formatter._second:
+        formatter._second = second
+        formatter._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{formatter._stamp}.{int((created - second) * 1000):03d}Z"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, then the extras.
 
@@ -30,12 +41,8 @@ class JSONFormatter(logging.Formatter):
     _stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         line: dict[str, Any] = {
-            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
+            "time": _stamp(record.created, self),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -66,6 +73,7 @@ def configure(level: str) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JSONFormatter())
+    _lines.stream = sys.stdout
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -77,3 +85,91 @@ def configure(level: str) -> None:
     # httpx logs every request at INFO; the request log already reports Auth0 time.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+_request_log = logging.getLogger("userapi.request")
+
+
+class _RequestLines:
+    """The one line per request, written straight to stdout by `request()`.
+
+    Through `logging` the line cost about 50 µs of a cached read's CPU (a LogRecord, the
+    handler's lock, the formatter's dict, an encoder pass, a flush): a third of what the
+    FastAPI hello app spends on a whole request. The line is the same JSON, in the same key
+    order, as JSONFormatter writes: its fixed parts are built once, the values encoded by
+    json's C string encoder. Lines go out with one flush per event-loop turn, however many
+    requests finished in it, instead of one write per line."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO | None = None  # set by configure(): JSON on stdout is ours
+        self.formatter = JSONFormatter()
+        self._flush_pending = False
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if self.stream is not None:
+            # stdout closed or broken: a log line is never worth a failed request.
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.flush()
+
+    def write(self, line: str) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.write(line)
+        except (OSError, ValueError):
+            return  # as flush(): stdout closed or broken
+        if not self._flush_pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+                self._flush_pending = True
+            except RuntimeError:  # no loop: flushed at once
+                self.flush()
+
+
+_lines = _RequestLines()
+
+
+def _json(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def request(
+    endpoint: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    ctx: context.RequestContext,
+) -> None:
+    """Logs the request line (logger `userapi.request`, INFO) with its fields."""
+    if not _request_log.isEnabledFor(logging.INFO):
+        return
+    auth0_ms = round(ctx.auth0_ms, 2)
+    if _lines.stream is None:  # logging not configured by us (in-process tests): as any line
+        extra = {
+            "endpoint": endpoint,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "cache": ctx.cache,
+            "auth0_ms": auth0_ms,
+            "auth0_calls": ctx.auth0_calls,
+            "subject": ctx.subject,
+        }
+        _request_log.info("request", extra=extra)
+        return
+    ids = ""
+    if ctx.server_request_id != ctx.request_id:
+        ids = f',"server_request_id":{_quote(ctx.server_request_id)}'
+    if trace_ids is not None and (trace := trace_ids()) is not None:
+        ids += f',"trace_id":{_quote(trace[0])},"span_id":{_quote(trace[1])}'
+    # Floats as json writes them (float.__repr__), so the line parses to the same values.
+    _lines.write(
+        f'{{"time":"{_stamp(time.time(), _lines.formatter)}","level":"info",'
+        f'"logger":"userapi.request","message":"request","request_id":{_quote(ctx.request_id)}'
+        f'{ids},"endpoint":{_quote(endpoint)},"method":{_quote(method)},"path":{_quote(path)},'
+        f'"status":{status},"duration_ms":{duration_ms!r},"cache":{_json(ctx.cache)},'
+        f'"auth0_ms":{auth0_ms!r},"auth0_calls":{ctx.auth0_calls},'
+        f'"subject":{_json(ctx.subject)}}}\n'
+    )

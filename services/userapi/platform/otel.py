@@ -274,7 +274,6 @@ class _Request:
 class OTelRecorder:
     def __init__(self, settings: Settings, endpoint: str, instruments: Instruments) -> None:
         self._endpoint = endpoint
-        self._kinds = {name: kind for name, (kind, _, _) in instruments.items()}
         self._cold = True
         headers = _headers(settings)
         timeout = settings.otel_exporter_otlp_timeout / 1000
@@ -314,6 +313,11 @@ class OTelRecorder:
         meter = self._meter_provider.get_meter("userapi", __version__)
         self._pools: list[tuple[str, Callable[[], tuple[int, int]]]] = []
         self._instruments: dict[str, Any] = {}
+        # Counters are summed here and read by the SDK at each collection (an observable
+        # counter: the same cumulative sum on the wire). A counter's add() through the SDK
+        # cleaned and hashed its attributes on every call, 10-25 µs, and a cached read adds
+        # one (its cache outcome); here it is a dict update.
+        self._totals: dict[str, dict[tuple[tuple[str, Any], ...], float]] = {}
         for name, (kind, unit, description) in instruments.items():
             if kind == "histogram":
                 buckets = _STARTUP_BUCKETS if name.startswith("userapi.startup") else _BUCKETS
@@ -321,7 +325,10 @@ class OTelRecorder:
                     name, unit, description, explicit_bucket_boundaries_advisory=buckets
                 )
             elif kind == "counter":
-                instrument = meter.create_counter(name, unit, description)
+                totals = self._totals[name] = {}
+                instrument = meter.create_observable_counter(
+                    name, [self._observer(totals)], unit, description
+                )
             elif kind == "gauge":
                 instrument = meter.create_gauge(name, unit, description)
             else:
@@ -358,12 +365,24 @@ class OTelRecorder:
         return _Request(self, scope)
 
     def add(self, instrument: str, value: float, attributes: Attributes) -> None:
+        totals = self._totals.get(instrument)
+        if totals is not None:
+            key = tuple(attributes.items())
+            totals[key] = totals.get(key, 0) + value
+            return
         labels = {**attributes, "userapi.endpoint": self._endpoint}
-        target = self._instruments[instrument]
-        if self._kinds[instrument] == "gauge":
-            target.set(value, labels)
-        else:
-            target.add(value, labels)
+        self._instruments[instrument].set(value, labels)  # a gauge
+
+    def _observer(
+        self, totals: dict[tuple[tuple[str, Any], ...], float]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            # On the reader's thread: list() copies the items under the GIL in one C call, so
+            # an add() on the event loop meanwhile cannot break the iteration.
+            for key, total in list(totals.items()):
+                yield Observation(total, {**dict(key), "userapi.endpoint": self._endpoint})
+
+        return observe
 
     def record(self, instrument: str, value: float, attributes: dict[str, Any]) -> None:
         attributes["userapi.endpoint"] = self._endpoint
@@ -385,6 +404,11 @@ class OTelRecorder:
             base = {"db.client.connection.pool.name": name, "userapi.endpoint": self._endpoint}
             yield Observation(used, {**base, "db.client.connection.state": "used"})
             yield Observation(idle, {**base, "db.client.connection.state": "idle"})
+
+    def annotate(self, key: str, value: AttributeValue) -> None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(key, value)
 
     def trace_ids(self) -> tuple[str, str] | None:
         context = trace.get_current_span().get_span_context()

@@ -329,6 +329,23 @@ class Settings(BaseSettings):
         ge=1,
         description="Size of the in-process LRU used when `REDIS_URL` is unset.",
     )
+    local_cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "With `REDIS_URL`: how long a process may answer from its own copy of a profile and "
+            "an account row (never past the profile's fresh TTL). Every write is announced on "
+            "Redis (`<REDIS_KEY_PREFIX>invalidate`) and drops every process's copy within "
+            "milliseconds; this bounds only a change that was never announced (a writer that "
+            "died between its commit and its announcement, SQL run by hand). While a process "
+            "cannot listen to Redis it keeps no copy. 0 turns the copy off."
+        ),
+    )
+    local_cache_max_entries: int = Field(
+        default=10000,
+        ge=1,
+        description="How many profiles and account rows a process's own copy holds at most.",
+    )
 
     # Database ----------------------------------------------------------------------------------
     database_url: str | None = Field(

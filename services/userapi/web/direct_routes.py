@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,11 +33,11 @@ class DirectGet:
     path: str
     handler: DirectHandler
 
-    @property
+    @cached_property
     def prefix(self) -> str:
         return self.path[: self.path.index("{")]
 
-    @property
+    @cached_property
     def parameter_name(self) -> str:
         return self.path[self.path.index("{") + 1 : self.path.index("}")]
 

@@ -10,7 +10,7 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from userapi.platform import context, telemetry
+from userapi.platform import context, logs, telemetry
 from userapi.web.error_rendering import error_response
 
 log = logging.getLogger("userapi.request")
@@ -120,20 +120,8 @@ class RequestMiddleware:
             )
         finally:
             if path != "/healthz":
-                log.info(
-                    "request",
-                    extra={
-                        "endpoint": self.endpoint,
-                        "method": scope.get("method"),
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "cache": ctx.cache,
-                        "auth0_ms": round(ctx.auth0_ms, 2),
-                        "auth0_calls": ctx.auth0_calls,
-                        "subject": ctx.subject,
-                    },
-                )
+                duration_ms = round((time.perf_counter() - started) * 1000, 2)
+                logs.request(self.endpoint, scope["method"], path, status, duration_ms, ctx)
             # After the log line, which carries the trace and span ids while the span is open.
             route = scope.get("route")
             traced.end(status, getattr(route, "path", None), ctx.auth0_ms / 1000)

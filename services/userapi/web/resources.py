@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from userapi.adapters.access_tokens import KeySet, TokenVerifier
 from userapi.adapters.database import Database, create_database
 from userapi.adapters.http_client import LazyHTTP
+from userapi.adapters.local_cache import LocalCache
 from userapi.adapters.sealed_store import credentials_store
 from userapi.adapters.shared_store import RedisStore, SharedStore, create_store
 from userapi.domain.accounts import Accounts
@@ -42,6 +43,9 @@ class Resources:
     # CLIENT_QUOTA_REQUESTS set: each caller's requests counted in Redis (None: off, and the
     # module is never imported).
     quota: ClientQuota | None = None
+    # This process's copy of profiles and account rows, kept in step through Redis (None
+    # without Redis, or with LOCAL_CACHE_SECONDS 0).
+    local: LocalCache | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Resources:
@@ -50,6 +54,12 @@ class Resources:
         credentials = credentials_store(settings, store)
         verifier = TokenVerifier(settings, KeySet(settings, http.client, credentials))
         database = create_database(settings)
+        local = None
+        redis = _redis(store)
+        if redis is not None and settings.local_cache_seconds > 0:
+            local = LocalCache(settings.local_cache_max_entries, settings.local_cache_seconds)
+            # Listening starts now, beside the first request: the copy serves once subscribed.
+            redis.listen(local)
         quota = None
         if settings.client_quota_requests is not None:
             from userapi.adapters.client_quota import ClientQuota
@@ -62,9 +72,10 @@ class Resources:
             credentials=credentials,
             verifier=verifier,
             database=database,
-            accounts=Accounts(database),
+            accounts=Accounts(database, local, store, settings.redis_key_prefix),
             idempotency=IdempotencyKeys(settings, database),
             quota=quota,
+            local=local,
         )
 
     @cached_property
@@ -81,7 +92,7 @@ class Resources:
 
     @cached_property
     def profiles(self) -> ProfileCache:
-        return ProfileCache(self.settings, self.store, self._fetch_profile)
+        return ProfileCache(self.settings, self.store, self._fetch_profile, self.local)
 
     @cached_property
     def events(self) -> SeenEvents:
