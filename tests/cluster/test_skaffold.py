@@ -47,7 +47,7 @@ def deployed(
     wait_namespace_gone(plane)
     tmp = tmp_path_factory.mktemp("skaffold-run")
     tool = Skaffold.create(tmp, kubeconfig_path=plane.kubeconfig)
-    env = skaffold_env(real_node, skaffold_engine)
+    env = skaffold_env(tool, real_node, skaffold_engine)
     started = time.monotonic()
     try:
         # The context (`userapi`, make cluster's) is named neither like kind nor like

@@ -111,7 +111,7 @@ def dev(
     wait_namespace_gone(plane)
     tmp = tmp_path_factory.mktemp("skaffold-dev")
     tool = Skaffold.create(tmp, kubeconfig_path=plane.kubeconfig)
-    extra = skaffold_env(real_node, skaffold_engine)
+    extra = skaffold_env(tool, real_node, skaffold_engine)
     log = tmp / "skaffold-dev.log"
     started = time.monotonic()
     process = spawn([str(tool.bin / "skaffold"), "dev", "-p", "local,dev", "--port-forward=user"],
