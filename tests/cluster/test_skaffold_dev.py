@@ -147,9 +147,14 @@ def test_dev_builds_deploys_and_waits_for_every_service(dev: Dev) -> None:
     assert {s["metadata"]["name"] for s in found} == set(ENDPOINTS)
     assert [s["metadata"]["name"] for s in found if not ready(s)] == []
     assert dev.revisions() == {name: [f"{name}-00001"] for name in ENDPOINTS}
-    # The pods' logs are streamed (each line prefixed with its container's name).
-    assert '[app]{"time"' in output
-    assert '"message":"ready","endpoint":"get-user"' in output, output[-6000:]
+    # The pods' logs are streamed (each line prefixed with its container's name), from the
+    # prompt on: get-user's start-up line is among them.
+    deadline = time.monotonic() + 60
+    while '[app]{"time"' not in (output := dev.output()) or (
+        '"message":"ready","endpoint":"get-user"' not in output
+    ):
+        assert time.monotonic() < deadline, output[-6000:]
+        time.sleep(0.5)
     # The emulator is port-forwarded to the machine's loopback.
     forwarded = re.search(r"Port forwarding service/auth0-emulator in namespace userapi, "
                           r"remote port 8765 -> http://127.0.0.1:(\d+)", output)  # fmt: skip
