@@ -44,7 +44,10 @@ pytestmark = pytest.mark.cluster
 
 HANDLER = Path("services/userapi/web/app.py")
 ANSWER = 'return {"status": "ok"}'
-EDIT_BUDGET = 15.0  # s from the save to the new answer; the target here is 5 s (docs)
+# s from the save to the new answer. The target is 5 s; measured 7.6 s and 7.8 s at a load
+# average of 7 to 13 on 2 cores, and over 15 s at 15 (docs/deploying.md). A rebuild instead of
+# the sync would take over a minute, so the bound still tells the two apart.
+EDIT_BUDGET = 30.0
 STARTED = "Press Ctrl+C to exit"
 SYNCING = "Syncing 1 files for dev.local/userapi"  # skaffold has seen the edit, copies it
 DEPLOYING = "Starting deploy..."  # the rebuilt images are built and imported
