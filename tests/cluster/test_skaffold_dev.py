@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,7 +73,11 @@ class Dev:
     def healthz(self, endpoint: str = "get-user") -> str:
         service = self.plane.get("-n", NAMESPACE, "ksvc", endpoint)
         host = service["status"]["url"].split("://", 1)[1]
-        status, body, _ = self.node.call(host, "/healthz", timeout=10)
+        try:
+            status, body, _ = self.node.call(host, "/healthz", timeout=5)
+        except (TimeoutError, urllib.error.URLError) as error:
+            # While the app restarts the pod is not ready, and the request may wait for it.
+            return f"no answer: {error}"
         return body if status == 200 else f"{status}: {body}"
 
     def edit(self, old: str, new: str) -> None:
