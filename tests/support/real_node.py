@@ -116,10 +116,10 @@ class Node:
         started = time.monotonic()
         try:
             with _http.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read().decode()
+                status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as error:
-            status, body = error.code, error.read().decode()
-        return status, body, time.monotonic() - started
+            status, text = error.code, error.read().decode()
+        return status, text, time.monotonic() - started
 
 
 def pods(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
