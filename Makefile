@@ -60,10 +60,14 @@ bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede
 	$(PY) -m bench
 
 IMAGE ?= localhost/userapi:dev
+CLUSTER_STATE ?= .dev/cluster
 # TARGET: a Dockerfile stage (skaffold dev builds `dev`); PUSH=true pushes $(IMAGE) once built
-# (skaffold's custom builder passes its $$PUSH_IMAGE).
+# (skaffold's custom builder passes its $$PUSH_IMAGE). LOAD=skaffold (skaffold.yaml's builds):
+# an image not pushed is also imported into `make cluster`'s node, which has no registry, under
+# the name skaffold deploys, when the current kube context is that cluster (docs/deploying.md).
 image: ## build the container image as $(IMAGE) (Docker if an engine answers, else podman) and report its size
 	$(PYTHON) harness/images.py --tag $(IMAGE)$(if $(TARGET), --target $(TARGET))$(if $(filter true,$(PUSH)), --push)
+	$(if $(filter true,$(PUSH)),,$(if $(and $(filter skaffold,$(LOAD)),$(wildcard $(CLUSTER_STATE)/network.json)),$(PY) -m harness.cluster load $(IMAGE) --for-skaffold --state $(CLUSTER_STATE)))
 
 openapi: install ## regenerate docs/openapi.json from the code
 	$(VENV)/bin/userapi openapi --output docs/openapi.json

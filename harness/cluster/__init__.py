@@ -24,9 +24,13 @@ With the real node, `make cluster` also imports the chart's images (chart_images
 userapi image built from this tree, PgBouncer's, the local profile's Redis and PostgreSQL)
 and writes the values naming them, for `helm install ... -f manifests/overlays/local/values.yaml
 -f $VALUES`. `load` imports an image you built (`make image`) under a kind.local name.
+`load --for-skaffold` is the step skaffold's local profile adds to its builds (`make image
+LOAD=skaffold`): skaffold deploys what it built as REPO:<image id>, and kubelet must find
+that name on the node; when the current kube context is not this cluster's, it does nothing
+(kind and k3d get skaffold's own loading).
 
     python -m harness.cluster up [STATE_DIR] [--fake-node]  # INGRESS=, VALUES=, KUBECONFIG= last
-    python -m harness.cluster load IMAGE [--as NAME] [--state STATE_DIR]
+    python -m harness.cluster load IMAGE [--as NAME | --for-skaffold] [--state STATE_DIR]
     python -m harness.cluster down [STATE_DIR]
 """
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import images as image_tool
 from harness.cluster import chart_images, node_images
 from harness.cluster.credentials import credentials, kubeconfig, kubelet_client
 from harness.cluster.knative import (
@@ -163,6 +169,33 @@ def chart_values(plane: ControlPlane) -> Path:
     return path
 
 
+def is_current(plane: ControlPlane) -> bool:
+    """Whether the current context of the caller's kubeconfig (KUBECONFIG's first file, else
+    ~/.kube/config) names this cluster's API server."""
+    path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    try:
+        config = yaml.safe_load(Path(path or Path.home() / ".kube" / "config").read_text())
+        (context,) = [c for c in config["contexts"] if c["name"] == config["current-context"]]
+        cluster_name = context["context"]["cluster"]
+        (cluster,) = [c for c in config["clusters"] if c["name"] == cluster_name]
+        return bool(cluster["cluster"]["server"] == plane.server)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return False
+
+
+def skaffold_name(image: str) -> str:
+    """REPO:<image id>: the tag skaffold gives a local build it does not push, and deploys
+    (its TagWithImageID), so that every build has a name of its own."""
+    engine = image_tool.engine_name()
+    env = image_tool.podman_env() if engine == "podman" else None
+    result = subprocess.run([engine, "image", "inspect", "--format", "{{.Id}}", image], env=env,
+                            capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
+    if result.returncode != 0:
+        raise ClusterError(f"{engine} image inspect {image}: {result.stderr.strip()}")
+    image_id = result.stdout.strip().removeprefix("sha256:")
+    return f"{image.rsplit(':', 1)[0] if ':' in image.rsplit('/', 1)[-1] else image}:{image_id}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__)
     parser.add_argument("action", choices=["up", "down", "load"])
@@ -174,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--as", dest="name", help="load: its name on the node "
                         "(default kind.local/<its last path component>)")  # fmt: skip
+    parser.add_argument("--for-skaffold", action="store_true", help="load: as REPO:<image id>, "
+                        "the name skaffold deploys, when the current kube context is this "
+                        "cluster's; else nothing")  # fmt: skip
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="load: the cluster's")
     args = parser.parse_args(argv)
     state = Path(args.target) if args.target and args.action != "load" else DEFAULT_STATE
@@ -184,9 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.action == "load":
             plane = running_plane(args.state.resolve())
+            if args.for_skaffold and (plane is None or not is_current(plane)):
+                print(f"{args.target}: the current kube context is not the cluster in "
+                      f"{args.state}; not loaded")  # fmt: skip
+                return 0
             if plane is None or not args.target:
                 raise ClusterError(f"load IMAGE needs a cluster with a real node in {args.state}")
-            print(f"{args.target} loaded as {chart_images.load(plane, args.target, args.name)}")
+            name = skaffold_name(args.target) if args.for_skaffold else args.name
+            print(f"{args.target} loaded as {chart_images.load(plane, args.target, name)}")
             return 0
         plane = up(state, detached=True, node=not args.fake_node)
         values = chart_values(plane) if plane.real_node else None

@@ -6,7 +6,8 @@ And, for the tests that need pods to run (`real_node`: test_chart_on_node.py, te
 test_real_node.py, the skaffold tests), a second one with a real node, started the first time
 one of them asks: its start costs half a minute, so they share it. test_real_node.py's
 TEARDOWN_TEST takes it down and checks the host: it runs right after the last test that uses
-the node, wherever that test sorts."""
+the node, wherever that test sorts. The skaffold modules share one private podman
+(`skaffold_engine`): the second's builds find the first's layers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from harness.cluster import ControlPlane, down, up
+from harness.podman import Podman
+from harness.podman import available as podman_available
+from harness.skaffold import docker_api
 from tests.support.real_node import Node, Snapshot, short_scale_to_zero
 
 TEARDOWN_TEST = "test_real_node.py::test_down_leaves_nothing_behind"
@@ -67,3 +71,11 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     finally:
         if not found.is_down:
             down(state)
+
+
+@pytest.fixture(scope="session")
+def skaffold_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One private podman behind a Docker API for the skaffold modules (harness/skaffold.py)."""
+    assert podman_available() is None, podman_available()
+    with Podman(tmp_path_factory.mktemp("skaffold-podman")) as podman, docker_api(podman) as env:
+        yield env

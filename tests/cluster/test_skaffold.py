@@ -1,14 +1,16 @@
-"""`skaffold run -p local` against the real control plane (harness/cluster.py): the images built
-by `make image` (podman), the chart installed by skaffold's one deployer, Helm, with the backing
-services, the emulator and the dev Secrets from the chart, the migration hook after them (it
-completes on kwok's node), every Knative Service admitted by Knative's own webhook and reconciled
-by its controller, and nothing applied twice. No kubelet here: pods are kwok's, nothing runs in
-them, so file sync (skaffold dev) cannot be exercised."""
+"""`skaffold run -p local` against the real node (conftest.py's `real_node`), as a developer runs
+it after `make cluster`: the images built by `make image` (podman) and imported into the
+node's containerd by the same build command (`LOAD=skaffold`: the node has no registry), the
+chart installed by skaffold's one deployer, Helm, with the backing services, the emulator and
+the dev Secrets from the chart, the migration hook after them, every Knative Service admitted
+by Knative's own webhook, and nothing applied twice. skaffold's status check is on: the run
+ends only once what it deployed is ready, and then every Knative Service is Ready."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,34 +20,44 @@ import yaml
 from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
-from harness.podman import Podman
-from harness.podman import available as podman_available
-from harness.skaffold import Skaffold, docker_api
+from harness.skaffold import Skaffold
+from tests.support.real_node import Node, ready
+from tests.support.skaffold_node import (
+    NAMESPACE,
+    delete_release,
+    skaffold_env,
+    wait_namespace_gone,
+)
 
 pytestmark = pytest.mark.cluster
 
-NAMESPACE = "userapi"  # the release's, from skaffold.yaml
+
+@pytest.fixture(scope="module")
+def control_plane(real_node: Node) -> ControlPlane:
+    """This module's cluster: the real node's (the session's kwok plane is not used here)."""
+    assert not real_node.is_down, "the real node was taken down before this module ran"
+    return real_node.plane
 
 
 @pytest.fixture(scope="module")
 def deployed(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    real_node: Node, skaffold_engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Skaffold, str]]:
-    assert podman_available() is None, podman_available()
+    plane = real_node.plane
+    wait_namespace_gone(plane)
     tmp = tmp_path_factory.mktemp("skaffold-run")
-    tool = Skaffold.create(tmp / "skaffold", kubeconfig_path=control_plane.kubeconfig)
-    with Podman(tmp / "podman") as podman, docker_api(podman) as engine:
-        env = {**engine, "NO_PROXY": f"127.0.0.1,localhost,{control_plane.address}"}
-        # The context is named neither like kind nor like minikube: -p local says what it is.
-        # No status check: it waits for the backing Deployments' pods, which only kwok runs
-        # here (and Knative Services are not in it, docs/deploying.md).
-        result = tool.run("run", "-p", "local", "--port-forward=off", "--status-check=false",
-                          env=env, timeout=1800, offline=False)  # fmt: skip
-        try:
-            yield tool, result.stdout + result.stderr
-        finally:
-            tool.run("delete", "-p", "local", env=env, check=False, offline=False)
-            control_plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    tool = Skaffold.create(tmp, kubeconfig_path=plane.kubeconfig)
+    env = skaffold_env(tool, real_node, skaffold_engine)
+    started = time.monotonic()
+    try:
+        # The context (`userapi`, make cluster's) is named neither like kind nor like
+        # minikube: -p local says what it is.
+        result = tool.run("run", "-p", "local", "--port-forward=off", env=env, timeout=1800,
+                          offline=False)  # fmt: skip
+        print(f"\nskaffold run -p local: {time.monotonic() - started:.1f} s")
+        yield tool, result.stdout + result.stderr
+    finally:
+        delete_release(tool, plane, env)
 
 
 def helm(tool: Skaffold, *args: str) -> str:
@@ -91,11 +103,12 @@ def test_the_release_is_deployed_once_by_helm(
         assert not any(m.startswith("kubectl") for m in managers), (obj["metadata"], managers)
 
 
-def test_every_knative_service_was_admitted_and_reconciled(
+def test_every_knative_service_was_admitted_and_is_ready_when_run_ends(
     deployed: tuple[Skaffold, str], control_plane: ControlPlane
 ) -> None:
     services = control_plane.get("-n", NAMESPACE, "services.serving.knative.dev")["items"]
     assert {s["metadata"]["name"] for s in services} == set(ENDPOINTS)
+    assert [s["metadata"]["name"] for s in services if not ready(s)] == []
     for service in services:
         # Defaults only Knative's mutating webhook sets: it saw every Service.
         assert service["spec"]["traffic"] == [{"latestRevision": True, "percent": 100}]
@@ -106,7 +119,10 @@ def test_every_knative_service_was_admitted_and_reconciled(
     )
     images = {r["spec"]["containers"][0]["image"] for r in revisions}
     (image,) = images  # one image, built by skaffold, for every endpoint
-    assert image.startswith("dev.local/userapi:")
+    # Named by its image id (skaffold's tag for a build it does not push), as imported.
+    repository, image_id = image.split(":")
+    assert repository == "dev.local/userapi"
+    assert len(image_id) == 64, image
 
 
 def test_the_migration_hook_ran_after_what_it_needs(
@@ -132,3 +148,6 @@ def test_the_images_were_built_by_make_image(deployed: tuple[Skaffold, str]) -> 
     _, output = deployed
     assert "harness/images.py --tag dev.local/userapi:" in output
     assert "harness/images.py --tag dev.local/userapi-emulator:" in output
+    # Each imported into the node under the name skaffold deployed.
+    assert output.count("--for-skaffold --state") == 2
+    assert output.count("loaded as dev.local/userapi") == 2

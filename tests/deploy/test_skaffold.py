@@ -123,6 +123,29 @@ def test_other_clusters_do_not(tool: Skaffold, context: str) -> None:
     assert config["manifests"]["helm"]["releases"][0]["setValues"] == {"devMode": "false"}
 
 
+def test_make_clusters_kubeconfig_adds_its_values_file(tool: Skaffold) -> None:
+    """`make cluster`'s node pulls nothing: with its kubeconfig, the release also gets the values
+    naming the images it imported; with any other, not."""
+    layout = tool.workdir / ".dev" / "cluster"
+    layout.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(tool.kubeconfig.read_text())
+    config["current-context"] = "userapi"
+    (layout / "kubeconfig").write_text(yaml.safe_dump(config))
+    local = "manifests/overlays/local/values.yaml"
+    for kubeconfig, values in (
+        (layout / "kubeconfig", [".dev/cluster/values.yaml", local]),
+        (tool.in_context("userapi")["KUBECONFIG"], [local]),
+    ):  # fmt: skip
+        out = tool.run("diagnose", "--yaml-only", "-p", "local,dev",
+                       env={"KUBECONFIG": str(kubeconfig)}).stdout  # fmt: skip
+        release = yaml.safe_load(out)["manifests"]["helm"]["releases"][0]
+        files = [str(Path(f).relative_to(tool.workdir)) for f in release["valuesFiles"]]
+        assert files == ["helm/userapi/values.yaml", *values]
+    # Every build command imports into that node when it is the current context.
+    for artifact in effective(tool, "userapi", "-p", "local,dev")["build"]["artifacts"]:
+        assert " LOAD=skaffold" in artifact["custom"]["buildCommand"]
+
+
 def test_the_dev_profile_adds_its_values_key_by_key(tool: Skaffold) -> None:
     config = effective(tool, "kind-knative", "-p", "dev")
     release = config["manifests"]["helm"]["releases"][0]
