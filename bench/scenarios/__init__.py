@@ -11,6 +11,7 @@ from bench.scenarios import (
     cache,
     coldstart,
     container,
+    knative,
     stampede,
     telemetry,
     tokens,
@@ -31,5 +32,6 @@ SCENARIOS: dict[str, Scenario] = {
         tokens.SCENARIO,
         telemetry.SCENARIO,
         container.SCENARIO,
+        knative.SCENARIO,
     )
 }
