@@ -34,7 +34,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class Cluster:
             time.sleep(0.5)
         return time.monotonic() - started
 
-    def annotate(self, name: str, annotations: dict[str, str | None]) -> None:
+    def annotate(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """New revision template annotations (None removes one); waits for it to be Ready."""
         patch = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
         self.plane.kubectl("patch", "ksvc", name, "-n", NAMESPACE, "--type", "merge",
@@ -299,11 +299,16 @@ class PodWatch:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
+    def wait_for(self, name: str, phase: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while phase not in self.phases(name, 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def phases(self, name: str, sent: float) -> dict[str, float]:
         """When each phase of the Service's first pod was first seen, in ms after `sent`."""
         first: dict[str, float] = {}
         pod_name = None
-        for at, pod in self.seen:
+        for at, pod in list(self.seen):
             if pod["metadata"].get("labels", {}).get(LABEL) != name:
                 continue
             pod_name = pod_name or pod["metadata"]["name"]
@@ -338,7 +343,9 @@ def _cold_starts(cluster: Cluster, runs: int) -> dict[str, Any]:
                 status = cluster.call(name)
                 answered = time.monotonic()
             finally:
-                time.sleep(0.2)  # the last changes still on their way
+                # The kubelet reports Ready after queue-proxy's own probe let the activator
+                # send the request: the watch goes on until that report too has arrived.
+                watch.wait_for(name, "ready", timeout=10)
                 watch.stop()
             if status != 200:
                 raise RuntimeError(f"{name} from zero answered {status}")
@@ -427,9 +434,6 @@ def _warm(cluster: Cluster, profile: Profile, workdir: Path) -> dict[str, Any]:
                 "ratio_to_hello": paired_ratios(ours, theirs),
             }
         out["levels"].append(level)
-    for name in (GET_USER, HELLO):
-        cluster.annotate(name, {"autoscaling.knative.dev/min-scale": None,
-                                "autoscaling.knative.dev/max-scale": None})  # fmt: skip
     return out
 
 
@@ -437,6 +441,7 @@ def _scale_out(cluster: Cluster, pods: int) -> dict[str, Any]:
     """get-user from zero under `pods` clients back to back, at a target of 1 request per pod
     and at most `pods` pods: the time to that many serving, and every non-200 meanwhile."""
     cluster.annotate(GET_USER, {"autoscaling.knative.dev/target": "1",
+                                "autoscaling.knative.dev/min-scale": None,
                                 "autoscaling.knative.dev/max-scale": str(pods)})  # fmt: skip
     cluster.wait_for_zero(GET_USER)
     statuses: Counter[int] = Counter()
