@@ -56,7 +56,7 @@ cluster: install controlplane ## a real Kubernetes + Knative Serving with a real
 cluster-down: install ## stop everything `make cluster` started
 	@$(PY) -m harness.cluster down
 
-bench: bootstrap-bench install ## measure cold start, warm path, cache, stampede, connection budget
+bench: bootstrap-bench install controlplane ## measure cold start, warm path, cache, stampede, connection budget
 	$(PY) -m bench
 
 IMAGE ?= localhost/userapi:dev

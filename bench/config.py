@@ -28,6 +28,7 @@ class Profile:
     token_cold_starts: int
     auth0_budget_processes: int
     auth0_budget_misses: int
+    scale_out_pods: int  # knative: get-user's pods under a step load of as many clients
 
 
 FULL = Profile(
@@ -51,6 +52,7 @@ FULL = Profile(
     token_cold_starts=10,
     auth0_budget_processes=4,
     auth0_budget_misses=300,
+    scale_out_pods=4,
 )
 
 SMOKE = Profile(
@@ -74,6 +76,7 @@ SMOKE = Profile(
     token_cold_starts=3,
     auth0_budget_processes=2,
     auth0_budget_misses=40,
+    scale_out_pods=2,
 )
 
 PROFILES = {profile.name: profile for profile in (FULL, SMOKE)}

@@ -146,10 +146,12 @@ async def wrk(
     workdir: Path,
     method: str = "GET",
     body: str = "",
+    prefix: Sequence[str] = (),
 ) -> LoadResult:
     """One wrk thread: on two cores the server under test needs the other one. With `paths`,
-    each request goes to one of them at random (on `url`'s host)."""
-    args = [wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
+    each request goes to one of them at random (on `url`'s host). `prefix` runs it through
+    another command (`ip netns exec NAME`: from inside a network namespace)."""
+    args = [*prefix, wrk_binary(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
     args += ["-s", str(_script(workdir, paths, method, body))]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]

@@ -12,6 +12,7 @@ from bench.scenarios import (
     coldstart,
     container,
     endpoints,
+    knative,
     stampede,
     telemetry,
     tokens,
@@ -33,5 +34,6 @@ SCENARIOS: dict[str, Scenario] = {
         tokens.SCENARIO,
         telemetry.SCENARIO,
         container.SCENARIO,
+        knative.SCENARIO,
     )
 }

@@ -32,6 +32,7 @@ from harness.cluster.plane import ClusterError, ControlPlane
 
 # The app's name on the node; tests/support/cluster.py's OFFLINE_IMAGES uses it too.
 APP_IMAGE = "kind.local/userapi:dev"
+HELLO_IMAGE = "kind.local/userapi-hello:bench"
 NODE_REGISTRY = "kind.local/"
 STAND_IN_PATH = "userapi-standin/"
 RECIPE = "1"  # bump to rebuild every cached archive
@@ -47,6 +48,7 @@ class ChartImage:
     name: str  # its name on the node
     key: str
     stand_in: bool
+    dockerfile: Path | None = None  # built from this tree: the project's Dockerfile when None
 
     @property
     def archive(self) -> Path:
@@ -72,6 +74,22 @@ def app_key() -> str:
     files = [root / name for name in APP_INPUTS]
     files += sorted(p for p in (root / "services").rglob("*")
                     if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
+    return _built_key(files)
+
+
+def hello_image() -> ChartImage:
+    """bench/yardsticks/hello.Dockerfile's FastAPI hello app, built as the app's image is (same
+    base, same locked dependencies), named for the node: the yardstick of bench's knative
+    scenario."""
+    root = image_tool.ROOT
+    dockerfile = root / "bench" / "yardsticks" / "hello.Dockerfile"
+    files = [dockerfile, root / "bench" / "yardsticks" / "hello_app.py",
+             root / "requirements.lock", root / "requirements-build.lock"]  # fmt: skip
+    return ChartImage("hello", HELLO_IMAGE, HELLO_IMAGE, _built_key(files), False, dockerfile)
+
+
+def _built_key(files: list[Path]) -> str:
+    root = image_tool.ROOT
     base = image_tool.python_base()
     stand_in = image_tool.stand_ins()[base]
     sources = image_tool.machine_apt_sources(stand_in.suite)
@@ -108,8 +126,8 @@ def build(images: list[ChartImage]) -> None:
 
     with Podman() as podman:
         for image in images:
-            if image.role == "app":
-                podman.build_image(image.name, measure=False)
+            if not image.stand_in:
+                podman.build_image(image.name, dockerfile=image.dockerfile, measure=False)
             else:
                 reference = image_tool.ensure_base("podman", image.source, podman.env)
                 if not reference.startswith(image_tool.STAND_IN_PREFIX):
@@ -132,12 +150,12 @@ def save(podman: Any, image: ChartImage) -> None:
 
 
 def load_chart_images(
-    plane: ControlPlane, timings: dict[str, float] | None = None
+    plane: ControlPlane, timings: dict[str, float] | None = None, extra: tuple[ChartImage, ...] = ()
 ) -> dict[str, Any]:
-    """Imports the chart's images into the node; returns the values that use them. `timings`
-    gets the seconds spent finding or building the archives, and importing them."""
+    """Imports the chart's images (and `extra` ones) into the node; returns the values that use
+    them. `timings` gets the seconds spent finding or building the archives, and importing them."""
     started = time.monotonic()
-    images = chart_images()
+    images = [*chart_images(), *extra]
     found = archives(images)
     built = time.monotonic()
     # Side by side: each import is mostly containerd unpacking layers, on another core.
