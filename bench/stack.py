@@ -70,21 +70,23 @@ class Server:
         may be ahead of it: `at_least` waits (up to `timeout`) for that many lines."""
         deadline = time.monotonic() + timeout
         while True:
-            counts = self._count_outcomes()
+            counts = cache_outcomes(self.process.log_text())
             if sum(counts.values()) >= at_least or time.monotonic() > deadline:
                 return counts
             time.sleep(0.005)
 
-    def _count_outcomes(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        for raw in self.process.log_text().splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(line, dict) and line.get("message") == "request":
-                counts[str(line.get("cache"))] += 1
-        return dict(counts)
+
+def cache_outcomes(logs: str) -> dict[str, int]:
+    """How the profile cache served each request, from userapi's request log lines."""
+    counts: Counter[str] = Counter()
+    for raw in logs.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("message") == "request":
+            counts[str(line.get("cache"))] += 1
+    return dict(counts)
 
 
 def first_200(server: Server, timeout: float = 60) -> float:

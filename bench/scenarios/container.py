@@ -12,7 +12,6 @@ the container starts; userapi reads from the bench's Redis, PgBouncer and Auth0 
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from bench.config import Profile
 from bench.load import wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_most
 from bench.scenarios.coldstart import summarize
-from bench.stack import ROOT, USER, Stack
+from bench.stack import ROOT, USER, Stack, cache_outcomes
 from harness.podman import Podman, environment_for
 from harness.processes import free_port
 
@@ -151,7 +150,7 @@ def _cold_start_userapi(
     url = f"http://127.0.0.1:{port}{user_path(USER)}"
     seconds = _first_200(url, stack.auth, process, started)
     container = _container_id(process)
-    outcomes = _cache_outcomes(podman.logs(container))
+    outcomes = cache_outcomes(podman.logs(container))
     if outcomes.get("hit") != 1:
         podman("rm", "--force", "--time", "0", container, check=False)
         raise RuntimeError(f"the container's first read was not a cache hit ({outcomes})")
@@ -168,19 +167,6 @@ def _cold_start_hello(podman: Podman) -> float:
     seconds = _first_200(f"http://127.0.0.1:{port}/hello", {}, process, started)
     podman("rm", "--force", "--time", "0", _container_id(process), check=False)
     return seconds
-
-
-def _cache_outcomes(logs: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for raw in logs.splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(line, dict) and line.get("message") == "request":
-            key = str(line.get("cache"))
-            counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def _memory(

@@ -25,6 +25,7 @@ Requests go to the cluster's addresses only while its network namespace exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import http.client
 import json
@@ -47,11 +48,10 @@ from bench.config import Profile
 from bench.load import LoadResult, median_of, paired_ratios, wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_most
 from bench.scenarios.coldstart import summarize
-from bench.stack import USER, Stack
+from bench.stack import USER, Stack, cache_outcomes
 from harness.cluster import ControlPlane, down, up
 from harness.cluster.chart_images import HELLO_IMAGE, hello_image, load_chart_images
 from harness.emulator import EmulatorHandle
-from harness.processes import free_port
 from manifests.generate import CHART, deep_merge, overlay_values
 
 NAMESPACE = RELEASE = "userapi"
@@ -174,7 +174,7 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
                  "metadata": {"name": NAMESPACE, "labels": labels}}  # fmt: skip
     plane.kubectl("apply", "-f", "-", input=json.dumps(namespace))
     client = helm.Config(kubeconfig_path=plane.kubeconfig, namespace=NAMESPACE)
-    forward: subprocess.Popen[str] | None = None
+    forwarding = contextlib.ExitStack()
     emulator: EmulatorHandle | None = None
     try:
         client.install(helm.Chart.load(CHART), RELEASE, values, namespace=NAMESPACE, timeout=600)
@@ -183,15 +183,7 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
         plane.kubectl("apply", "-f", "-", input=json.dumps(hello_service(plane)))
         cluster.wait_ready(HELLO)
         timings["chart and hello Service Ready"] = time.monotonic() - started
-        port = free_port()
-        forward = subprocess.Popen(
-            [str(plane.binary("kubectl")), "--kubeconfig", str(plane.kubeconfig),
-             "port-forward", "-n", NAMESPACE, "svc/auth0-emulator", f"{port}:8765"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        assert forward.stdout is not None
-        if "Forwarding from 127.0.0.1" not in forward.stdout.readline():
-            raise RuntimeError("kubectl port-forward to the emulator failed")
+        port = forwarding.enter_context(plane.port_forward(NAMESPACE, "svc/auth0-emulator", 8765))
         emulator = EmulatorHandle(f"http://127.0.0.1:{port}", public_url=EMULATOR_URL)
         token = emulator.token("auth0|knativebench0000000000", ["read:users"])
         cluster.headers[GET_USER] = {"Authorization": f"Bearer {token}"}
@@ -199,11 +191,7 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
     finally:
         if emulator is not None:
             emulator.close()
-        if forward is not None:
-            forward.terminate()
-            forward.wait(10)
-            if forward.stdout is not None:
-                forward.stdout.close()
+        forwarding.close()
         client.close()
 
 
@@ -378,13 +366,7 @@ def _cache_outcomes(cluster: Cluster) -> Counter[str]:
     for pod in cluster.pods(GET_USER):
         logs = cluster.plane.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c",
                                      "app", check=False).stdout  # fmt: skip
-        for raw in logs.splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(line, dict) and line.get("message") == "request":
-                counts[str(line.get("cache"))] += 1
+        counts.update(cache_outcomes(logs))
     return counts
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,25 @@ class ControlPlane:
     def get(self, *args: str) -> Any:
         """`kubectl get ... -o json`, parsed."""
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[int]:
+        """`kubectl port-forward` of `target`'s `port` (through the API server and the kubelet)
+        to a free loopback port, which it yields; stopped on exit."""
+        from harness.processes import free_port
+
+        local = free_port()
+        command = [str(self.binary("kubectl")), "--kubeconfig", str(self.kubeconfig),
+                   "port-forward", "-n", namespace, target, f"{local}:{port}"]  # fmt: skip
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as forward:
+            try:
+                assert forward.stdout is not None
+                first = forward.stdout.readline()
+                if "Forwarding from 127.0.0.1" not in first:
+                    raise ClusterError(f"kubectl port-forward {target}: {first.strip()}")
+                yield local
+            finally:
+                forward.terminate()
+                forward.wait(10)

@@ -14,6 +14,7 @@ node's namespace exists. Timings are printed (`-s`) as `chart on node: {...}`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import subprocess
@@ -32,7 +33,7 @@ from harness.cluster import ControlPlane
 from harness.cluster.chart_images import load_chart_images
 from harness.cluster.node import NODE_NAME, node_dir
 from harness.emulator import EmulatorHandle, cloud_event
-from harness.processes import USERAPI, free_port
+from harness.processes import USERAPI
 from manifests.generate import deep_merge, overlay_values
 from tests.support.chart import CHART
 from tests.support.real_node import Node, pods, ready
@@ -136,7 +137,7 @@ def release(real_node: Node) -> Iterator[Release]:
     })  # fmt: skip
     restricted_namespace(plane)
     client = helm.Config(kubeconfig_path=plane.kubeconfig, namespace=NAMESPACE)
-    forward: subprocess.Popen[str] | None = None
+    forwarding = contextlib.ExitStack()
     emulator: EmulatorHandle | None = None
     try:
         started = time.monotonic()
@@ -155,24 +156,13 @@ def release(real_node: Node) -> Iterator[Release]:
             time.sleep(1)
         measured["install to all six Ready"] = time.monotonic() - started
         hosts = {name: s["status"]["url"].split("://", 1)[1] for name, s in found.items()}
-        port = free_port()
-        forward = subprocess.Popen(
-            [str(plane.binary("kubectl")), "--kubeconfig", str(plane.kubeconfig),
-             "port-forward", "-n", NAMESPACE, "svc/auth0-emulator", f"{port}:8765"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        assert forward.stdout is not None
-        assert "Forwarding from 127.0.0.1" in forward.stdout.readline()
+        port = forwarding.enter_context(plane.port_forward(NAMESPACE, "svc/auth0-emulator", 8765))
         emulator = EmulatorHandle(f"http://127.0.0.1:{port}", public_url=EMULATOR_URL)
         yield Release(real_node, emulator, hosts, measured)
     finally:
         if emulator is not None:
             emulator.close()
-        if forward is not None:
-            forward.terminate()
-            forward.wait(10)
-            if forward.stdout is not None:
-                forward.stdout.close()
+        forwarding.close()
         client.close()
         # The namespace goes with everything in it, and once it is terminating nothing can
         # recreate a pod in it: the pods are then told to stop within a second rather than

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -39,7 +38,6 @@ from harness.cluster.node import (
     pids_in_mount_namespace,
 )
 from harness.cluster.supervisor import recorded, start_time
-from harness.processes import free_port
 from tests.support.real_node import (
     BODY,
     Load,
@@ -131,20 +129,11 @@ def test_a_knative_service_is_ready_called_by_url_scaled_to_zero_and_back(node: 
     served = plane.kubectl(*exec_in_app, "--", "/bin/busybox", "cat", "/www/index.html")
     assert served.stdout == BODY
     # kubectl port-forward: a loopback port on this host to the pod's, through the kubelet.
-    port = free_port()
     target = f"pod/{pod['metadata']['name']}"
-    command = [str(plane.binary("kubectl")), "--kubeconfig", str(plane.kubeconfig),
-               "port-forward", "-n", NAMESPACE, target, f"{port}:8080"]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as forward:
-        try:
-            assert forward.stdout is not None
-            assert "Forwarding from 127.0.0.1" in forward.stdout.readline()
-            with _http.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
-                assert response.read().decode() == BODY
-        finally:
-            forward.terminate()
+    with plane.port_forward(NAMESPACE, target, 8080) as port:
+        response = _http.open(f"http://127.0.0.1:{port}/", timeout=10)
+        assert response.read().decode() == BODY
+        response.close()
     # An unknown host is Traefik's 404, not the Service.
     assert node.call("nobody.example.com")[0] == 404
 
