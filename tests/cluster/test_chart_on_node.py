@@ -19,7 +19,9 @@ import json
 import secrets
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -310,3 +312,61 @@ def test_each_endpoint_scales_to_zero_and_get_user_back(release: Release) -> Non
     assert status == 200, profile
     assert profile["user_id"] == ADA
     assert [row.pods for row in cluster.status() if row.name == "get-user"] == [1]
+
+
+def requests_by_revision(plane: ControlPlane, service: str, path: str) -> Counter[str]:
+    """How many requests for `path` each revision's app logged (its pods' request lines)."""
+    served: Counter[str] = Counter()
+    selector = f"serving.knative.dev/service={service}"
+    for pod in plane.get("-n", NAMESPACE, "pods", "-l", selector)["items"]:
+        revision = pod["metadata"]["labels"]["serving.knative.dev/revision"]
+        logs = plane.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"], "-c", "app",
+                             check=False).stdout  # fmt: skip
+        for raw in logs.splitlines():
+            with contextlib.suppress(ValueError):
+                line = json.loads(raw)
+                if line.get("message") == "request" and line.get("path") == path:
+                    served[revision] += 1
+    return served
+
+
+def test_get_user_splits_50_50_between_two_revisions(release: Release) -> None:
+    """A second revision of get-user (a template annotation changed) with the first pinned at
+    50 %: both answer through Traefik, each within ±10 % of 200 requests (counted in the
+    apps' own request logs, so the count is what each revision served)."""
+    plane = release.plane
+    first = services(plane)["get-user"]["status"]["latestReadyRevisionName"]
+    patch = {"spec": {
+        "template": {"metadata": {"annotations": {"userapi.test/release": "second"}}},
+        "traffic": [{"revisionName": first, "percent": 50},
+                    {"latestRevision": True, "percent": 50}],
+    }}  # fmt: skip
+    plane.kubectl("patch", "ksvc", "get-user", "-n", NAMESPACE, "--type", "merge",
+                  "-p", json.dumps(patch))  # fmt: skip
+    deadline = time.monotonic() + 240
+    while True:
+        found = services(plane)["get-user"]
+        status = found.get("status", {})
+        split = sorted((t["revisionName"], t["percent"]) for t in status.get("traffic", []))
+        fresh = status.get("observedGeneration") == found["metadata"]["generation"]
+        if fresh and ready(found) and len(split) == 2:
+            break
+        assert time.monotonic() < deadline, json.dumps(status, indent=1)
+        time.sleep(1)
+    second = status["latestReadyRevisionName"]
+    assert split == sorted([(first, 50), (second, 50)])
+
+    admin, path = release.admin(), user_path(ADA)
+    earlier = requests_by_revision(plane, "get-user", path)  # the tests before this one's
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: release.call("get-user", "GET", path, admin)[0],
+                                range(200)))  # fmt: skip
+    assert Counter(answers) == {200: 200}
+    # Read soon (a line is written just after its answer): idle pods go after the 6 s window
+    # and grace, and their logs with them.
+    time.sleep(1)
+    served = requests_by_revision(plane, "get-user", path) - earlier
+    release.measured["get-user 50/50 split"] = served[second]
+    assert set(served) == {first, second}, served
+    for revision in (first, second):
+        assert 90 <= served[revision] <= 110, served
