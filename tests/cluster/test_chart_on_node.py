@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import helm_python as helm
 import pytest
@@ -315,7 +315,9 @@ def test_each_endpoint_scales_to_zero_and_get_user_back(release: Release) -> Non
 
 
 def requests_by_revision(plane: ControlPlane, service: str, path: str) -> Counter[str]:
-    """How many requests for `path` each revision's app logged (its pods' request lines)."""
+    """How many requests for `path` each revision's app logged (its pods' request lines, which
+    hold the path decoded, as ASGI gives it)."""
+    decoded = unquote(path)
     served: Counter[str] = Counter()
     selector = f"serving.knative.dev/service={service}"
     for pod in plane.get("-n", NAMESPACE, "pods", "-l", selector)["items"]:
@@ -325,7 +327,7 @@ def requests_by_revision(plane: ControlPlane, service: str, path: str) -> Counte
         for raw in logs.splitlines():
             with contextlib.suppress(ValueError):
                 line = json.loads(raw)
-                if line.get("message") == "request" and line.get("path") == path:
+                if line.get("message") == "request" and line.get("path") == decoded:
                     served[revision] += 1
     return served
 
