@@ -433,13 +433,18 @@ def gateway_objects(address: str) -> list[dict[str, Any]]:
     return objects  # fmt: skip
 
 
-def install_gateway_api(plane: ControlPlane) -> None:
-    """Gateway API's CRDs (the version Traefik is built against: gateway_api.py), established
-    before Traefik starts watching them, then gateway_objects()."""
+def install_gateway_crds(plane: ControlPlane) -> None:
+    """Gateway API's CRDs (the version Traefik is built against: gateway_api.py), established:
+    what a cloud's Gateway controller brings, and the cloud overlays' routes need."""
     crds = gateway_api.crds()
     apply(plane, crds)
     plane.kubectl("wait", "--for", "condition=Established", "--timeout", "60s",
                   *(f"crd/{crd['metadata']['name']}" for crd in crds), timeout=90)  # fmt: skip
+
+
+def install_gateway_api(plane: ControlPlane) -> None:
+    """The CRDs, established before Traefik starts watching them, then gateway_objects()."""
+    install_gateway_crds(plane)
     apply(plane, gateway_objects(plane.address))
 
 

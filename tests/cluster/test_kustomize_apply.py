@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from harness.cluster import ControlPlane
+from harness.cluster.node import install_gateway_crds
 from tests.support.chart import OVERLAYS
 
 pytestmark = pytest.mark.cluster
@@ -88,6 +89,9 @@ def apply_as_documented(plane: ControlPlane, manifests: Path, overlay: str) -> N
 def test_each_overlay_applies_server_side_and_dry_runs_a_change(
     control_plane: ControlPlane, manifests: Path, overlay: str
 ) -> None:
+    # The cloud overlays route one API host with Gateway API objects, whose CRDs the cloud's
+    # Gateway controller brings (docs/deploying.md); the session's plane gets the pinned ones.
+    install_gateway_crds(control_plane)
     try:
         apply_as_documented(control_plane, manifests, overlay)
         objects = built(control_plane, manifests, overlay)
