@@ -27,7 +27,7 @@ from typing import Any
 
 from harness import images as image_tool
 from harness.cluster.node import import_image
-from harness.cluster.node_images import cache_dir
+from harness.cluster.node_images import cache_dir, save_archive
 from harness.cluster.plane import ClusterError, ControlPlane
 
 # The app's name on the node; tests/support/cluster.py's OFFLINE_IMAGES uses it too.
@@ -138,11 +138,7 @@ def build(images: list[ChartImage]) -> None:
 
 
 def save(podman: Any, image: ChartImage) -> None:
-    image.archive.parent.mkdir(parents=True, exist_ok=True)
-    partial = image.archive.with_suffix(".partial")
-    partial.unlink(missing_ok=True)
-    podman("save", "--format", "docker-archive", "-o", str(partial), image.name, timeout=600)
-    partial.rename(image.archive)
+    save_archive(podman, image.name, image.archive)
     # One archive per image: an older build of it is never used again.
     for stale in image.archive.parent.glob(image.archive.name.rsplit("-", 1)[0] + "-*.tar"):
         if stale != image.archive:

@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.cluster.plane import QUEUE_IMAGE, ControlPlane
 
@@ -107,9 +108,14 @@ def build(images: list[tuple[Image, Path]]) -> None:
                 (context / "files" / str(i)).chmod(0o755)
             (context / "Containerfile").write_text(image.containerfile())
             podman("build", "--network", "none", "--tag", image.name, str(context), timeout=300)
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            partial = archive.with_suffix(".partial")
-            partial.unlink(missing_ok=True)
-            podman("save", "--format", "docker-archive", "-o", str(partial), image.name,
-                   timeout=300)  # fmt: skip
-            partial.rename(archive)
+            save_archive(podman, image.name, archive)
+
+
+def save_archive(podman: Any, name: str, archive: Path) -> None:
+    """`podman save` of `name` into `archive`, which appears only once complete: an
+    interrupted save never passes for a cached image."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    podman("save", "--format", "docker-archive", "-o", str(partial), name, timeout=600)
+    partial.rename(archive)
