@@ -46,7 +46,6 @@ pytestmark = pytest.mark.cluster
 NAMESPACE = RELEASE = "userapi"
 EMULATOR_URL = f"http://auth0-emulator.{NAMESPACE}.svc.cluster.local:8765"
 WINDOW = "6s"  # the shortest autoscaling window Knative accepts
-GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period (as test_real_node.py sets it)
 CONTAINERS = {"app", "pgbouncer", "queue-proxy"}
 ADA = "auth0|64f1c2a9e4b0a1b2c3d4e5f6"  # a seed user of the emulator
 ADMIN = "auth0|chartonnodeadmin00000000"
@@ -127,9 +126,6 @@ def release(real_node: Node) -> Iterator[Release]:
     assert not real_node.is_down, "the real node was taken down before this module ran"
     plane = real_node.plane
     measured: dict[str, float] = {}
-    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                  "--type", "merge", "-p",
-                  json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
     images = load_chart_images(plane, measured)
     values = deep_merge(overlay_values("local"), {
         **images,
