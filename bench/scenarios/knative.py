@@ -20,6 +20,12 @@ at /hello. Measured, interleaved:
   then N clients from zero: the time to N pods serving, and every non-200 meanwhile.
 
 Requests go to the cluster's addresses only while its network namespace exists.
+
+With USERAPI_BENCH_CLUSTER naming the state directory of a cluster that is already up with a
+real node (`make cluster`'s is .dev/cluster, the directory of the KUBECONFIG it prints; `make
+test` passes its session node's), the scenario uses that cluster, and the chart's release in it
+when there is one, rather than starting its own: afterwards it deletes the hello Service and
+puts back what it changed of get-user and config-autoscaler.
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ from bench.load import LoadResult, median_of, paired_ratios, wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_most
 from bench.scenarios.coldstart import summarize
 from bench.stack import USER, Stack, cache_outcomes
-from harness.cluster import ControlPlane, down, up
-from harness.cluster.chart_images import HELLO_IMAGE, hello_image, load_chart_images
+from harness.cluster import ControlPlane, down, running_plane, up
+from harness.cluster.chart_images import HELLO_IMAGE, archives, hello_image, load_chart_images
+from harness.cluster.node import import_image
 from harness.emulator import EmulatorHandle
 from manifests.generate import CHART, deep_merge, overlay_values
 
@@ -61,6 +68,9 @@ WINDOW = GRACE = "6s"  # the shortest autoscaling window Knative accepts, and a 
 LABEL = "serving.knative.dev/service"
 PATHS = {GET_USER: user_path(USER), HELLO: "/hello"}
 APP_PORT, QUEUE_PORT = 8080, 8012
+CLUSTER_ENV = "USERAPI_BENCH_CLUSTER"
+# What the scenario changes of get-user's revision template, put back on a cluster it was given.
+TOUCHED = tuple(f"autoscaling.knative.dev/{key}" for key in ("min-scale", "max-scale", "target"))
 
 
 class Cluster:
@@ -141,6 +151,13 @@ async def run(stack: Stack, profile: Profile, workdir: Path) -> dict[str, Any]:
 
 
 def _run(profile: Profile, workdir: Path) -> dict[str, Any]:
+    given = os.environ.get(CLUSTER_ENV)
+    if given:
+        plane = running_plane(Path(given).resolve())
+        if plane is None or not Path("/run/netns", plane.netns).exists():
+            raise RuntimeError(f"{CLUSTER_ENV}={given}: no cluster with a real node is up there")
+        with _released(plane, {}) as cluster:
+            return _measure(cluster, profile, workdir, {})
     state = workdir / "knative-cluster"
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -156,28 +173,22 @@ def _run(profile: Profile, workdir: Path) -> dict[str, Any]:
 @contextmanager
 def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluster]:
     """The chart installed as tests/cluster/test_chart_on_node.py installs it (local profile,
-    restricted namespace, dev Secrets, a 6 s window), the hello Service made from its get-user,
-    and an emulator token for get-user."""
-    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                  "--type", "merge", "-p",
-                  json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
+    restricted namespace, dev Secrets, a 6 s window), or the release the cluster already has;
+    the hello Service made from its get-user, and an emulator token for get-user."""
+    autoscaler = plane.get("-n", "knative-serving", "configmap", "config-autoscaler")
+    _autoscaler_grace(plane, GRACE)
     started = time.monotonic()
-    images = load_chart_images(plane, timings, extra=(hello_image(),))
-    values = deep_merge(overlay_values("local"), {
-        **images,
-        "devSecrets": {"create": True},
-        "podAnnotations": {"autoscaling.knative.dev/window": WINDOW},
-    })  # fmt: skip
-    labels = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}  # fmt: skip
-    namespace = {"apiVersion": "v1", "kind": "Namespace",
-                 "metadata": {"name": NAMESPACE, "labels": labels}}  # fmt: skip
-    plane.kubectl("apply", "-f", "-", input=json.dumps(namespace))
+    existing = plane.kubectl("get", "ksvc", GET_USER, "-n", NAMESPACE, "--ignore-not-found",
+                             "-o", "name").stdout.strip()  # fmt: skip
     client = helm.Config(kubeconfig_path=plane.kubeconfig, namespace=NAMESPACE)
     forwarding = contextlib.ExitStack()
     emulator: EmulatorHandle | None = None
+    kept: dict[str, Any] = {}
     try:
-        client.install(helm.Chart.load(CHART), RELEASE, values, namespace=NAMESPACE, timeout=600)
+        if existing:
+            kept = _reuse(plane)
+        else:
+            _install(plane, client, timings)
         cluster = Cluster(plane)
         cluster.wait_ready(GET_USER, timeout=600)
         plane.kubectl("apply", "-f", "-", input=json.dumps(hello_service(plane)))
@@ -193,6 +204,50 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
             emulator.close()
         forwarding.close()
         client.close()
+        if existing:  # the cluster was given: leave it as it was, without waiting
+            plane.kubectl("delete", "ksvc", HELLO, "-n", NAMESPACE, "--wait=false", check=False)
+            if kept:
+                plane.kubectl("patch", "ksvc", GET_USER, "-n", NAMESPACE, "--type", "merge",
+                              "-p", json.dumps(kept), check=False)  # fmt: skip
+            _autoscaler_grace(plane, autoscaler.get("data", {}).get("scale-to-zero-grace-period"))
+
+
+def _autoscaler_grace(plane: ControlPlane, grace: str | None) -> None:
+    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
+                  "--type", "merge", "-p",
+                  json.dumps({"data": {"scale-to-zero-grace-period": grace}}))  # fmt: skip
+
+
+def _install(plane: ControlPlane, client: helm.Config, timings: dict[str, float]) -> None:
+    images = load_chart_images(plane, timings, extra=(hello_image(),))
+    values = deep_merge(overlay_values("local"), {
+        **images,
+        "devSecrets": {"create": True},
+        "podAnnotations": {"autoscaling.knative.dev/window": WINDOW},
+    })  # fmt: skip
+    labels = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}  # fmt: skip
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": NAMESPACE, "labels": labels}}  # fmt: skip
+    plane.kubectl("apply", "-f", "-", input=json.dumps(namespace))
+    client.install(helm.Chart.load(CHART), RELEASE, values, namespace=NAMESPACE, timeout=600)
+
+
+def _reuse(plane: ControlPlane) -> dict[str, Any]:
+    """The release already there: the hello image joins its images, and all of get-user's
+    traffic goes to its latest revision (an earlier split would halve what a pod sees). Returns
+    the merge patch that puts back what the scenario changes of get-user."""
+    (archive,) = archives([hello_image()])
+    import_image(plane, archive)
+    spec = plane.get("-n", NAMESPACE, "ksvc", GET_USER)["spec"]
+    annotations = spec["template"].get("metadata", {}).get("annotations", {})
+    patch = {"spec": {"traffic": [{"latestRevision": True, "percent": 100}]}}
+    plane.kubectl("patch", "ksvc", GET_USER, "-n", NAMESPACE, "--type", "merge",
+                  "-p", json.dumps(patch))  # fmt: skip
+    return {"spec": {
+        "template": {"metadata": {"annotations": {key: annotations.get(key) for key in TOUCHED}}},
+        "traffic": spec.get("traffic"),
+    }}  # fmt: skip
 
 
 def hello_service(plane: ControlPlane) -> dict[str, Any]:

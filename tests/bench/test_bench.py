@@ -14,6 +14,7 @@ import pytest
 
 from bench.load import LoadResult, median_of, paired_ratios, parse_wrk, percentiles
 from bench.report import markdown, targets
+from bench.scenarios import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,9 +91,12 @@ def test_a_second_auth0_fetch_or_a_connection_over_the_cap_misses_its_target() -
 def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is missing: apt-get install wrk (scripts/bootstrap installs it)")
+    # The knative scenario's smoke runs on the session's real node instead, beside the chart
+    # it measures (tests/cluster/test_chart_on_node.py): a cluster of its own costs minutes.
+    local = [name for name in SCENARIOS if name != "knative"]
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--profile", "smoke", "--output", str(tmp_path),
-         "--no-docs"],
+        [sys.executable, "-m", "bench", "--profile", "smoke", "--only", ",".join(local),
+         "--output", str(tmp_path), "--no-docs"],
         cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-5000:]
@@ -100,7 +104,7 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     s = results["scenarios"]
     assert set(s) == {
         "coldstart", "warm", "breakdown", "cache", "stampede", "budget", "auth0-budget",
-        "tokens", "telemetry", "container", "endpoints", "knative",
+        "tokens", "telemetry", "container", "endpoints",
     }  # fmt: skip
     box = s["container"]
     assert 10 < box["image_mb"]["app_layer"] < box["image_mb"]["total"]
@@ -155,23 +159,6 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert all(run["errors"] == 0 for lv in otel["warm"]["levels"] for run in lv["runs"].values())
     zipf = s["cache"]["zipf"]
     assert zipf["auth0_fetches"] == zipf["distinct_users_requested"]
-    knative = s["knative"]
-    assert all(row["min_ms"] > 0 for row in knative["cold_start"].values())
-    for name in ("get-user", "hello"):
-        # The watch saw the cold pod through every phase, in order. The kubelet's reports of
-        # its containers running and Ready may arrive after the 200 (the activator follows
-        # queue-proxy's own probe), never before the scheduling they depend on.
-        for seen in knative["cold_start_breakdown"][name]["runs"]:
-            assert set(seen) == {"pod created", "scheduled", "containers started", "ready", "200"}
-            assert seen["pod created"] <= seen["scheduled"] < seen["200"]
-            assert seen["scheduled"] < seen["containers started"] <= seen["ready"]
-    assert knative["cold_start_cache"] == {"hit": knative["runs"]}  # Redis had the profile
-    for level in knative["warm"]["levels"]:
-        for row in level["paths"].values():
-            assert row["get-user"]["errors"] == row["hello"]["errors"] == 0
-            assert min(row["get-user"]["rps"], row["hello"]["rps"]) > 0
-    assert knative["scale_out"]["seconds_to_all_serving"] > 0
-    assert knative["scale_out"]["errors"] == 0
     assert (tmp_path / "performance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| stampede | <= 1 Auth0 fetch | 1 | met |" in markdown(results)
 

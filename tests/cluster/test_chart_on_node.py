@@ -16,13 +16,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import secrets
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -37,7 +40,7 @@ from harness.cluster.node import NODE_NAME, node_dir
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.processes import USERAPI
 from manifests.generate import deep_merge, overlay_values
-from tests.support.chart import CHART
+from tests.support.chart import CHART, ROOT
 from tests.support.real_node import Node, pods, ready
 
 pytestmark = pytest.mark.cluster
@@ -368,3 +371,48 @@ def test_get_user_splits_50_50_between_two_revisions(release: Release) -> None:
     assert set(served) == {first, second}, served
     for revision in (first, second):
         assert 90 <= served[revision] <= 110, served
+
+
+def test_knative_bench_smoke_on_this_release(release: Release, tmp_path: Path) -> None:
+    """`make bench`'s knative scenario, smoke-sized, on this node and this release
+    (USERAPI_BENCH_CLUSTER) rather than on a cluster of its own, which would cost minutes more:
+    scale from zero through the ingress against the hello Service, with the pod watch's
+    breakdown; warm through Traefik, queue-proxy and the app; scale-out. Last in the module:
+    it moves all of get-user's traffic to its latest revision."""
+
+    def autoscaling() -> dict[str, str]:
+        template = services(release.plane)["get-user"]["spec"]["template"]
+        return {key: value for key, value in template["metadata"].get("annotations", {}).items()
+                if key.startswith("autoscaling.knative.dev/")}  # fmt: skip
+
+    before = autoscaling()
+    env = {**os.environ, "USERAPI_BENCH_CLUSTER": str(release.node.state)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--profile", "smoke", "--only", "knative",
+         "--output", str(tmp_path), "--no-docs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    knative = json.loads((tmp_path / "results.json").read_text())["scenarios"]["knative"]
+    assert all(row["min_ms"] > 0 for row in knative["cold_start"].values())
+    for name in ("get-user", "hello"):
+        # The watch saw the cold pod through every phase, in order. The kubelet's reports of
+        # its containers running and Ready may arrive after the 200 (the activator follows
+        # queue-proxy's own probe), never before the scheduling they depend on.
+        for seen in knative["cold_start_breakdown"][name]["runs"]:
+            assert set(seen) == {"pod created", "scheduled", "containers started", "ready", "200"}
+            assert seen["pod created"] <= seen["scheduled"] < seen["200"]
+            assert seen["scheduled"] < seen["containers started"] <= seen["ready"]
+    assert knative["cold_start_cache"] == {"hit": knative["runs"]}  # Redis had the profile
+    for level in knative["warm"]["levels"]:
+        for row in level["paths"].values():
+            assert row["get-user"]["errors"] == row["hello"]["errors"] == 0
+            assert min(row["get-user"]["rps"], row["hello"]["rps"]) > 0
+    assert knative["scale_out"]["seconds_to_all_serving"] > 0
+    assert knative["scale_out"]["errors"] == 0
+    # It put back what it changed: no hello Service, get-user's own autoscaling annotations.
+    deadline = time.monotonic() + 60
+    while "hello" in services(release.plane):  # deleted without waiting for it to go
+        assert time.monotonic() < deadline, "the hello Service was left behind"
+        time.sleep(1)
+    assert autoscaling() == before
