@@ -11,8 +11,9 @@ at /hello. Measured, interleaved:
 
 - scale from zero through the ingress: from sending the request to Traefik until its 200, for
   an authenticated get-user whose profile and token are in Redis (as after an earlier pod), and
-  for /hello; with a breakdown from a pod watch (`kubectl get pods -w`, each change timed as it
-  arrives): pod created, scheduled, all containers running, Ready, 200;
+  for /hello; with a breakdown from the activator's request log (Knative's, turned on for the
+  run: when the activator received the request) and a pod watch (`kubectl get pods -w`, each
+  change timed as it arrives): pod created, scheduled, all containers running, Ready, 200;
 - warm requests, both Services pinned to one pod: through Traefik -> queue-proxy -> app, and
   from inside the cluster's network namespace straight to the pod's queue-proxy (8012) and its
   app (8080): what the ingress and the queue-proxy add;
@@ -43,6 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +71,15 @@ LABEL = "serving.knative.dev/service"
 PATHS = {GET_USER: user_path(USER), HELLO: "/hello"}
 APP_PORT, QUEUE_PORT = 8080, 8012
 CLUSTER_ENV = "USERAPI_BENCH_CLUSTER"
+# Knative's request log, on for the run: the activator writes one line per request it answered,
+# when it has answered it. Its receive time is the line's CRI timestamp less the latency.
+REQUEST_LOG = {
+    "logging.enable-request-log": "true",
+    "logging.request-log-template": '{"knative_request": "{{.Revision.Service}}", "path": '
+    '"{{js .Request.RequestURI}}", "status": {{.Response.Code}}, "latency": '
+    "{{.Response.Latency}}}",
+}
+PHASES = ("activator received", "pod created", "scheduled", "containers started", "ready", "200")
 # What the scenario changes of get-user's revision template, put back on a cluster it was given.
 TOUCHED = tuple(f"autoscaling.knative.dev/{key}" for key in ("min-scale", "max-scale", "target"))
 
@@ -176,7 +187,10 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
     restricted namespace, dev Secrets, a 6 s window), or the release the cluster already has;
     the hello Service made from its get-user, and an emulator token for get-user."""
     autoscaler = plane.get("-n", "knative-serving", "configmap", "config-autoscaler")
+    observability = plane.get("-n", "knative-serving", "configmap", "config-observability")
     _autoscaler_grace(plane, GRACE)
+    # First: Knative rolls the revisions' Deployments to give queue-proxy the new settings.
+    _configure(plane, "config-observability", REQUEST_LOG)
     started = time.monotonic()
     existing = plane.kubectl("get", "ksvc", GET_USER, "-n", NAMESPACE, "--ignore-not-found",
                              "-o", "name").stdout.strip()  # fmt: skip
@@ -209,13 +223,19 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
             if kept:
                 plane.kubectl("patch", "ksvc", GET_USER, "-n", NAMESPACE, "--type", "merge",
                               "-p", json.dumps(kept), check=False)  # fmt: skip
-            _autoscaler_grace(plane, autoscaler.get("data", {}).get("scale-to-zero-grace-period"))
+            before = {**autoscaler.get("data", {}), **observability.get("data", {})}
+            _autoscaler_grace(plane, before.get("scale-to-zero-grace-period"))
+            _configure(plane, "config-observability", {k: before.get(k) for k in REQUEST_LOG})
 
 
 def _autoscaler_grace(plane: ControlPlane, grace: str | None) -> None:
-    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                  "--type", "merge", "-p",
-                  json.dumps({"data": {"scale-to-zero-grace-period": grace}}))  # fmt: skip
+    _configure(plane, "config-autoscaler", {"scale-to-zero-grace-period": grace})
+
+
+def _configure(plane: ControlPlane, configmap: str, data: Mapping[str, str | None]) -> None:
+    """Sets (None: removes) keys of one of Knative's ConfigMaps."""
+    plane.kubectl("patch", "configmap", configmap, "-n", "knative-serving", "--type", "merge",
+                  "-p", json.dumps({"data": data}))  # fmt: skip
 
 
 def _install(plane: ControlPlane, client: helm.Config, timings: dict[str, float]) -> None:
@@ -382,6 +402,7 @@ def _cold_starts(cluster: Cluster, runs: int) -> dict[str, Any]:
             cluster.wait_for_zero(name)
             watch = PodWatch(cluster.plane)
             try:
+                sent_at = time.time()
                 sent = time.monotonic()
                 status = cluster.call(name)
                 answered = time.monotonic()
@@ -395,16 +416,18 @@ def _cold_starts(cluster: Cluster, runs: int) -> dict[str, Any]:
             samples[name].append((answered - sent) * 1000)
             seen = watch.phases(name, sent)
             seen["200"] = round((answered - sent) * 1000, 1)
+            received = _activator_received(cluster.plane, name, sent_at)
+            if received is not None:
+                seen["activator received"] = round((received - sent_at) * 1000, 1)
             phases[name].append(seen)
             if name == GET_USER:
                 cache.update(_cache_outcomes(cluster))
     breakdown = {}
     for name, runs_seen in phases.items():
-        order = ["pod created", "scheduled", "containers started", "ready", "200"]
         breakdown[name] = {
             "median_ms_after_send": {
                 phase: round(statistics.median(r[phase] for r in runs_seen if phase in r), 1)
-                for phase in order if any(phase in r for r in runs_seen)
+                for phase in PHASES if any(phase in r for r in runs_seen)
             },
             "runs": runs_seen,
         }  # fmt: skip
@@ -413,6 +436,40 @@ def _cold_starts(cluster: Cluster, runs: int) -> dict[str, Any]:
         "breakdown": breakdown,
         "cache": dict(cache),
     }
+
+
+def _activator_received(plane: ControlPlane, name: str, sent_at: float) -> float | None:
+    """When (epoch s) the activator received the request for `name` sent at `sent_at`: from its
+    request log line (REQUEST_LOG), which may reach the CRI log a moment after the 200."""
+    since = datetime.fromtimestamp(sent_at - 2, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logs = plane.kubectl("logs", "-n", "knative-serving", "-l", "app=activator",
+                             "--timestamps", f"--since-time={since}", "--tail=-1",
+                             check=False).stdout  # fmt: skip
+        found = []
+        for line in logs.splitlines():
+            stamp, _, text = line.partition(" ")
+            try:
+                entry = json.loads(text)
+                written = _rfc3339(stamp)
+            except ValueError:
+                continue
+            if entry.get("knative_request") == name and entry.get("path") == PATHS[name]:
+                found.append(written - float(entry["latency"]))
+        # Each cold start is the only request of its Service since it went to zero.
+        after = [at for at in found if at >= sent_at - 1]
+        if after:
+            return min(after)
+        time.sleep(0.2)
+    return None
+
+
+def _rfc3339(stamp: str) -> float:
+    """Epoch seconds of a CRI log timestamp (RFC 3339 with up to nanoseconds)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    at = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return at + float("0." + (fraction or "0"))
 
 
 def _cache_outcomes(cluster: Cluster) -> Counter[str]:
@@ -548,14 +605,13 @@ def render(box: Result) -> list[str]:
         f"{cold[GET_USER]['max_ms']:.0f}), hello median {cold[HELLO]['median_ms']:.0f} ms: "
         f"{ratio:.2f} x. get-user's cold pods' reads: {box['cold_start_cache']}.",
         "",
-        "| ms after sending (median) | pod created | scheduled | containers running | Ready | "
-        "200 |",
-        "|---|---|---|---|---|---|",
+        "| ms after sending (median) | activator received | pod created | scheduled | "
+        "containers running | Ready | 200 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in (GET_USER, HELLO):
         m = steps[name]["median_ms_after_send"]
-        cells = [f"{m[p]:.0f}" if p in m else "-" for p in
-                 ("pod created", "scheduled", "containers started", "ready", "200")]  # fmt: skip
+        cells = [f"{m[p]:.0f}" if p in m else "-" for p in PHASES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
