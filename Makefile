@@ -39,7 +39,7 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/mypy
 
 test: bootstrap-test lint controlplane $(KNATIVE_SCHEMA)/node_modules/.package-lock.json ## lint, then every test (starts its own Redis, PostgreSQL, PgBouncer, control plane)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --durations=15  # two workers: tests/conftest.py says what stays together
 
 test-fast: install controlplane ## tests that need no servers (kubectl builds the overlays)
 	$(PY) -m pytest -m 'not integration and not cluster'

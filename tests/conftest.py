@@ -7,6 +7,7 @@ harness/postgres.py); Redis and PgBouncer are always our own.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,32 @@ from tests.support.pod_backends import TAG
 
 def pytest_configure(config: pytest.Config) -> None:
     install_signal_cleanup()
+
+
+CLUSTER_TESTS = "tests/cluster/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs on two pytest-xdist workers; this says what stays together. The cluster
+    tests share two control planes, one with a real node whose teardown test runs right after
+    its last user (tests/cluster/conftest.py): all of them go to one worker, in order, and
+    mostly wait on Kubernetes there while the other worker runs the rest. Every other module
+    stays whole on one worker, so that its module-scoped servers start once. (A scheduler, not
+    xdist_group marks: pytest 9.2 drops the node id suffix those rely on, pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterTogether(LoadScopeScheduling):  # type: ignore[misc]  # untyped base
+        def _split_scope(self, nodeid: str) -> str:
+            return CLUSTER_TESTS if nodeid.startswith(CLUSTER_TESTS) else nodeid.split("::")[0]
+
+    return ClusterTogether(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The scheduler goes by path: the cluster tests are exactly those under tests/cluster/.
+    for item in items:
+        if item.nodeid.startswith(CLUSTER_TESTS) != bool(item.get_closest_marker("cluster")):
+            raise pytest.UsageError(f"{item.nodeid}: cluster tests live in {CLUSTER_TESTS}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
