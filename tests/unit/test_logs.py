@@ -106,3 +106,63 @@ def test_the_request_line_is_the_formatters_line(monkeypatch) -> None:
     line.pop("time"), formatted.pop("time")
     formatted["logger"] = line["logger"]  # _record's name is the same logger
     assert list(line.items()) == list(formatted.items())
+
+
+class _Writes:
+    """A stream that records each write it is handed."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_request_lines_of_one_loop_turn_are_one_write_and_keep_their_order(monkeypatch) -> None:
+    """stdout writes through (PYTHONUNBUFFERED): request lines are held until the event-loop
+    turn ends and written together, and any other line logged meanwhile goes out after them."""
+    import asyncio
+    import threading
+
+    from userapi.platform import logs
+
+    stream = _Writes()
+    monkeypatch.setattr(logs._lines, "stream", stream)
+    monkeypatch.setattr(logs._lines, "thread", threading.get_ident())
+    request_log = logging.getLogger("userapi.request")
+    monkeypatch.setattr(request_log, "level", logging.INFO)
+    monkeypatch.setattr(request_log, "_cache", {})
+    handler = logs._InOrderHandler(stream)
+    handler.setFormatter(JSONFormatter())
+    warnings = logging.getLogger("test.in_order")
+    monkeypatch.setattr(warnings, "handlers", [handler])
+    monkeypatch.setattr(warnings, "propagate", False)
+
+    def line(path: str) -> None:
+        logs.request("get-user", "GET", path, 200, 0.1, context.RequestContext("r"))
+
+    async def turns() -> list[list[str]]:
+        line("/a")
+        line("/b")
+        assert stream.writes == []  # held until the turn ends
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        first = list(stream.writes)
+        line("/c")
+        warnings.warning("after c")
+        line("/d")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return [first, stream.writes[len(first) :]]
+
+    first, second = asyncio.run(turns())
+    assert [[json.loads(x)["path"] for x in w.splitlines()] for w in first] == [["/a", "/b"]]
+    messages = [
+        [json.loads(x).get("path", json.loads(x)["message"]) for x in w.splitlines()]
+        for w in second
+    ]
+    assert messages == [["/c"], ["after c"], ["/d"]]

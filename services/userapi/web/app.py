@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from userapi import __version__
 from userapi.platform import telemetry
@@ -22,6 +22,23 @@ from userapi.web.middleware import MAX_BODY_BYTES, RequestMiddleware
 from userapi.web.resources import Resources
 
 log = logging.getLogger("userapi.app")
+
+
+class _App(FastAPI):
+    """FastAPI, with the requests of its direct routes (web/direct_routes.py) answered before
+    its own middleware: per cached read, the layers in front of RequestMiddleware (Starlette's
+    500 handler, FastAPI's exception telemetry and body limit) did nothing but add a call and
+    wrap `send`, since RequestMiddleware answers every error and bounds the body itself."""
+
+    # The direct routes, and the app that serves them: RequestMiddleware around them.
+    direct: tuple[DirectRoutes, ASGIApp] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.direct is not None and self.direct[0].match(scope):
+            scope["app"] = self  # as Starlette sets it: Request.app, its state
+            await self.direct[1](scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -52,7 +69,7 @@ def create_app(
             await asyncio.to_thread(telemetry.shutdown)
             log.info("stopped", extra={"endpoint": name})
 
-    app = FastAPI(
+    app = _App(
         title=f"userapi: {name}",
         version=__version__,
         lifespan=lifespan,
@@ -67,10 +84,11 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    if direct:
-        # Inside RequestMiddleware: direct answers get the request id and the log line too.
-        app.add_middleware(DirectRoutes, routes=tuple(direct))
     app.add_middleware(RequestMiddleware, endpoint=name, max_body_bytes=max_body_bytes)
+    if direct:
+        # Inside RequestMiddleware too: direct answers get the request id and the log line.
+        routes = DirectRoutes(tuple(direct))
+        app.direct = (routes, RequestMiddleware(routes, name, max_body_bytes))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -17,7 +17,7 @@ from functools import cached_property
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from userapi.platform.errors import APIError, UpstreamError
 from userapi.web.error_rendering import render_error
@@ -43,34 +43,35 @@ class DirectGet:
 
 
 class DirectRoutes:
-    """ASGI middleware in front of FastAPI's routing for the `DirectGet` routes."""
+    """The ASGI app answering the `DirectGet` routes; `match` picks the requests it answers.
 
-    def __init__(self, app: ASGIApp, routes: tuple[DirectGet, ...]) -> None:
-        self.app = app
+    The app calls it (web/app.py) inside RequestMiddleware and outside everything else:
+    Starlette's 500 handler and FastAPI's body limit would add two layers per request, and for
+    a GET RequestMiddleware already renders every error and bounds the body."""
+
+    def __init__(self, routes: tuple[DirectGet, ...]) -> None:
         self.routes = routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def match(self, scope: Scope) -> bool:
+        """Whether one of the routes answers this request: then the scope names the route and
+        its parameter, as Starlette's router would (`route.path` is the template telemetry
+        reports as http.route)."""
         if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
             for route in self.routes:
                 if path.startswith(route.prefix):
                     parameter = path[len(route.prefix) :]
                     if parameter and "/" not in parameter:
-                        await self._answer(route, parameter, scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
+                        scope["route"] = route
+                        scope["path_params"] = {route.parameter_name: parameter}
+                        return True
+        return False
 
-    @staticmethod
-    async def _answer(
-        route: DirectGet, parameter: str, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        # Like Starlette's router: the matched route, whose `path` is the template telemetry
-        # reports as http.route.
-        scope["route"] = route
-        scope["path_params"] = {route.parameter_name: parameter}
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: DirectGet = scope["route"]
         request = Request(scope, receive, send)
         try:
-            response = await route.handler(request, parameter)
+            response = await route.handler(request, scope["path_params"][route.parameter_name])
         except (APIError, UpstreamError) as exc:
             response = render_error(exc)
         await response(scope, receive, send)
