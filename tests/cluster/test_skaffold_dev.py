@@ -5,8 +5,9 @@ the chart with Helm, waits for what it deployed, streams the pods' logs and port
 emulator. Then, in its copy of the checkout:
 
 - a handler's answer is edited: skaffold copies the file into the running pods (`kubectl exec
-  ... tar`), uvicorn --reload restarts the app, and the ingress serves the new answer with no
-  rebuild and no new Revision; the edit-to-served time is printed (`-s`) and bounded;
+  ... tar`), `userapi reload` forks a new app process and stops the old one once it serves,
+  and the ingress serves the new answer with no rebuild and no new Revision; the
+  edit-to-served time is printed (`-s`) and bounded;
 - a dependency is added in pyproject.toml (with another edit of the answer): not syncable, so
   both images are rebuilt, imported, and a new Revision serves the new answer;
 - SIGINT to skaffold's process group, as Ctrl-C sends it: skaffold uninstalls the release, and
