@@ -48,15 +48,15 @@ EXPOSE 8080
 ENTRYPOINT ["userapi", "serve"]
 CMD ["get-user"]
 
-# skaffold dev only: files synced into site-packages are reloaded by uvicorn, so this stage
-# keeps them writable by the app's user; the chart relaxes readOnlyRootFilesystem for it alone.
+# skaffold dev only: files synced into site-packages are served by `userapi reload`, which
+# forks a new app process for each change (commands/reload.py) and serves USERAPI_ENDPOINT.
+# This stage keeps the package writable by the app's user; the chart relaxes
+# readOnlyRootFilesystem for it alone.
 FROM base AS dev
 USER 0
 RUN chown -R 10001:10001 /opt/venv/lib/python3.11/site-packages/userapi
 USER 10001:10001
-ENTRYPOINT ["uvicorn", "--factory", "userapi.commands.asgi:create", "--reload", \
-            "--reload-dir", "/opt/venv/lib/python3.11/site-packages/userapi", \
-            "--host", "0.0.0.0", "--port", "8080"]
+ENTRYPOINT ["userapi", "reload"]
 CMD []
 
 # Last, so that a plain `docker build .` builds it (the image the chart and the manifests

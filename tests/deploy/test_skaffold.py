@@ -176,7 +176,7 @@ def test_every_combination_renders_valid_objects(tool: Skaffold, profiles: tuple
     if "cloud" in profiles:
         args.append(f"--default-repo={GKE_REPO}")
     if profiles == ("cloud", "dev"):
-        # `skaffold dev` against a real cluster would run uvicorn --reload on a writable root
+        # `skaffold dev` against a real cluster would run userapi reload on a writable root
         # filesystem there: the chart refuses devMode on a release not marked local.
         with pytest.raises(SkaffoldError, match=r"local-only settings .*devMode"):
             rendered(tool, context_for(profiles), *args)
@@ -260,7 +260,10 @@ def test_the_sync_destination_is_what_the_dev_stage_makes_writable() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "FROM base AS dev" in dockerfile
     assert f"chown -R 10001:10001 {sync['dest']}" in dockerfile
-    assert "--reload" in dockerfile
+    dev_stage = dockerfile.split("FROM base AS dev", 1)[1].split("\nFROM ", 1)[0]
+    # `userapi reload` watches the installed package, the sync's destination.
+    assert 'ENTRYPOINT ["userapi", "reload"]' in dev_stage
+    assert sync["dest"] == "/opt/venv/lib/python3.11/site-packages/userapi"
 
 
 # --- skaffold build: the custom builder is `make image` ---------------------------------------
@@ -294,5 +297,5 @@ def test_skaffold_build_runs_make_image_for_both_artifacts(tmp_path: Path) -> No
             (image,) = json.loads(podman("image", "inspect", tag).stdout)
             return list(image["Config"]["Entrypoint"])
 
-        assert entrypoint(tags["dev.local/userapi"])[:1] == ["uvicorn"]
+        assert entrypoint(tags["dev.local/userapi"]) == ["userapi", "reload"]
         assert entrypoint(tags["dev.local/userapi-emulator"]) == ["userapi", "serve"]

@@ -76,7 +76,7 @@ filesystem, a database without persistence, Auth0's secrets in cleartext). */}}
 {{- if .Values.devSecrets.create -}}{{- $on = append $on "devSecrets.create (Secrets with public throwaway values)" -}}{{- end -}}
 {{- if .Values.localBackingServices.enabled -}}{{- $on = append $on "localBackingServices.enabled (Redis and PostgreSQL without persistence)" -}}{{- end -}}
 {{- if .Values.localBackingServices.auth0Emulator -}}{{- $on = append $on "localBackingServices.auth0Emulator (a fake Auth0 that signs any token)" -}}{{- end -}}
-{{- if .Values.devMode -}}{{- $on = append $on "devMode (uvicorn --reload on a writable root filesystem)" -}}{{- end -}}
+{{- if .Values.devMode -}}{{- $on = append $on "devMode (userapi reload on a writable root filesystem)" -}}{{- end -}}
 {{- if hasPrefix "http://" (lower (.Values.auth0.domain | default "")) -}}{{- $on = append $on "an http:// auth0.domain (the client secret and JWKS in cleartext)" -}}{{- end -}}
 {{- if $on -}}
 {{- fail (printf "local-only settings on a release without local: true: %s. They are for local clusters only (manifests/overlays/local/values.yaml sets local: true); a real release must leave them off and use an https Auth0 domain." (join "; " $on)) -}}

@@ -1,2 +1,2 @@
-"""Entry points: `userapi` (cli), the dev server, the ASGI factory `uvicorn --reload` runs,
+"""Entry points: `userapi` (cli), the dev server, the reloading server and its app factory,
 the OpenAPI renderer and `userapi cluster`. Nothing in the package imports them."""

@@ -1,8 +1,8 @@
-"""An app factory for `uvicorn --factory userapi.commands.asgi:create` (skaffold dev's
---reload loop).
+"""The app factory each process of `userapi reload` (skaffold dev's image) builds after a
+file sync: USERAPI_ENDPOINT's app. It also serves `uvicorn --factory
+userapi.commands.asgi:create`.
 
-`userapi serve` remains the production entrypoint; this serves USERAPI_ENDPOINT so that
-uvicorn can rebuild the app after each file sync.
+`userapi serve` remains the production entrypoint.
 """
 
 from __future__ import annotations

@@ -105,6 +105,18 @@ def dev(host: str, port: int | None) -> None:
     run(host, port)
 
 
+def reload(host: str, port: int | None, watch: str | None) -> None:
+    import os
+    from pathlib import Path
+
+    import userapi
+    from userapi.commands.reload import run
+
+    # Not through Settings: the reloading parent imports none of userapi's modules.
+    port = int(os.environ.get("PORT", "8080")) if port is None else port
+    run(host, port, Path(watch or Path(userapi.__file__).parent))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="userapi", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("dev", help="every endpoint and the Auth0 emulator on one local port")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: $USERAPI_DEV_PORT, else 8000")
+
+    p = commands.add_parser("reload", help="serve $USERAPI_ENDPOINT, reloaded on every edit "
+                            "(the skaffold dev image's entrypoint)")  # fmt: skip
+    p.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container must listen on all
+    p.add_argument("--port", type=int, default=None, help="default: $PORT, else 8080")
+    p.add_argument("--watch", default=None, help="default: the installed userapi package")
 
     commands.add_parser("migrate", help="create or upgrade the schema at DATABASE_URL")
 
@@ -159,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(args.endpoint, args.host, args.port)
     elif args.command == "dev":
         dev(args.host, args.port)
+    elif args.command == "reload":
+        reload(args.host, args.port, args.watch)
     elif args.command == "migrate":
         migrate()
     elif args.command == "openapi":

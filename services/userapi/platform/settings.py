@@ -399,8 +399,8 @@ class Settings(BaseSettings):
     userapi_endpoint: str = Field(
         default="get-user",
         description=(
-            "The endpoint the skaffold dev image's `uvicorn --factory userapi.commands.asgi:create`"
-            " serves (the chart sets it with `devMode`)."
+            "The endpoint the skaffold dev image's `userapi reload` serves (the chart sets it with"
+            " `devMode`)."
         ),
     )
     api_docs: bool = Field(

@@ -4,8 +4,12 @@ uvicorn for the ones that serve."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from userapi.platform.settings import ConfigurationError, Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -43,10 +47,12 @@ def startup(
     return settings
 
 
-def run_uvicorn(app: object, host: str, port: int, settings: Settings) -> None:
+def uvicorn_config(app: object, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """How every command serves: `userapi serve` and `userapi dev` through run_uvicorn, each
+    child of `userapi reload` on the socket its parent bound."""
     import uvicorn
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
@@ -57,4 +63,9 @@ def run_uvicorn(app: object, host: str, port: int, settings: Settings) -> None:
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then close.
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
-    uvicorn.Server(config).run()
+
+
+def run_uvicorn(app: object, host: str, port: int, settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.Server(uvicorn_config(app, host, port, settings)).run()
