@@ -29,6 +29,8 @@ from harness.cluster.node import GATEWAY_CLASS, GATEWAY_NAME, GATEWAY_NAMESPACE,
 from manifests.generate import overlay_values, render_chart
 from tests.support.chart import OVERLAYS
 from tests.support.real_node import (
+    API_HOST,
+    API_VALUES,
     Load,
     Node,
     deploy,
@@ -39,20 +41,15 @@ from tests.support.real_node import (
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "one-host"
-HOST = "api.example.com"
+HOST = API_HOST
 REVISION = "/cgi-bin/revision"
-# The chart's values on this node: Knative's ingress is Traefik, its cluster-local entry point
-# behind the Service traefik-private (harness/cluster/node.py), the Gateway the node's.
+# The chart's values on this node (API_VALUES: the node's Gateway, Knative's ingress Traefik's
+# cluster-local entry point).
 VALUES = {
     "auth0": {"domain": "example.us.auth0.com", "audience": "https://api", "clientId": "m2m"},
     "database": {"host": "postgres"},
-    "api": {
-        "host": HOST,
-        "parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
-        "knativeIngress": {"name": "traefik-private", "namespace": "knative-serving", "port": 80,
-                           "domain": "svc.cluster.local"},
-    },
-}  # fmt: skip
+    "api": API_VALUES,
+}
 # The hello image's one path, in place of each endpoint's matches.
 MATCHES = {
     "get-user": [{"path": {"type": "PathPrefix", "value": "/cgi-bin/"}, "method": "GET"}],
