@@ -232,6 +232,10 @@ def release(real_node: Node) -> Iterator[Release]:
         plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
         plane.kubectl("delete", "pods", "--all", "-n", NAMESPACE, "--grace-period=1",
                       "--wait=false", check=False)  # fmt: skip
+        # The route's ReferenceGrant lives in Knative's ingress namespace, not the release's.
+        ingress = API_VALUES["knativeIngress"]["namespace"]
+        plane.kubectl("delete", "referencegrant", "-n", ingress, f"{RELEASE}-{NAMESPACE}-api",
+                      "--wait=false", check=False)  # fmt: skip
         rounded = {k: round(v, 2) if isinstance(v, float) else v for k, v in measured.items()}
         print(f"\nchart on node: {json.dumps(rounded)}")
 
