@@ -437,13 +437,15 @@ def test_what_the_contract_lacks_is_the_gateways_404(
     assert got == (404, "404 page not found\n")  # Traefik's own: no endpoint saw it
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/users/a/b"), ("DELETE", "/users")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/users/a/b"), ("DELETE", "/users"), ("PATCH", "/users")]
+)
 def test_what_a_path_prefix_also_matches_is_the_endpoints_404(
     release: Release, method: str, path: str
 ) -> None:
     """Gateway API's `PathPrefix /users/` matches whole path elements with the trailing slash
     ignored: `/users/a/b`, and `/users` itself, which only GET and POST match exactly. Those
-    reach get-user and delete-user, which answer their own JSON 404."""
+    reach get-user, delete-user and update-user, which answer their own JSON 404."""
     status, error = release.call(API_HOST, method, path, release.admin())
     assert status == 404
     assert set(error) == {"error", "message", "request_id"}
