@@ -255,17 +255,23 @@ def _install(plane: ControlPlane, client: helm.Config, timings: dict[str, float]
 
 def _reuse(plane: ControlPlane) -> dict[str, Any]:
     """The release already there: the hello image joins its images, and all of get-user's
-    traffic goes to its latest revision (an earlier split would halve what a pod sees). Returns
-    the merge patch that puts back what the scenario changes of get-user."""
+    traffic goes to its latest revision (an earlier split would halve what a pod sees), whose
+    name Knative picks (a name the release gave, `revisionSuffix`, would refuse the scenario's
+    changes). Returns the merge patch that puts back what the scenario changes of get-user."""
     (archive,) = archives([hello_image()])
     import_image(plane, archive)
     spec = plane.get("-n", NAMESPACE, "ksvc", GET_USER)["spec"]
-    annotations = spec["template"].get("metadata", {}).get("annotations", {})
-    patch = {"spec": {"traffic": [{"latestRevision": True, "percent": 100}]}}
+    metadata = spec["template"].get("metadata", {})
+    annotations = metadata.get("annotations", {})
+    patch = {"spec": {"traffic": [{"latestRevision": True, "percent": 100}],
+                      "template": {"metadata": {"name": None}}}}  # fmt: skip
     plane.kubectl("patch", "ksvc", GET_USER, "-n", NAMESPACE, "--type", "merge",
                   "-p", json.dumps(patch))  # fmt: skip
+    # With its annotations back, the template is the named revision's again: Knative takes
+    # the name back without a new revision.
     return {"spec": {
-        "template": {"metadata": {"annotations": {key: annotations.get(key) for key in TOUCHED}}},
+        "template": {"metadata": {"name": metadata.get("name"), "annotations": {
+            key: annotations.get(key) for key in TOUCHED}}},
         "traffic": spec.get("traffic"),
     }}  # fmt: skip
 

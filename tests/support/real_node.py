@@ -3,7 +3,8 @@ node for the session (tests/cluster/conftest.py's `real_node`), the host state t
 started (what its teardown must restore), calls through its ingress, Knative Services of the
 hello image, waiting for Ready and for zero, and background load. Requests go only to the
 node's namespace, and only while it exists: without it the ingress address routes off the
-machine.
+machine. And the chart's `api` values on the node (API_VALUES: its one host on the node's
+Gateway).
 
 The hello image (harness/cluster/node_images.py) is busybox's httpd; its CGI script
 /cgi-bin/revision answers with the revision that served it, after sleeping `?SECONDS`.
@@ -26,7 +27,7 @@ from typing import Any
 
 from harness.cluster import ControlPlane
 from harness.cluster.cgroups import hierarchies
-from harness.cluster.node import SYSCTL_STAND_INS
+from harness.cluster.node import GATEWAY_NAME, GATEWAY_NAMESPACE, SYSCTL_STAND_INS
 from harness.cluster.node_images import HELLO_IMAGE
 
 BODY = "hello from the real node\n"
@@ -35,6 +36,16 @@ HTTPD = "trap 'exit 0' TERM; /bin/busybox httpd -f -p 8080 -h /www & wait"
 WINDOW = "6s"  # the shortest autoscaling window Knative accepts
 GRACE = "6s"  # config-autoscaler's scale-to-zero-grace-period for these clusters
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+API_HOST = "api.example.com"
+# The chart's one host on this node: the route attaches to the node's Gateway (Traefik's entry
+# point on GATEWAY_PORT); its backend is Knative's cluster-local ingress, here Traefik's private
+# entry point behind the Service traefik-private (harness/cluster/node.py).
+API_VALUES: dict[str, Any] = {
+    "host": API_HOST,
+    "parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+    "knativeIngress": {"name": "traefik-private", "namespace": "knative-serving", "port": 80,
+                       "domain": "svc.cluster.local"},
+}  # fmt: skip
 
 
 def sysctl_values() -> dict[str, str]:
@@ -226,14 +237,16 @@ def wait_for_zero(node: Node, namespace: str, timeout: float = 120) -> float:
 
 
 class Load:
-    """`clients` threads calling `path` on `host` back to back (each pausing `pause` seconds
-    between calls) until stopped; every answer's status is kept, and each 200's body."""
+    """`clients` threads calling `path` on `host` (with `headers`) back to back, each pausing
+    `pause` seconds between calls, until stopped; every answer's status is kept, and each 200's
+    body."""
 
     def __init__(
         self, node: Node, host: str, path: str, clients: int, pause: float = 0,
-        port: int | None = None,
+        port: int | None = None, headers: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.node, self.host, self.path, self.pause, self.port = node, host, path, pause, port
+        self.headers = headers
         self.statuses: Counter[int] = Counter()
         self.bodies: Counter[str] = Counter()
         self.failures: list[str] = []
@@ -243,7 +256,8 @@ class Load:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            status, body, _ = self.node.call(self.host, self.path, timeout=30, port=self.port)
+            status, body, _ = self.node.call(self.host, self.path, timeout=30, port=self.port,
+                                             headers=self.headers)  # fmt: skip
             with self._lock:
                 self.statuses[status] += 1
                 if status == 200:
