@@ -111,11 +111,20 @@ class Service:
 
 
 def start_service(endpoint: str, env: dict[str, str]) -> Service:
-    port = free_port()
-    process = ServiceProcess([USERAPI, "serve", endpoint, "--port", str(port)], env=env)
-    base_url = f"http://{HOST}:{port}"
-    process.wait_healthy(f"{base_url}/healthz", timeout=30)
-    return Service(process, base_url)
+    for attempt in range(3):
+        port = free_port()
+        process = ServiceProcess([USERAPI, "serve", endpoint, "--port", str(port)], env=env)
+        base_url = f"http://{HOST}:{port}"
+        try:
+            process.wait_healthy(f"{base_url}/healthz", timeout=30)
+        except RuntimeError as error:
+            # free_port's port can be taken before the server binds it (by another process's
+            # outgoing connection, say, with tests running side by side): another port.
+            if "address already in use" in str(error) and attempt < 2:
+                continue
+            raise
+        return Service(process, base_url)
+    raise AssertionError("unreachable")
 
 
 def start_services(endpoints: Sequence[str], env: dict[str, str]) -> dict[str, Service]:

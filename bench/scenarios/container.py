@@ -150,7 +150,12 @@ def _cold_start_userapi(
     url = f"http://127.0.0.1:{port}{user_path(USER)}"
     seconds = _first_200(url, stack.auth, process, started)
     container = _container_id(process)
-    outcomes = cache_outcomes(podman.logs(container))
+    # The request's log line is written just after its response: the client may be ahead.
+    deadline = time.monotonic() + 5
+    while not (outcomes := cache_outcomes(podman.logs(container))):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if outcomes.get("hit") != 1:
         podman("rm", "--force", "--time", "0", container, check=False)
         raise RuntimeError(f"the container's first read was not a cache hit ({outcomes})")
