@@ -189,8 +189,8 @@ def analyse(lines: list[tuple[float, str, list[str]]]) -> Analysis:
     for index, (at, client, args) in enumerate(lines):
         if client != "lua":
             current = None
-            # EVALSHA sha 4 bucket w0 w1 w2 op rate burst priority waiter hold
-            if len(args) >= 13 and args[0].upper() == "EVALSHA" and args[2] == "4":
+            # EVALSHA sha 4 bucket w0 w1 w2 op rate burst priority waiter [hold patient]
+            if len(args) >= 12 and args[0].upper() == "EVALSHA" and args[2] == "4":
                 op, priority, waiter_id = args[7], int(args[10]), args[11]
                 if op not in ("take", "leave") or not waiter_id:
                     continue  # a hold, or a caller that would not wait: it queues nobody
