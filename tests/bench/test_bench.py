@@ -148,6 +148,7 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     lists = storm["list_users"]
     assert sum(lists["statuses"].values()) == lists["requests"] > 0
     assert set(lists["statuses"]) <= {"200", "503"}
+    assert lists["order"]["overtakes"] == 0  # no search took a token a waiting miss was owed
     assert "p99_ms" in storm["latency_200"]
     assert storm["quota_cost"]["ratio"] > 0
     assert s["tokens"]["shared_through_redis"]["token_requests"] == 1

@@ -3,8 +3,9 @@ counted in the shared Redis so that every pod of the endpoint counts against one
 
 A fixed window on Redis's clock: one round trip (a script that counts and says how long the
 window has left), and a Retry-After that is honest, since the window's end is the same for
-every pod. Checks asked for in one event-loop turn share that round trip (platform/batch.py),
-as cached reads share their MGET: a quota costs the hot path a fraction of a call, not one.
+every pod. Checks share that round trip (platform/batch.py), as cached reads share their MGET,
+and one batch at a time: the checks asked while one is on its way go together in the next, so
+the batches grow with the load and a quota costs the hot path a fraction of a call, not one.
 The client is the token's `azp` (the application), else its `sub`; it is hashed into
 the key, so no client id, however long or odd, makes a key longer than ~100 bytes, names another
 client's counter, or shows up in Redis in clear.
@@ -74,7 +75,11 @@ class ClientQuota:
         # Each request its own batch key (the serial number): the Batcher merges equal keys,
         # and two requests of one client must count twice.
         self._serial = itertools.count()
-        self._counts: Batcher[tuple[str, int], tuple[int, float] | None] = Batcher(self._count_many)
+        # One batch on its way at a time: every request makes this call, so the checks asked
+        # while one is answered go together in the next (group commit).
+        self._counts: Batcher[tuple[str, int], tuple[int, float] | None] = Batcher(
+            self._count_many, one_at_a_time=True
+        )
 
     async def check(self, endpoint: str, principal: Principal) -> None:
         """Counts this request; raises a 429 APIError when the client is over its quota."""

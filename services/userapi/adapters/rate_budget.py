@@ -4,8 +4,11 @@ Auth0 limits a tenant, not a pod (a token bucket: Free 2/s, burst 2). Each pod s
 budget as if alone turns a burst of misses across pods into a storm of 429s, so every call
 takes a token from one bucket in Redis before it is sent (docs/architecture.md says why this is
 a script of our own rather than a library). Waiting callers queue by priority: a single-user
-read first, writes next, list/search last. Auth0's own answers steer the bucket: a 429, or
-`X-RateLimit-Remaining: 0`, empties it until `X-RateLimit-Reset`.
+read first, writes next, list/search last. The rule is strict across pods: no caller takes a
+token while a caller of a higher priority, in any pod, is waiting for one. Only callers that
+have asked are waiting: a read still on its way to the budget holds nobody back. Auth0's own
+answers steer the bucket: a 429, or `X-RateLimit-Remaining: 0`, empties it until
+`X-RateLimit-Reset`.
 
 Redis down, each pod spends a local share: the rate and burst ÷ AUTH0_MANAGEMENT_EXPECTED_PODS.
 """
@@ -22,7 +25,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from userapi.platform import telemetry
 from userapi.platform.errors import Auth0RateLimited
@@ -57,16 +60,32 @@ _LABELS = {
 }
 _HOLD_CAP_SECONDS = 60.0  # an X-RateLimit-Reset further away than this is not believed
 
+# How long a waiter's place in the queue outlives the poll it announced. It only matters when
+# the waiter never comes back to take or leave (its pod died): then lower priorities wait this
+# much longer than they had to. Too short and a waiter that is merely late (a loaded pod whose
+# event loop ran other requests first) loses its place, and a lower priority takes the token
+# it was waiting for (docs/architecture.md, "Priority").
+_LEASE_GRACE_MS = 2000
+_JITTER_CAP_SECONDS = 0.25  # well inside the grace: jitter alone never loses a waiter's place
+
 # KEYS: the bucket (a hash), then one sorted set of waiters per priority, highest first.
-# ARGV: op, rate per second, burst, priority, waiter id ('' for a caller that will not wait, so
-# holds nobody back), hold-until (UNIX ms, op "hold").
-# A waiter stays registered 250 ms past its next poll: a pod that died while waiting holds the
-# lower priorities back for no longer than that.
+# ARGV: op ('take', 'leave', 'hold'), rate per second, burst, priority, waiter id, hold-until
+# (UNIX ms, op 'hold'), '1' when the caller will wait if no token is free ('0': it has a stale
+# answer to give instead, so it registers nowhere and holds nobody back).
+# A waiter is a member of its priority's set, scored with the end of its lease: its next poll
+# plus the grace. A token goes to a caller only if no caller of a higher priority holds a live
+# lease, in any pod. A waiter that gives up leaves at once; one that is granted, too.
 # Time is Redis's own clock, so pods with skewed clocks still share one bucket. Returns
 # {1, 0} when a token was taken, else {0, ms until the next poll makes sense}.
-_SCRIPT = """
+_SCRIPT = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local waiters = KEYS[2 + tonumber(ARGV[4])]
+if ARGV[1] == 'leave' then
+  redis.call('ZREM', waiters, ARGV[5])
+  return {1, 0}
+end
 local rate = tonumber(ARGV[2]) / 1000
 local burst = tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at', 'hold')
@@ -85,7 +104,6 @@ else
     redis.call('ZREMRANGEBYSCORE', KEYS[2 + p], '-inf', now)
     ahead = ahead + redis.call('ZCARD', KEYS[2 + p])
   end
-  local waiters = KEYS[2 + priority]
   if now >= hold and ahead == 0 and tokens >= 1 then
     tokens = tokens - 1
     redis.call('ZREM', waiters, ARGV[5])
@@ -93,9 +111,11 @@ else
     local wait = math.max(math.ceil((1 - tokens) / rate), 1)
     if ahead > 0 then wait = math.max(wait, math.ceil(0.5 / rate)) end
     if hold > now then wait = math.max(wait, hold - now) end
-    if ARGV[5] ~= '' then
-      redis.call('ZADD', waiters, now + wait + 250, ARGV[5])
-      redis.call('PEXPIRE', waiters, wait + 1000)
+    if ARGV[7] == '1' then
+      redis.call('ZADD', waiters, now + wait + GRACE, ARGV[5])
+      -- The set lives as long as its longest lease: a shorter one must not cut the others.
+      local last = redis.call('ZRANGE', waiters, -1, -1, 'WITHSCORES')
+      redis.call('PEXPIREAT', waiters, tonumber(last[2]) + 1000)
     end
     result = {0, wait}
   end
@@ -104,6 +124,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now, 'hold', hold)
 redis.call('PEXPIRE', KEYS[1], math.max(hold - now, 0) + math.ceil(burst / rate) + 1000)
 return result
 """
+).replace("GRACE", str(_LEASE_GRACE_MS))
 
 
 _impatient: ContextVar[bool] = ContextVar("userapi_budget_impatient", default=False)
@@ -164,29 +185,38 @@ class RateBudget:
         self._local = _LocalBucket(self._rate / pods, max(1.0, self._burst / pods))
         self._on_local = redis is None  # with no Redis at all, the local share is the budget
         self._shared = "local" if redis is None else "shared"
+        self._leaving: set[asyncio.Task[Any]] = set()
 
     async def acquire(self, priority: Priority, remaining: float) -> None:
         """Wait for a token for up to `remaining` seconds (none if the caller is impatient);
         raises BudgetSpent (a 503 with Retry-After) when none comes in time."""
         deadline = time.monotonic() + remaining
-        waiter = "" if _impatient.get() else secrets.token_hex(8)
+        waiter = secrets.token_hex(8)
+        patient = not _impatient.get()
+        queued = False  # registered in the shared queue: it must leave if it goes ungranted
         waited = False
         scope = self._shared
         self._local.waiting[priority] += 1
         try:
             while True:
-                wait, scope = await self._take(priority, waiter)
+                wait, scope = await self._take(priority, waiter, patient)
                 if wait == 0:
                     telemetry.add("userapi.auth0.budget.granted", 1, _LABELS[priority, scope])
                     return
+                queued = queued or (patient and scope == "shared")
                 if not waited:
                     waited = True
                     telemetry.add("userapi.auth0.budget.waits", 1, _LABELS[priority, scope])
-                if _impatient.get() or wait >= deadline - time.monotonic():
+                if not patient or wait >= deadline - time.monotonic():
                     telemetry.add("userapi.auth0.budget.exhausted", 1, _LABELS[priority, scope])
                     raise BudgetSpent(max(1, math.ceil(wait)))
                 # Jitter: pods that polled together do not all come back at the same instant.
-                await asyncio.sleep(wait + random.uniform(0, 0.2 / self._rate))
+                jitter = min(0.2 / self._rate, _JITTER_CAP_SECONDS)
+                await asyncio.sleep(wait + random.uniform(0, jitter))
+        except BaseException:
+            if queued:
+                self._leave(priority, waiter)
+            raise
         finally:
             self._local.waiting[priority] -= 1
 
@@ -207,10 +237,23 @@ class RateBudget:
                 0,
                 "",
                 int(until * 1000),
+                "0",
             ]
             await self._redis.run_script(_SCRIPT, self._keys, args)
 
-    async def _take(self, priority: Priority, waiter: str) -> tuple[float, str]:
+    def _leave(self, priority: Priority, waiter: str) -> None:
+        """Gives up a place in the shared queue (refused, or the request went away): lower
+        priorities need not wait for its lease to end. A task of its own, so that it is sent
+        even from a cancelled request."""
+        assert self._redis is not None
+        args: list[str | int | float] = ["leave", self._rate, self._burst, int(priority), waiter]
+        task = asyncio.get_running_loop().create_task(
+            self._redis.run_script(_SCRIPT, self._keys, args)
+        )
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+    async def _take(self, priority: Priority, waiter: str, patient: bool) -> tuple[float, str]:
         if self._redis is not None:
             args: list[str | int | float] = [
                 "take",
@@ -219,6 +262,7 @@ class RateBudget:
                 int(priority),
                 waiter,
                 0,
+                "1" if patient else "0",
             ]
             result = await self._redis.run_script(_SCRIPT, self._keys, args)
             if isinstance(result, list) and len(result) == 2:
