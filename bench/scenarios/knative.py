@@ -59,6 +59,7 @@ from bench.scenarios.coldstart import summarize
 from bench.stack import USER, Stack, cache_outcomes
 from harness.cluster import ControlPlane, down, running_plane, up
 from harness.cluster.chart_images import HELLO_IMAGE, archives, hello_image, load_chart_images
+from harness.cluster.knative import configure
 from harness.cluster.node import import_image
 from harness.emulator import EmulatorHandle
 from manifests.generate import CHART, deep_merge, overlay_values
@@ -188,9 +189,9 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
     the hello Service made from its get-user, and an emulator token for get-user."""
     autoscaler = plane.get("-n", "knative-serving", "configmap", "config-autoscaler")
     observability = plane.get("-n", "knative-serving", "configmap", "config-observability")
-    _autoscaler_grace(plane, GRACE)
+    configure(plane, "config-autoscaler", {"scale-to-zero-grace-period": GRACE})
     # First: Knative rolls the revisions' Deployments to give queue-proxy the new settings.
-    _configure(plane, "config-observability", REQUEST_LOG)
+    configure(plane, "config-observability", REQUEST_LOG)
     started = time.monotonic()
     existing = plane.kubectl("get", "ksvc", GET_USER, "-n", NAMESPACE, "--ignore-not-found",
                              "-o", "name").stdout.strip()  # fmt: skip
@@ -224,18 +225,9 @@ def _released(plane: ControlPlane, timings: dict[str, float]) -> Iterator[Cluste
                 plane.kubectl("patch", "ksvc", GET_USER, "-n", NAMESPACE, "--type", "merge",
                               "-p", json.dumps(kept), check=False)  # fmt: skip
             before = {**autoscaler.get("data", {}), **observability.get("data", {})}
-            _autoscaler_grace(plane, before.get("scale-to-zero-grace-period"))
-            _configure(plane, "config-observability", {k: before.get(k) for k in REQUEST_LOG})
-
-
-def _autoscaler_grace(plane: ControlPlane, grace: str | None) -> None:
-    _configure(plane, "config-autoscaler", {"scale-to-zero-grace-period": grace})
-
-
-def _configure(plane: ControlPlane, configmap: str, data: Mapping[str, str | None]) -> None:
-    """Sets (None: removes) keys of one of Knative's ConfigMaps."""
-    plane.kubectl("patch", "configmap", configmap, "-n", "knative-serving", "--type", "merge",
-                  "-p", json.dumps({"data": data}))  # fmt: skip
+            grace = before.get("scale-to-zero-grace-period")
+            configure(plane, "config-autoscaler", {"scale-to-zero-grace-period": grace})
+            configure(plane, "config-observability", {k: before.get(k) for k in REQUEST_LOG})
 
 
 def _install(plane: ControlPlane, client: helm.Config, timings: dict[str, float]) -> None:

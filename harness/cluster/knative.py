@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +180,17 @@ def data_plane_manifests(plane: ControlPlane, node_name: str) -> list[dict[str, 
     return kept
 
 
+def configure(plane: ControlPlane, configmap: str, data: Mapping[str, str | None]) -> None:
+    """Sets keys of one of Knative's ConfigMaps (None removes one); its components watch them."""
+    plane.kubectl("patch", "configmap", configmap, "-n", SYSTEM_NAMESPACE, "--type", "merge",
+                  "-p", json.dumps({"data": data}))  # fmt: skip
+
+
 def start_data_plane(plane: ControlPlane, node_name: str, timeout: float = 180) -> None:
     """Traefik as the ingress class, a domain, then the activator and autoscaler as pods;
     returns once the activator is Ready (it is only when its autoscaler connection is up)."""
     for name, data in (("config-network", NETWORK), ("config-domain", DOMAIN)):
-        plane.kubectl("patch", "configmap", name, "-n", SYSTEM_NAMESPACE, "--type", "merge",
-                      "-p", json.dumps({"data": data}))  # fmt: skip
+        configure(plane, name, data)
     apply(plane, data_plane_manifests(plane, node_name))
     for name in ("autoscaler", "activator"):
         plane.kubectl("rollout", "status", "-n", SYSTEM_NAMESPACE, f"deployment/{name}",

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from harness.cluster import ControlPlane
+from harness.cluster.knative import configure
 from tests.support.chart import every_knob, knative_services, render
 
 pytestmark = pytest.mark.cluster
@@ -35,9 +36,7 @@ def _dry_run(plane: ControlPlane, namespace: str, obj: dict[str, Any]) -> tuple[
 
 
 def _set_flags(plane: ControlPlane, value: str) -> None:
-    patch = json.dumps({"data": dict.fromkeys(FLAGS, value)})
-    plane.kubectl("-n", "knative-serving", "patch", "configmap", "config-features",
-                  "--type", "merge", "-p", patch)  # fmt: skip
+    configure(plane, "config-features", dict.fromkeys(FLAGS, value))
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.cluster import ControlPlane
 from harness.cluster.cgroups import hierarchies
+from harness.cluster.knative import configure
 from harness.cluster.node import GATEWAY_NAME, GATEWAY_NAMESPACE, SYSCTL_STAND_INS
 from harness.cluster.node_images import HELLO_IMAGE
 
@@ -154,9 +155,7 @@ class Node:
 
 def short_scale_to_zero(plane: ControlPlane) -> None:
     """Scale to zero within seconds of the last request, so that tests need not wait long."""
-    plane.kubectl("patch", "configmap", "config-autoscaler", "-n", "knative-serving",
-                  "--type", "merge", "-p",
-                  json.dumps({"data": {"scale-to-zero-grace-period": GRACE}}))  # fmt: skip
+    configure(plane, "config-autoscaler", {"scale-to-zero-grace-period": GRACE})
 
 
 def ready(resource: dict[str, Any]) -> bool:
