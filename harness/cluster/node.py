@@ -266,6 +266,10 @@ def traefik_config(address: str) -> dict[str, Any]:
             "kubernetesGateway": {"statusAddress": {"ip": address}, "throttleDuration": "100ms"},
         },
         "ping": {"entryPoint": "traefik"},
+        # The API (read-only, on the `traefik` entry point: the namespace's loopback) shows the
+        # configuration Traefik is serving. A KIngress turns Ready up to a throttle before that
+        # configuration is live, so a changed split is checked here (served_weights).
+        "api": {"insecure": True, "dashboard": False},
         "log": {"level": "INFO"},
     }  # fmt: skip
 
@@ -486,6 +490,26 @@ def traefik_answers(plane: ControlPlane) -> bool:
         capture_output=True, text=True, check=False, timeout=10,
     )  # fmt: skip
     return result.stdout.strip() == "OK"
+
+
+def served_weights(plane: ControlPlane, namespace: str, ingress: str) -> list[list[int]]:
+    """The weights of each weighted round robin Traefik is serving for a KIngress (one per rule
+    and path: the default host's, the cluster-local host's, each tag's), from its API."""
+    result = subprocess.run(
+        [*in_holder(plane.state), "curl", "-sf", "--noproxy", "*", "-m", "5",
+         f"http://{TRAEFIK_PING}/api/http/services?per_page=10000"],
+        capture_output=True, text=True, check=False, timeout=15,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ClusterError(f"Traefik's API did not answer: {result.returncode} {result.stderr}")
+    prefix = f"{namespace}-{ingress}-rule-"
+    return [
+        sorted(split["weight"] for split in service["weighted"]["services"])
+        for service in json.loads(result.stdout)
+        if service.get("provider") == "knative"
+        and service["name"].startswith(prefix)
+        and "weighted" in service
+    ]
 
 
 def import_image(plane: ControlPlane, archive: Path) -> None:

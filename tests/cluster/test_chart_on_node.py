@@ -47,7 +47,7 @@ from userapi.endpoints import ENDPOINTS
 
 from harness.cluster import ControlPlane
 from harness.cluster.chart_images import load_chart_images
-from harness.cluster.node import GATEWAY_PORT, NODE_NAME, node_dir
+from harness.cluster.node import GATEWAY_PORT, NODE_NAME, node_dir, served_weights
 from harness.emulator import EmulatorHandle, cloud_event
 from harness.processes import USERAPI
 from manifests.generate import deep_merge, overlay_values
@@ -162,16 +162,27 @@ def services(plane: ControlPlane) -> dict[str, dict[str, Any]]:
 
 
 def get_user_split(plane: ControlPlane, timeout: float = 240) -> list[tuple[str, int]]:
-    """get-user's traffic once the Service is Ready at its current generation: (revision,
-    percent) pairs, sorted."""
+    """get-user's traffic once the Service is Ready at its current generation and Traefik
+    serves it: (revision, percent) pairs, sorted. Traefik marks the KIngress Ready up to a
+    throttle before the new split is live (a CI run counted 134 of 1,000 on a 10 % candidate:
+    its first requests still met the previous 50/50), so the wait ends on Traefik's API."""
     deadline = time.monotonic() + timeout
     while True:
         found = services(plane)["get-user"]
         status = found.get("status", {})
         if status.get("observedGeneration") == found["metadata"]["generation"] and ready(found):
-            return sorted((t["revisionName"], t.get("percent", 0)) for t in status["traffic"])
+            split = sorted((t["revisionName"], t.get("percent", 0)) for t in status["traffic"])
+            break
         assert time.monotonic() < deadline, json.dumps(status, indent=1)
         time.sleep(0.5)
+    # The default and cluster-local rules carry the split; each tag's rule is a lone 100.
+    expected = sorted(percent for _, percent in split if percent)
+    while True:
+        weights = served_weights(plane, NAMESPACE, "get-user")
+        if expected in weights and all(w in (expected, [100]) for w in weights):
+            return split
+        assert time.monotonic() < deadline, (expected, weights)
+        time.sleep(0.1)
 
 
 def restricted_namespace(plane: ControlPlane) -> None:
