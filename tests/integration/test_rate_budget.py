@@ -238,6 +238,63 @@ def test_redis_down_each_process_spends_its_local_share(
     )
 
 
+def test_a_slow_redis_is_not_a_down_one(
+    budget_env: dict[str, str], clean_emulator: EmulatorHandle, redis_alone: RedisServer
+) -> None:
+    """Redis stalls for 0.6 s (over two of its 250 ms timeouts, under the second that means
+    down) in a miss storm on two pods that would each spend the whole rate on a local share
+    (AUTH0_MANAGEMENT_EXPECTED_PODS 1). No pod falls back: the callers wait for the shared
+    budget, and Auth0 sees no more than it allows. Falling back on the first timeout, as
+    before, gave each pod a budget of its own."""
+    emulator = clean_emulator
+    pods = _start(["get-user", "get-user"], budget_env)
+    try:
+        users = _users(emulator, 41)
+        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
+        for pod in pods:
+            assert pod.get(user_path(users[0]), token).status_code == 200
+        emulator.rate_limit(BURST, RATE)
+        emulator.reset()
+        time.sleep(1.0)  # the shared bucket refills
+
+        async def storm() -> list[Any]:
+            async with httpx.AsyncClient(timeout=15) as client:
+                reads = [
+                    asyncio.ensure_future(
+                        _get(client, pods[n % 2].base_url + user_path(user_id), token)
+                    )
+                    for n, user_id in enumerate(users[1:])
+                ]
+                await asyncio.sleep(0.3)  # the burst is spent and the rest wait in Redis
+                redis_alone.pause(0.6)
+                return await asyncio.gather(*reads)
+
+        began = time.time()
+        answers = asyncio.run(storm())
+        span = time.time() - began
+        calls = [c for c in emulator.management_calls() if c[1] == GET_ROUTE]
+        logs = [line.get("message", "") for pod in pods for line in pod.log_lines()]
+    finally:
+        redis_alone.resume()
+        for pod in pods:
+            pod.close()
+
+    assert {status for _, _, status, _ in answers} <= {200, 503}
+    assert [m for m in logs if m.startswith("Redis unreachable")] == []
+    assert [status for _, _, status in calls if status == 429] == []
+    allowed = BURST + RATE * span
+    assert 2 <= len(calls) <= allowed, (len(calls), span)
+    assert _max_in_window([at for at, _, _ in calls]) <= BURST + RATE, calls
+    timeouts = sum(m.startswith("redis EVALSHA failed") for m in logs)
+    felt = sum(m.startswith("redis ") and "failed" in m for m in logs)
+    assert felt > 0, "no call met the stall: the test proved nothing"
+    print(
+        f"\nRedis stalled 0.6 s: {len(calls)} Auth0 calls in {span:.1f} s from 2 processes "
+        f"(allowed {allowed:.1f}), {felt} Redis calls failed ({timeouts} budget takes), statuses "
+        f"{sorted({s for _, _, s, _ in answers})}"
+    )
+
+
 def test_with_the_budget_short_stale_profiles_answer_at_once_and_refresh_later(
     budget_env: dict[str, str], clean_emulator: EmulatorHandle
 ) -> None:

@@ -11,6 +11,8 @@ answers steer the bucket: a 429, or `X-RateLimit-Remaining: 0`, empties it until
 `X-RateLimit-Reset`.
 
 Redis down, each pod spends a local share: the rate and burst ÷ AUTH0_MANAGEMENT_EXPECTED_PODS.
+Down means silent to this pod for a second (and two Redis timeouts), not one call timed out: a
+slow Redis or a loaded pod still shares the one budget, and its callers wait.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ _HOLD_CAP_SECONDS = 60.0  # an X-RateLimit-Reset further away than this is not b
 # it was waiting for (docs/architecture.md, "Priority").
 _LEASE_GRACE_MS = 2000
 _JITTER_CAP_SECONDS = 0.25  # well inside the grace: jitter alone never loses a waiter's place
+
+# A take that failed may still have happened in Redis, and a Redis that is only slow (a loaded
+# pod, a stalled server) still serves the other pods: spending a local share then would be a
+# second budget (a loaded bench run reached 5-6 calls/s of 2, with 429s, when one timeout
+# was enough). So the local share starts only after Redis has answered this pod nothing for
+# this long (or two of its timeouts, if longer); until then a failed take is a short wait.
+_DOWN_AFTER_SECONDS = 1.0
+_RETRY_UNANSWERED_SECONDS = 0.1
 
 # KEYS: the bucket (a hash), then one sorted set of waiters per priority, highest first.
 # ARGV: op ('take', 'leave', 'hold'), rate per second, burst, priority, waiter id, hold-until
@@ -166,6 +176,9 @@ class _LocalBucket:
             wait = max(wait, 0.5 / self.per_second)
         return max(wait, self._hold_until - now)
 
+    def drain(self) -> None:
+        self._tokens, self._at = 0.0, time.monotonic()
+
     def hold(self, seconds: float) -> None:
         self._tokens = 0.0
         self._hold_until = max(self._hold_until, time.monotonic() + seconds)
@@ -184,6 +197,7 @@ class RateBudget:
         pods = settings.auth0_management_expected_pods
         self._local = _LocalBucket(self._rate / pods, max(1.0, self._burst / pods))
         self._on_local = redis is None  # with no Redis at all, the local share is the budget
+        self._down_after = max(_DOWN_AFTER_SECONDS, 2 * settings.redis_timeout_seconds)
         self._shared = "local" if redis is None else "shared"
         self._leaving: set[asyncio.Task[Any]] = set()
 
@@ -271,7 +285,12 @@ class RateBudget:
                     log.warning("Redis answers again: the shared Auth0 rate budget is back")
                 return (0.0 if result[0] == 1 else int(result[1]) / 1000), "shared"
             if not self._on_local:
+                if self._redis.failing_for() < self._down_after:
+                    return _RETRY_UNANSWERED_SECONDS, "shared"
                 self._on_local = True
+                # From empty: tokens the share gathered while the shared budget was in use
+                # would be spent on top of it.
+                self._local.drain()
                 log.warning(
                     "Redis unreachable: this pod spends its local share of the Auth0 budget",
                     extra={"per_second": self._local.per_second, "burst": self._local.burst},

@@ -215,6 +215,9 @@ class RedisStore:
         # being answered met a busy event loop or a full pool, not a dead Redis: skipping Redis
         # then would turn a second of load into a second of Auth0 calls.
         self._last_reply = float("-inf")
+        # When the first call that went unanswered was sent, while no call has been answered
+        # since: how long Redis has been silent to this process (failing_for).
+        self._failing_since: float | None = None
         # Lock tokens whose SET NX went unanswered while Redis answered others: the SET may
         # have happened, so the next try for the key sends the same token and can recognise
         # a lock that is its own (bounded: a key that is never tried again must not pile up).
@@ -283,6 +286,8 @@ class RedisStore:
             answering_others = self._last_reply > sent
             if not answering_others:
                 self._skip_until = time.monotonic() + self._retry_after_error
+                if self._failing_since is None:
+                    self._failing_since = sent
             log.warning(
                 "redis %s failed, treating as a miss",
                 operation,
@@ -291,7 +296,16 @@ class RedisStore:
             return BUSY if answering_others else DOWN
         self._last_reply = time.monotonic()
         self._skip_until = 0.0
+        self._failing_since = None
         return result
+
+    def failing_for(self) -> float:
+        """Seconds since Redis last left a call of this process unanswered with none answered
+        since: 0 while it answers. A moment of it is a slow Redis or a busy process; a second
+        of it is a Redis that is down."""
+        if self._failing_since is None:
+            return 0.0
+        return time.monotonic() - self._failing_since
 
     async def get(self, key: str) -> bytes | None:
         if not self._available():
