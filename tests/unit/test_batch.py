@@ -96,30 +96,3 @@ async def test_a_wrong_number_of_values_is_an_error_not_a_misdelivery() -> None:
     batcher: Batcher[str, str] = Batcher(short)
     results = await asyncio.gather(batcher.load("a"), batcher.load("b"), return_exceptions=True)
     assert all(isinstance(result, RuntimeError) for result in results)
-
-
-async def test_one_at_a_time_asks_meanwhile_go_together_after_the_answer() -> None:
-    source = Source(delay=0.03)
-    batcher = Batcher(source.load_many, one_at_a_time=True)
-    first = asyncio.ensure_future(batcher.load("a"))
-    await anyio.sleep(0.01)  # "a" is on its way
-    later = [asyncio.ensure_future(batcher.load(key)) for key in ("b", "c")]
-    await anyio.sleep(0.005)
-    later.append(asyncio.ensure_future(batcher.load("d")))  # a later turn, same batch
-    assert await asyncio.gather(first, *later) == ["A", "B", "C", "D"]
-    assert source.calls == [["a"], ["b", "c", "d"]]
-    assert await batcher.load("e") == "E"  # nothing on its way: sent at once
-    assert source.calls[-1] == ["e"]
-
-
-async def test_one_at_a_time_goes_on_after_a_failed_batch() -> None:
-    source = Source(delay=0.02)
-    source.error = ConnectionError("down")
-    batcher = Batcher(source.load_many, one_at_a_time=True)
-    first = asyncio.ensure_future(batcher.load("a"))
-    await anyio.sleep(0.005)
-    second = asyncio.ensure_future(batcher.load("b"))
-    with pytest.raises(ConnectionError):
-        await first
-    source.error = None
-    assert await second == "B"

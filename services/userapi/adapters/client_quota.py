@@ -1,27 +1,40 @@
 """Per-client request quotas: CLIENT_QUOTA_REQUESTS per CLIENT_QUOTA_WINDOW_SECONDS per endpoint,
 counted in the shared Redis so that every pod of the endpoint counts against one number.
 
-A fixed window on Redis's clock: one round trip (a script that counts and says how long the
-window has left), and a Retry-After that is honest, since the window's end is the same for
-every pod. Checks share that round trip (platform/batch.py), as cached reads share their MGET,
-and one batch at a time: the checks asked while one is on its way go together in the next, so
-the batches grow with the load and a quota costs the hot path a fraction of a call, not one.
-The client is the token's `azp` (the application), else its `sub`; it is hashed into
-the key, so no client id, however long or odd, makes a key longer than ~100 bytes, names another
+A fixed window on Redis's clock: a script counts and says how long the window has left, so
+Retry-After is honest, the window's end being the same for every pod. Every request is counted
+in Redis; what differs is whether it waits for its count:
+- A client far from its limit, as this pod last heard from Redis, is answered at once: this
+  pod may admit up to its share of half of what is left (what is left ÷ 2 ÷ one more than the
+  pods that counted this client in this window) before it hears again. Its counts go to Redis within
+  _FLUSH_SECONDS, all clients' in one call. Waiting for Redis on every request cost the
+  cached read a third of its throughput (docs/performance.md).
+- Otherwise (the first request of a window, a client near its limit) the request waits for
+  its own count, in the next call (one call on its way at a time: what is asked meanwhile goes
+  together, so the calls grow with the load, not their number). Refusals are decided here,
+  so a 429 is never given on a guess.
+Near the limit the pods' shares shrink to nothing, but a share is taken on what a pod last
+heard, up to _FRESH_SECONDS ago: pods serving one client at once can let through, between two
+of their calls, a little more than the quota (two pods alternating on a quota of 100 let 101
+through, tests/unit/test_client_quota.py). Like API Gateway's usage plans, the quota is a
+target, not a hard limit (docs/architecture.md, "Per-client quotas").
+
+The client is the token's `azp` (the application), else its `sub`; it is hashed into the key,
+so no client id, however long or odd, makes a key longer than ~100 bytes, names another
 client's counter, or shows up in Redis in clear.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import itertools
 import math
+import secrets
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from userapi.platform import telemetry
-from userapi.platform.batch import Batcher
 from userapi.platform.errors import APIError
 
 if TYPE_CHECKING:
@@ -29,25 +42,39 @@ if TYPE_CHECKING:
     from userapi.adapters.shared_store import RedisStore
     from userapi.platform.settings import Settings
 
-# KEYS: one client counter (without its window) per request, repeated when one client sent
-# several: each is counted. ARGV[1]: the window in ms. Returns each request's count in this
-# window, then the ms until it ends.
+# KEYS: one client counter (without its window) per client counted in this call. ARGV[1]: the
+# window in ms, ARGV[2]: this pod's id, then per key how many of its requests to count. The
+# counter is a hash of counts by pod, so one key per client and window says both the total and
+# how many pods share the client. Returns per key the total and the pods, then the ms until
+# the window ends.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local start = now - (now % window)
-local counts = {}
+local out = {}
 for i, base in ipairs(KEYS) do
   local key = base .. ':' .. start
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 then redis.call('PEXPIRE', key, window + 1000) end
+  redis.call('HINCRBY', key, ARGV[2], ARGV[2 + i])
+  local total = 0
+  local counts = redis.call('HVALS', key)
+  for _, count in ipairs(counts) do total = total + tonumber(count) end
+  if total == tonumber(ARGV[2 + i]) then redis.call('PEXPIRE', key, window + 1000) end
+  out[2 * i - 1] = total
+  out[2 * i] = #counts
 end
-counts[#KEYS + 1] = start + window - now
-return counts
+out[#out + 1] = start + window - now
+return out
 """
 
 _POLICY = "quota"  # the policy's name in RateLimit-Policy and RateLimit
+# How long a count admitted at once may wait to reach Redis: a call per 10 ms at most, all
+# clients' counts together, whatever the request rate.
+_FLUSH_SECONDS = 0.01
+_MAX_CLIENTS = 10_000  # clients whose last count this pod remembers
+# A count older than this says too little of what the other pods did since: the next request
+# waits for its own. A client sending steadily keeps its count this fresh (a call per 10 ms).
+_FRESH_SECONDS = 0.1
 
 
 def client_of(principal: Principal) -> str:
@@ -61,6 +88,26 @@ def client_key(prefix: str, endpoint: str, client: str) -> str:
     return f"{prefix}quota:{endpoint}:{digest}"
 
 
+@dataclass
+class _Client:
+    """What this pod knows of one client's count in Redis, and what it has not counted yet."""
+
+    total: int = 0  # the client's count as Redis last said it
+    pods: int = 1  # the pods that had counted it in that window
+    heard_at: float = float("-inf")  # monotonic: when Redis said it
+    window_ends: float = 0.0  # monotonic; a count from an ended window says nothing
+    unsent: int = 0  # admitted at once, not yet sent
+    sending: int = 0  # admitted at once, sent, not yet answered
+    waiters: list[asyncio.Future[tuple[int, float] | None]] = field(default_factory=list)
+
+    def may_admit_at_once(self, limit: int, now: float) -> bool:
+        if now >= self.window_ends or now - self.heard_at > _FRESH_SECONDS:
+            return False
+        # One pod more than counted: a pod that joined since this one last heard has a share too.
+        share = (limit - self.total) / (2 * (self.pods + 1))
+        return self.unsent + self.sending + 1 <= share
+
+
 class ClientQuota:
     def __init__(self, settings: Settings, redis: RedisStore | None) -> None:
         assert settings.client_quota_requests is not None
@@ -72,14 +119,12 @@ class ClientQuota:
         # Without Redis (none configured): this process's own count, for the current window.
         self._local_window = 0
         self._local: dict[str, int] = {}
-        # Each request its own batch key (the serial number): the Batcher merges equal keys,
-        # and two requests of one client must count twice.
-        self._serial = itertools.count()
-        # One batch on its way at a time: every request makes this call, so the checks asked
-        # while one is answered go together in the next (group commit).
-        self._counts: Batcher[tuple[str, int], tuple[int, float] | None] = Batcher(
-            self._count_many, one_at_a_time=True
-        )
+        self._pod = secrets.token_hex(4)
+        self._clients: dict[str, _Client] = {}
+        self._due: set[str] = set()  # clients with counts to send or requests waiting
+        self._sending: asyncio.Task[None] | None = None  # one call on its way at a time
+        self._timer: asyncio.Handle | None = None
+        self._timer_is_soon = False
 
     async def check(self, endpoint: str, principal: Principal) -> None:
         """Counts this request; raises a 429 APIError when the client is over its quota."""
@@ -107,20 +152,99 @@ class ClientQuota:
         )
 
     async def _count(self, key: str) -> tuple[int, float] | None:
+        """(this request's count, seconds until the window ends): (0, 0) when admitted at once,
+        None when Redis could not count it."""
         if self._redis is None:
             return self._count_locally(key)
-        return await self._counts.load((key, next(self._serial)))
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= _MAX_CLIENTS:
+                self._forget_idle()
+            client = self._clients[key] = _Client()
+        self._due.add(key)
+        if client.may_admit_at_once(self._requests, time.monotonic()):
+            client.unsent += 1
+            self._schedule(soon=False)
+            return 0, 0.0
+        waiter: asyncio.Future[tuple[int, float] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        client.waiters.append(waiter)
+        self._schedule(soon=True)
+        # Shielded: a caller hanging up must not cancel the count for the others.
+        return await asyncio.shield(waiter)
 
-    async def _count_many(
-        self, requests: Sequence[tuple[str, int]]
-    ) -> list[tuple[int, float] | None]:
+    def _schedule(self, soon: bool) -> None:
+        """The next call: at the end of this loop turn when a request waits for it, else
+        within _FLUSH_SECONDS; never while one is on its way (its answer schedules the next)."""
+        if self._sending is not None or (
+            self._timer is not None and (self._timer_is_soon or not soon)
+        ):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = (
+            loop.call_soon(self._send) if soon else loop.call_later(_FLUSH_SECONDS, self._send)
+        )
+        self._timer_is_soon = soon
+
+    def _send(self) -> None:
+        self._timer = None
+        due, self._due = self._due, set()
+        sent = []
+        for key in due:
+            client = self._clients[key]
+            sent.append((key, client.unsent, client.waiters))
+            client.sending, client.unsent, client.waiters = client.unsent, 0, []
+        if sent:
+            self._sending = asyncio.get_running_loop().create_task(self._run(sent))
+
+    async def _run(
+        self, sent: list[tuple[str, int, list[asyncio.Future[tuple[int, float] | None]]]]
+    ) -> None:
         assert self._redis is not None
-        keys = [key for key, _ in requests]
-        result = await self._redis.run_script(_SCRIPT, keys, [self._window * 1000])
-        if not isinstance(result, list) or len(result) != len(keys) + 1:
-            return [None] * len(keys)
-        left = int(result[-1]) / 1000
-        return [(int(count), left) for count in result[:-1]]
+        keys = [key for key, _, _ in sent]
+        args: list[str | int | float] = [self._window * 1000, self._pod]
+        args += [at_once + len(waiters) for _, at_once, waiters in sent]
+        result = None
+        try:
+            result = await self._redis.run_script(_SCRIPT, keys, args)
+        finally:
+            answered = isinstance(result, list) and len(result) == 2 * len(sent) + 1
+            now = time.monotonic()
+            for n, (key, _, waiters) in enumerate(sent):
+                client = self._clients.get(key)  # forgotten meanwhile if none was admitted at once
+                counts: list[tuple[int, float] | None] = [None] * len(waiters)
+                if answered:
+                    assert isinstance(result, list)
+                    total, pods = int(result[2 * n]), int(result[2 * n + 1])
+                    left = int(result[-1]) / 1000
+                    if client is not None:
+                        client.total, client.pods = total, pods
+                        client.heard_at, client.window_ends = now, now + left
+                    # Those admitted at once came first; the waiters take the last counts.
+                    first = total - len(waiters) + 1
+                    counts = [(first + i, left) for i in range(len(waiters))]
+                if client is not None:
+                    client.sending = 0
+                for waiter, count in zip(waiters, counts, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(count)
+            self._sending = None
+            if any(self._clients[key].waiters for key in self._due):
+                self._schedule(soon=True)
+            elif self._due:
+                self._schedule(soon=False)
+
+    def _forget_idle(self) -> None:
+        """Room for new clients: those whose window has ended and that have nothing on its way
+        go first, then every idle one."""
+        now = time.monotonic()
+        idle = [k for k, c in self._clients.items() if k not in self._due and not c.sending]
+        ended = [k for k in idle if now >= self._clients[k].window_ends]
+        for key in ended if len(ended) > _MAX_CLIENTS // 10 else idle:
+            del self._clients[key]
 
     def _count_locally(self, key: str) -> tuple[int, float]:
         now = time.time()

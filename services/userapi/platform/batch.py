@@ -5,11 +5,6 @@ same turn of the event loop. One MGET and one `WHERE user_id IN (...)` for all o
 the client, Redis, PgBouncer and PostgreSQL about what one read costs, where one call per
 request would pay each of them per request. A lone request waits for nothing: its batch of
 one is sent at the end of the turn it was asked in.
-
-With `one_at_a_time`, a batch is not sent while another is on its way: what is asked
-meanwhile goes together as soon as that one is answered (group commit). The batches then grow
-with the load, at the cost of up to one round trip of waiting; for calls every request makes
-(the client quota), where the number of round trips, not their latency, is what costs.
 """
 
 from __future__ import annotations
@@ -33,21 +28,17 @@ class Batcher(Generic[K, V]):
         self,
         load_many: Callable[[Sequence[K]], Awaitable[Sequence[V]]],
         max_batch: int = 100,
-        *,
-        one_at_a_time: bool = False,
     ) -> None:
         self._load_many = load_many
         self._max_batch = max_batch
-        self._one_at_a_time = one_at_a_time
         self._pending: dict[K, asyncio.Future[V]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = 0  # batches sent and not yet answered
 
     async def load(self, key: K) -> V:
         future = self._pending.get(key)
         if future is None:
             loop = asyncio.get_running_loop()
-            if not self._pending and not (self._one_at_a_time and self._in_flight):
+            if not self._pending:
                 loop.call_soon(self._dispatch)
             future = loop.create_future()
             self._pending[key] = future
@@ -60,7 +51,6 @@ class Batcher(Generic[K, V]):
         if not self._pending:
             return  # already sent because it was full
         batch, self._pending = self._pending, {}
-        self._in_flight += 1
         # Its own task: the batch is read whatever happens to the request that opened it.
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
@@ -84,6 +74,3 @@ class Batcher(Generic[K, V]):
             for future in futures:
                 if not future.done():
                     future.cancel()  # the read itself was cancelled (shutdown)
-            self._in_flight -= 1
-            if self._one_at_a_time and self._pending and not self._in_flight:
-                self._dispatch()  # what was asked while this batch was on its way
