@@ -72,6 +72,7 @@ _POLICY = "quota"  # the policy's name in RateLimit-Policy and RateLimit
 # clients' counts together, whatever the request rate.
 _FLUSH_SECONDS = 0.01
 _MAX_CLIENTS = 10_000  # clients whose last count this pod remembers
+_MAX_REMEMBERED_ID = 256  # characters: longer client ids are not kept (memory)
 # A count older than this says too little of what the other pods did since: the next request
 # waits for its own. A client sending steadily keeps its count this fresh (a call per 10 ms).
 _FRESH_SECONDS = 0.1
@@ -120,6 +121,7 @@ class ClientQuota:
         self._local_window = 0
         self._local: dict[str, int] = {}
         self._pod = secrets.token_hex(4)
+        self._keys: dict[tuple[str, str], str] = {}  # (endpoint, client) -> its hashed key
         self._clients: dict[str, _Client] = {}
         self._due: set[str] = set()  # clients with counts to send or requests waiting
         self._sending: asyncio.Task[None] | None = None  # one call on its way at a time
@@ -128,7 +130,14 @@ class ClientQuota:
 
     async def check(self, endpoint: str, principal: Principal) -> None:
         """Counts this request; raises a 429 APIError when the client is over its quota."""
-        key = client_key(self._prefix, endpoint, client_of(principal))
+        client = client_of(principal)
+        key = self._keys.get((endpoint, client))
+        if key is None:
+            key = client_key(self._prefix, endpoint, client)
+            if len(client) <= _MAX_REMEMBERED_ID:  # a hostile 20 kB id is hashed every time
+                if len(self._keys) >= _MAX_CLIENTS:
+                    self._keys.clear()
+                self._keys[endpoint, client] = key
         counted = await self._count(key)
         if counted is None:
             # Redis unreachable: the quota protects the service, it must not take it down.
