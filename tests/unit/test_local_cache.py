@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from userapi.adapters.local_cache import MISSING, LocalCache
@@ -132,3 +133,58 @@ async def test_a_silent_redis_turns_the_copy_off(redis_alone: RedisServer) -> No
             redis_alone.resume()
     finally:
         await store.close()
+
+
+async def test_a_cancellation_taken_for_a_read_timeout_still_stops_the_listener(
+    redis_alone: RedisServer,
+) -> None:
+    """On Python 3.11 a cancellation that lands as get_message's own timeout expires becomes
+    that timeout, and redis-py answers "no message". The listener must stop all the same: a
+    listener that went on after close() hung a CI run's test teardown for 30 minutes."""
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+    class SwallowingPubSub:
+        swallow = True
+
+        def __init__(self, pubsub: PubSub) -> None:
+            self._pubsub = pubsub
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._pubsub, name)
+
+        async def get_message(self, timeout: float) -> Any:
+            try:
+                return await self._pubsub.get_message(timeout=timeout)
+            except asyncio.CancelledError:
+                if not SwallowingPubSub.swallow:
+                    raise
+                return None  # what the race makes of it
+
+    class SwallowingRedis(Redis):
+        def pubsub(self, **kwargs: Any) -> Any:
+            return SwallowingPubSub(super().pubsub(**kwargs))
+
+    settings = make_settings(redis_url=redis_alone.url)
+    store = RedisStore(
+        RedisStore.from_settings(settings)._client,
+        0.25,
+        "userapi:test",
+        lambda: SwallowingRedis.from_url(redis_alone.url),
+    )
+    local = LocalCache(100, 60)
+    store.listen(local)
+    await _until(lambda: local.active, 5)
+    task = store._listening
+    assert task is not None
+    try:
+        await store.close()
+        await _until(task.done, 2)
+    finally:
+        # Without the fix the task would outlive the test and hang the runner's teardown:
+        # fail instead.
+        SwallowingPubSub.swallow = False
+        task.cancel()
+        await asyncio.wait([task], timeout=2)
+    assert task.cancelled()
+    assert not local.active
