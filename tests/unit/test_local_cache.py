@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from userapi.adapters.local_cache import MISSING, LocalCache
-from userapi.adapters.shared_store import RedisStore
+from userapi.adapters.shared_store import RedisStore, last_segment
 
 from harness.redis_server import RedisServer
 from tests.support.settings import make_settings
@@ -52,6 +52,40 @@ def test_copies_age_out_and_are_bounded() -> None:
     assert local.get("d") is MISSING
     local.put("e", "e", local.begin(), seconds=0)
     assert local.get("e") is MISSING
+
+
+def test_a_unit_is_dropped_together() -> None:
+    """update-user announces the new profile, commits the account row, then announces it: a
+    get-user handled between the two must not pair the new profile with the old row's copy
+    (a CI run did: the new name beside no account)."""
+    local = LocalCache(10, 60, last_segment)
+    local.start()
+    profile, account = "userapi:profile:v3:auth0|a", "userapi:account:auth0|a"
+    for key in (profile, account, "userapi:account:auth0|b"):
+        local.put(key, key, local.begin())
+    local.drop(profile)
+    assert [local.get(profile), local.get(account)] == [MISSING, MISSING]
+    assert local.get("userapi:account:auth0|b") == "userapi:account:auth0|b"
+    local.drop("userapi:profile:v3:auth0|c")  # nothing held: nothing to drop
+    local.put(account, "again", local.begin())
+    assert local.get(account) == "again"
+
+
+def test_a_unit_outlives_none_of_its_keys() -> None:
+    """Evicted and aged-out keys leave their unit, so a unit never drops a key put later
+    under another's name, and the bookkeeping stays as small as the copy."""
+    local = LocalCache(2, 0.05, last_segment)
+    local.start()
+    for key in ("p:a", "q:a", "p:b"):  # the third evicts p:a
+        local.put(key, key, local.begin())
+    assert [local.get(k) for k in ("p:a", "q:a", "p:b")] == [MISSING, "q:a", "p:b"]
+    assert local._units == {"a": {"q:a"}, "b": {"p:b"}}
+    time.sleep(0.06)
+    assert local.get("q:a") is MISSING
+    assert local._units == {"b": {"p:b"}}
+    local.drop("x:b")
+    assert local._units == {}
+    assert len(local) == 0
 
 
 @pytest.fixture

@@ -44,6 +44,12 @@ def key_segment(value: str) -> str:
     return quote(value, safe=_SEGMENT_SAFE)
 
 
+def last_segment(key: str) -> str:
+    """A key's last segment: the user id's in a profile's or an account row's key, the unit whose
+    copies one process drops together (adapters/local_cache.py)."""
+    return key.rpartition(":")[2]
+
+
 class SharedStore(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 

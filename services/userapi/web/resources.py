@@ -12,7 +12,12 @@ from userapi.adapters.database import Database, create_database
 from userapi.adapters.http_client import LazyHTTP
 from userapi.adapters.local_cache import LocalCache
 from userapi.adapters.sealed_store import credentials_store
-from userapi.adapters.shared_store import RedisStore, SharedStore, create_store
+from userapi.adapters.shared_store import (
+    RedisStore,
+    SharedStore,
+    create_store,
+    last_segment,
+)
 from userapi.domain.accounts import Accounts
 from userapi.domain.idempotency import IdempotencyKeys
 from userapi.domain.profile_cache import ProfileCache
@@ -57,7 +62,10 @@ class Resources:
         local = None
         redis = _redis(store)
         if redis is not None and settings.local_cache_seconds > 0:
-            local = LocalCache(settings.local_cache_max_entries, settings.local_cache_seconds)
+            # A user's profile and account row are answered together, and dropped together.
+            local = LocalCache(
+                settings.local_cache_max_entries, settings.local_cache_seconds, last_segment
+            )
             # Listening starts now, beside the first request: the copy serves once subscribed.
             redis.listen(local)
         quota = None
