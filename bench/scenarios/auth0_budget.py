@@ -15,6 +15,7 @@ without, under wrk in alternating rounds.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +28,7 @@ from userapi.emulator.app import ROUTE_GET_USER, ROUTE_LIST_USERS
 from bench.config import Profile
 from bench.load import LoadResult, Outcome, fire, median_of, paired_ratios, percentiles, wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_least
-from bench.stack import LIST_PAGE, Stack
+from bench.stack import LIST_PAGE, Stack, cpu_seconds
 from harness.budget_trace import BudgetTrace
 
 AUTH0_LATENCY_MS = 150.0
@@ -50,6 +51,9 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
     quota = {"CLIENT_QUOTA_REQUESTS": str(10**9), "CLIENT_QUOTA_WINDOW_SECONDS": "60"}
     servers = {"off": stack.userapi(stack.env()), "on": stack.userapi(stack.env(overrides=quota))}
     rounds: dict[str, list[LoadResult]] = {name: [] for name in servers}
+    # The server's own CPU per request: what the check adds, less moved than req/s by whatever
+    # else shares the cores (wrk, Redis, other work).
+    cpu_us: dict[str, list[float]] = {name: [] for name in servers}
     try:
         # Twice the warm path's rounds: the target is a 5 % difference, and on these 2 cores
         # one 8 s round's pair spread from 0.88 to 1.00 (docs/performance.md).
@@ -57,15 +61,17 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
             order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
             for name in order:
                 server = servers[name]
-                rounds[name].append(
-                    await wrk(
-                        server.url,
-                        connections=50,
-                        seconds=profile.warm_seconds,
-                        headers=server.headers,
-                        workdir=workdir,
-                    )
+                before = cpu_seconds(server.process.pid)
+                result = await wrk(
+                    server.url,
+                    connections=50,
+                    seconds=profile.warm_seconds,
+                    headers=server.headers,
+                    workdir=workdir,
                 )
+                used = cpu_seconds(server.process.pid) - before
+                rounds[name].append(result)
+                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
     finally:
         for server in servers.values():
             server.stop()
@@ -80,6 +86,9 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
         "errors": {name: result.errors for name, result in medians.items()},
         "ratio": paired["rps_ratio"],
         "ratio_rounds": paired["rps_ratio_rounds"],
+        "cpu_us_per_request": {
+            name: round(statistics.median(values), 1) for name, values in cpu_us.items()
+        },
     }
 
 
@@ -238,7 +247,9 @@ def render(st: Result) -> list[str]:
         f"{quota['rps']['off']} req/s (medians), p50 {quota['p50_ms']['on']:.2f} against "
         f"{quota['p50_ms']['off']:.2f} ms, p99 {quota['p99_ms']['on']:.2f} against "
         f"{quota['p99_ms']['off']:.2f} ms; on/off {quota['ratio']:.2f} x, the median of the "
-        f"rounds' paired ratios {quota['ratio_rounds']}.",
+        f"rounds' paired ratios {quota['ratio_rounds']}; the server's CPU per request "
+        f"{quota['cpu_us_per_request']['on']} against {quota['cpu_us_per_request']['off']} µs "
+        "(medians of the rounds).",
     ]
 
 

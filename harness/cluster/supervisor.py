@@ -69,17 +69,19 @@ def pid_of(state: Path, name: str) -> int | None:
 
 def stop(state: Path, names: Sequence[str] | None = None, grace: float = 5) -> None:
     """Stop the recorded processes `names` (all when None) together, and forget them."""
-    running = [(n, pid) for n, pid in recorded(state) if names is None or n in names]
+    # With their start times: pids wrap at 32768 on these machines, and a pid freed by the
+    # SIGTERM can be another process's (and its group's) by the time of the SIGKILL.
+    running = [(pid, start_time(pid)) for n, pid in recorded(state) if names is None or n in names]
     # SIGTERM to all at once, then SIGKILL whatever is left after 5 s: the data is throwaway, and
     # the API server would otherwise wait out its open watches.
-    for _, pid in running:
+    for pid, _ in running:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while any(start_time(pid) is not None for _, pid in running) and time.monotonic() < deadline:
+    while any(start_time(p) == began for p, began in running) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for _, pid in running:
-        if start_time(pid) is not None:
+    for pid, began in running:
+        if start_time(pid) == began:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     for record in (state / "pids").glob("*"):

@@ -58,6 +58,22 @@ def _users(emulator: EmulatorHandle, count: int) -> list[str]:
         return [str(user["user_id"]) for user in created]
 
 
+def _warm(emulator: EmulatorHandle, services: list[Service], user: str) -> str:
+    """A reader's token, after one read by each process: each fetches its Management token
+    outside what the test then measures."""
+    token = emulator.token("auth0|reader0000000000000000", ["read:users"])
+    for service in services:
+        assert service.get(user_path(user), token).status_code == 200
+    return token
+
+
+def _limit(emulator: EmulatorHandle) -> None:
+    """Auth0 held to the budget's rate, from a full bucket; the shared bucket refills too."""
+    emulator.rate_limit(BURST, RATE)
+    emulator.reset()
+    time.sleep(1.0)
+
+
 async def _get(
     client: httpx.AsyncClient, url: str, token: str
 ) -> tuple[float, float, int, dict[str, str]]:
@@ -83,13 +99,8 @@ def test_a_miss_storm_across_processes_stays_within_the_budget(
     *readers, lister = _start(["get-user"] * 4 + ["list-users"], budget_env)
     try:
         users = _users(emulator, 300)
-        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
-        # One read per process first: its Management token is fetched outside the storm.
-        for reader in readers:
-            assert reader.get(user_path(users[0]), token).status_code == 200
-        emulator.rate_limit(BURST, RATE)
-        emulator.reset()
-        time.sleep(1.0)  # the shared bucket refills too
+        token = _warm(emulator, readers, users[0])
+        _limit(emulator)
 
         async def storm() -> tuple[list[Any], list[Any], list[Any]]:
             limits = httpx.Limits(max_connections=400)
@@ -160,9 +171,7 @@ def test_a_surprise_429_slows_every_process_until_the_reset(
     first, second = _start(["get-user", "get-user"], env)
     try:
         users = _users(emulator, 12)
-        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
-        for service in (first, second):
-            assert service.get(user_path(users[0]), token).status_code == 200
+        token = _warm(emulator, [first, second], users[0])
         reset = math.ceil(time.time()) + 2
         emulator.fault(GET_ROUTE, status=429, times=1, headers={"x-ratelimit-reset": str(reset)})
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -197,9 +206,7 @@ def test_redis_down_each_process_spends_its_local_share(
     pods = _start(["get-user", "get-user"], env)
     try:
         users = _users(emulator, 120)
-        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
-        for pod in pods:
-            assert pod.get(user_path(users[0]), token).status_code == 200
+        token = _warm(emulator, pods, users[0])
         redis_alone.kill()
         emulator.reset()
 
@@ -250,12 +257,8 @@ def test_a_slow_redis_is_not_a_down_one(
     pods = _start(["get-user", "get-user"], budget_env)
     try:
         users = _users(emulator, 41)
-        token = emulator.token("auth0|reader0000000000000000", ["read:users"])
-        for pod in pods:
-            assert pod.get(user_path(users[0]), token).status_code == 200
-        emulator.rate_limit(BURST, RATE)
-        emulator.reset()
-        time.sleep(1.0)  # the shared bucket refills
+        token = _warm(emulator, pods, users[0])
+        _limit(emulator)
 
         async def storm() -> list[Any]:
             async with httpx.AsyncClient(timeout=15) as client:
