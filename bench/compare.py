@@ -32,7 +32,7 @@ from typing import Any
 from userapi.domain.users import user_path
 
 from bench.load import LoadResult, fire, median_of, paired_ratios, wrk, wrk_binary
-from bench.stack import ROOT, Server, Stack, cpu_seconds, first_200, spawn_hello
+from bench.stack import ROOT, Server, Stack, first_200, spawn_hello, with_cpu
 from harness.processes import install_signal_cleanup
 
 USERS = 200
@@ -99,16 +99,14 @@ async def compare(
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
                     server = servers[name]
-                    before = cpu_seconds(server.process.pid)
-                    result = await wrk(
+                    result, cpu_us = await with_cpu(server, wrk(
                         server.url, connections=level, seconds=seconds, headers=server.headers,
                         paths=paths[name], workdir=workdir,
-                    )  # fmt: skip
+                    ))  # fmt: skip
                     if result.errors:
                         raise RuntimeError(f"{name} had {result.errors} errors at {level}")
-                    used = cpu_seconds(server.process.pid) - before
                     runs[name].append(result)
-                    cpu[name].append(used / max(result.requests, 1) * 1e6)
+                    cpu[name].append(cpu_us)
             servers_row = {
                 name: {
                     **paired_ratios(runs[name], runs["fastapi-hello"]),

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import httpx
 import redis
 from userapi.domain.users import user_path
 
+from bench.load import LoadResult
 from harness.emulator import start_emulator
 from harness.pgbouncer import PgBouncer
 from harness.postgres import PostgresServer
@@ -234,6 +235,15 @@ def rss_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
     return fields
+
+
+async def with_cpu(server: Server, load: Awaitable[LoadResult]) -> tuple[LoadResult, float]:
+    """`load` (not started yet: a wrk coroutine) and the server's own CPU per request over
+    it, in µs."""
+    before = cpu_seconds(server.process.pid)
+    result = await load
+    used = cpu_seconds(server.process.pid) - before
+    return result, used / max(result.requests, 1) * 1e6
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:

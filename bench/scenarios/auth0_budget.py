@@ -28,7 +28,7 @@ from userapi.emulator.app import ROUTE_GET_USER, ROUTE_LIST_USERS
 from bench.config import Profile
 from bench.load import LoadResult, Outcome, fire, median_of, paired_ratios, percentiles, wrk
 from bench.scenario import Result, Scenario, Verdict, ratio_at_least
-from bench.stack import LIST_PAGE, Stack, cpu_seconds
+from bench.stack import LIST_PAGE, Stack, with_cpu
 from harness.budget_trace import BudgetTrace
 
 AUTH0_LATENCY_MS = 150.0
@@ -61,17 +61,18 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
             order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
             for name in order:
                 server = servers[name]
-                before = cpu_seconds(server.process.pid)
-                result = await wrk(
-                    server.url,
-                    connections=50,
-                    seconds=profile.warm_seconds,
-                    headers=server.headers,
-                    workdir=workdir,
+                result, used = await with_cpu(
+                    server,
+                    wrk(
+                        server.url,
+                        connections=50,
+                        seconds=profile.warm_seconds,
+                        headers=server.headers,
+                        workdir=workdir,
+                    ),
                 )
-                used = cpu_seconds(server.process.pid) - before
                 rounds[name].append(result)
-                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
+                cpu_us[name].append(used)
     finally:
         for server in servers.values():
             server.stop()
