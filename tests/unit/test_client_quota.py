@@ -152,7 +152,7 @@ async def test_two_pods_share_one_count_and_let_through_exactly_the_quota(
         passed = 0
         for turn in range(30):
             passed += await pods[turn % 2].admitted("app", 5)
-            await asyncio.sleep(0.015)  # each pod's timer sends what it admitted
+            await asyncio.sleep(0.06)  # each pod's timer sends what it admitted
     finally:
         for pod in pods:
             await pod.store.close()
