@@ -208,7 +208,7 @@ def spawn_hello(**extra_env: str) -> Server:
     port, spawned_at = free_port(), time.perf_counter()
     process = ServiceProcess(
         [PYTHON, "-m", "uvicorn", "bench.yardsticks.hello_app:app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--no-server-header"],
+         "--log-level", "warning", "--no-access-log", "--no-server-header", "--ws", "none"],
         env={"PYTHONPATH": str(ROOT), **extra_env},
     )  # fmt: skip
     return Server(

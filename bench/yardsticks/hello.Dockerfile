@@ -36,4 +36,4 @@ COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["uvicorn", "hello_app:app", "--host", "0.0.0.0", "--port", "8080", \
-            "--log-level", "warning", "--no-access-log", "--no-server-header"]
+            "--log-level", "warning", "--no-access-log", "--no-server-header", "--ws", "none"]

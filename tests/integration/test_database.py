@@ -81,6 +81,24 @@ def test_a_late_pgbouncer_sidecar_is_waited_for(
         late.stop()
 
 
+def test_a_new_process_opens_its_connection_before_its_first_request(
+    emulator: EmulatorHandle, postgres_server: PostgresServer, redis_server: Any
+) -> None:
+    """A cold pod's first read should not wait for asyncpg's import, the login and the type
+    set-up: the lifespan opens the connection beside serving (Resources.warm)."""
+    database = _migrated_database(postgres_server)
+    bouncer = PgBouncer(postgres_server)
+    svc = start_service("get-user", service_env(emulator, redis_server.url, bouncer.dsn(database)))
+    try:
+        deadline = time.monotonic() + 10
+        while not [c for c in bouncer.show("CLIENTS") if c.get("database") == database]:
+            assert time.monotonic() < deadline, "no connection before the first request"
+            time.sleep(0.05)
+    finally:
+        svc.close()
+        bouncer.stop()
+
+
 def test_a_database_outage_is_a_503_json_error(
     emulator: EmulatorHandle,
     clean_emulator: EmulatorHandle,

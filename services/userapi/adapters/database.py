@@ -56,6 +56,8 @@ class Database(Session, Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Session]: ...
 
+    async def warm(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -100,7 +102,7 @@ async def _keep_session(connection: Any) -> None:
 
 
 class PostgresDatabase:
-    """A small asyncpg pool, opened on first use so that a cold start never waits for it.
+    """A small asyncpg pool, opened beside serving (`warm`): a cold start never waits for it.
 
     PgBouncer runs in transaction mode, so nothing may outlive a transaction: no SET, no
     session advisory locks, and no named prepared statements (Debian's PgBouncer 1.18 cannot
@@ -188,6 +190,18 @@ class PostgresDatabase:
             raise DatabaseUnavailable(str(exc)) from exc
         finally:
             await pool.release(connection)
+
+    async def warm(self) -> None:
+        """Opens the pool's first connection before a request asks for it (the app's lifespan
+        runs this beside serving): asyncpg's import, the login and the type set-up were most
+        of a cold pod's first read. A failure is left to the first request to report."""
+        try:
+            async with self._connection():
+                pass
+        except DatabaseUnavailable:
+            pass  # _connection logged it
+        except Exception as exc:  # a task nobody awaits: its failure must still be told
+            log.warning("opening a database connection failed", extra={"error": repr(exc)})
 
     def _sidecar_draining(self, exc: BaseException, pool: asyncpg.Pool) -> bool:
         """A refused connection while the pool still holds open ones: the sidecar is shutting
@@ -352,6 +366,9 @@ class SqliteDatabase:
     async def execute_script(self, sql: str) -> None:
         async with self.transaction() as session:
             await session.execute_script(sql)
+
+    async def warm(self) -> None:
+        """Nothing: opening the file costs a development server's first request little."""
 
     async def close(self) -> None:
         if self._connection is not None:

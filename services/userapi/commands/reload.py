@@ -60,7 +60,6 @@ PRELOAD = (
     "uvicorn.loops.auto",
     "uvicorn.loops.uvloop",
     "uvicorn.protocols.http.auto",
-    "uvicorn.protocols.websockets.auto",
 )
 # s between two looks at the files' modification times (a look at the package's 66 files
 # costs 0.35 ms).

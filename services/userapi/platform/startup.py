@@ -60,6 +60,8 @@ def uvicorn_config(app: object, host: str, port: int, settings: Settings) -> uvi
         log_config=None,  # logs.configure() already set JSON logging
         access_log=False,  # replaced by the request log line
         server_header=False,
+        # No endpoint speaks WebSocket: "auto" imported the websockets package at every start.
+        ws="none",
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then close.
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )

@@ -54,6 +54,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         telemetry.configure(settings, name)
         app.state.resources = Resources.create(settings)
+        # Beside serving, not before it: a pod listens as soon as it can, and its first
+        # request finds the connection open, or waits for it as it would have.
+        warming = asyncio.create_task(app.state.resources.warm())
         # Everything imported so far lives as long as the process. Frozen, the garbage
         # collector stops re-scanning it: under load each full collection stalled every
         # request in flight for about 45 ms while finding nothing to free.
@@ -63,6 +66,8 @@ def create_app(
         try:
             yield
         finally:
+            warming.cancel()  # a database still refusing, at shutdown: nothing to wait for
+            await asyncio.wait([warming])
             await app.state.resources.close()
             # The last spans and metrics go out before the process ends (Knative sends
             # SIGTERM after draining): a blocking flush, so on a thread.

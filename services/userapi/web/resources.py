@@ -33,8 +33,9 @@ log = logging.getLogger("userapi.resources")
 
 @dataclass
 class Resources:
-    """Clients shared by every request of one process. Creating them does no I/O: Redis, the
-    database and Auth0 are contacted by the first request that needs them."""
+    """Clients shared by every request of one process. Creating them does no I/O: Auth0 is
+    contacted by the first request that needs it, Redis and the database beside serving, once
+    the lifespan has started (`warm`)."""
 
     settings: Settings
     http: LazyHTTP
@@ -105,6 +106,11 @@ class Resources:
     @cached_property
     def events(self) -> SeenEvents:
         return SeenEvents(self.settings, self.store)
+
+    async def warm(self) -> None:
+        """What the first request would otherwise open itself, opened while the pod waits for
+        it: the database connection (Redis is already being subscribed to, in `create`)."""
+        await self.database.warm()
 
     async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
         return await self.auth0.get_user(user_id)
