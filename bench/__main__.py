@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output",
         type=Path,
-        default=ROOT / "docs" / "bench",
-        help="where results.json and performance.png go (default: docs/bench)",
+        help="where results.json and performance.png go (default: docs/bench for a full run "
+        "that updates the docs, else bench/results, which git ignores)",
     )
     parser.add_argument(
         "--no-docs", action="store_true", help="leave docs/performance.md's figures alone"
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     profile = PROFILES[args.profile]
+    updates_docs = profile.name == "full" and not args.only and not args.no_docs
+    if args.output is None:
+        args.output = ROOT / ("docs/bench" if updates_docs else "bench/results")
     wrk_binary()  # fail before starting anything
     install_signal_cleanup()
     with tempfile.TemporaryDirectory(prefix="userapi-bench-") as workdir:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     report.plot(results, args.output / "performance.png")
     summary = report.markdown(results)
     print(summary)
-    if profile.name == "full" and not args.only and not args.no_docs:
+    if updates_docs:
         report.update_docs(ROOT / "docs" / "performance.md", summary)
     return 0
 
