@@ -61,4 +61,5 @@ def build_app(
         mounts=mounts,
         direct=tuple(route for endpoint in declared for route in endpoint.direct_routes),
         max_body_bytes=max(endpoint.max_body_bytes for endpoint in declared),
+        database=any(endpoint.database for endpoint in declared),
     )

@@ -66,6 +66,7 @@ ENDPOINT = Endpoint(
     # Auth0 decides how many events a delivery batches; larger than the other endpoints' bound.
     max_body_bytes=5 * 1024 * 1024,
     management_api=False,  # it applies what Auth0 sends; it never asks Auth0
+    database=False,  # profiles in Redis, and the events it has seen
 )
 router = ENDPOINT.router
 

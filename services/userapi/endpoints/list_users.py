@@ -24,7 +24,8 @@ SORTABLE_FIELDS = frozenset(
 )  # fmt: skip
 
 # What the registry (userapi/endpoints/__init__.py) reads.
-ENDPOINT = Endpoint("list-users", Permission.READ_USERS)
+# Its pages are Auth0's search, with no account rows: it never reads PostgreSQL.
+ENDPOINT = Endpoint("list-users", Permission.READ_USERS, database=False)
 router = ENDPOINT.router
 
 

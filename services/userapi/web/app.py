@@ -49,6 +49,7 @@ def create_app(
     mounts: Sequence[tuple[str, ASGIApp]] = (),
     direct: Sequence[DirectGet] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    database: bool = True,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +57,7 @@ def create_app(
         app.state.resources = Resources.create(settings)
         # Beside serving, not before it: a pod listens as soon as it can, and its first
         # request finds the connection open, or waits for it as it would have.
-        warming = asyncio.create_task(app.state.resources.warm())
+        warming = asyncio.create_task(app.state.resources.warm(database=database))
         # Everything imported so far lives as long as the process. Frozen, the garbage
         # collector stops re-scanning it: under load each full collection stalled every
         # request in flight for about 45 ms while finding nothing to free.

@@ -31,6 +31,7 @@ class Endpoint:
         tags: Sequence[str] = ("users",),
         max_body_bytes: int = MAX_BODY_BYTES,
         management_api: bool = True,
+        database: bool = True,
     ) -> None:
         # The registry's key: the Knative Service's name and `userapi serve`'s argument.
         self.name = name
@@ -47,6 +48,9 @@ class Endpoint:
         # Calls Auth0's Management API, so needs the client secret; an endpoint that does not
         # is neither given it (the chart mounts no client-secret there) nor refused without it.
         self.management_api = management_api
+        # Reads or writes PostgreSQL: only then does a new process open its connection to the
+        # sidecar before its first request (Resources.warm).
+        self.database = database
         # `Annotated[Principal, ENDPOINT.caller]`: the authorized caller, solved by FastAPI
         # before any other parameter is judged (401, then 403, then 400).
         self.caller: Any = Depends(self.authorize)

@@ -107,10 +107,12 @@ class Resources:
     def events(self) -> SeenEvents:
         return SeenEvents(self.settings, self.store)
 
-    async def warm(self) -> None:
+    async def warm(self, *, database: bool) -> None:
         """What the first request would otherwise open itself, opened while the pod waits for
-        it: the database connection (Redis is already being subscribed to, in `create`)."""
-        await self.database.warm()
+        it: the database connection, when the endpoint uses the database (Redis is already
+        being subscribed to, in `create`)."""
+        if database:
+            await self.database.warm()
 
     async def _fetch_profile(self, user_id: str) -> dict[str, Any] | None:
         return await self.auth0.get_user(user_id)
