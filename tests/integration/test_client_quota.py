@@ -82,7 +82,9 @@ def test_concurrent_requests_of_one_client_each_count(
     pods: list[Service], clean_emulator: EmulatorHandle, user: dict[str, object]
 ) -> None:
     """Checks of one event-loop turn share one Redis call: a client's requests in it must still
-    each count, not merge into one."""
+    each count, not merge into one. Near the limit each pod may let through one request the
+    other had already counted (a share taken on the count it last heard, docs/architecture.md,
+    "Per-client quotas"): merged counts would let through several times the quota."""
     path = user_path(str(user["user_id"]))
     token = clean_emulator.token("burst@clients", ["read:users"], claims={"azp": "app-burst"})
     assert pods[0].get(path, clean_emulator.token("w@clients", ["read:users"])).status_code == 200
@@ -101,8 +103,8 @@ def test_concurrent_requests_of_one_client_each_count(
             return [answer.status_code for answer in answers]
 
     statuses = asyncio.run(burst())
-    assert statuses.count(200) == QUOTA, statuses
-    assert statuses.count(429) == 3 * QUOTA, statuses
+    assert QUOTA <= statuses.count(200) <= QUOTA + len(pods), statuses
+    assert statuses.count(200) + statuses.count(429) == 4 * QUOTA, statuses
 
 
 def test_hostile_client_ids_get_bounded_keys(
