@@ -53,9 +53,31 @@ def deployed(control_plane: ControlPlane) -> dict[str, dict[str, Any]]:
                 ready[name] = ready.get(name, 0) + 1
         if all(ready.get(name, 0) == count for name, count in expected.items()):
             break
-        assert time.monotonic() < deadline, f"pods never became ready: {ready}"
+        assert time.monotonic() < deadline, (
+            f"pods never became ready: {ready}\n{_what_is_there(control_plane)}"
+        )
         time.sleep(1)
     return knative_services(objects)
+
+
+def _what_is_there(plane: ControlPlane) -> str:
+    """Where the chain from Service to Ready pod stopped, for the failure message."""
+    lines = []
+    for service in plane.get("-n", NAMESPACE, "ksvc")["items"]:
+        conditions = {c["type"]: c for c in service.get("status", {}).get("conditions", [])}
+        ready = conditions.get("Ready", {})
+        reason = f"{ready.get('reason', '')} {ready.get('message', '')}"
+        lines.append(f"ksvc {service['metadata']['name']}: Ready={ready.get('status')} {reason}")
+    for deployment in plane.get("-n", NAMESPACE, "deployments")["items"]:
+        status = deployment.get("status", {})
+        counts = f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}"
+        lines.append(f"deployment {deployment['metadata']['name']}: {counts} ready")
+    for pod in plane.get("-n", NAMESPACE, "pods")["items"]:
+        where = pod["spec"].get("nodeName", "no node")
+        lines.append(f"pod {pod['metadata']['name']}: {pod['status'].get('phase')} on {where}")
+    nodes = plane.get("nodes")["items"]
+    lines.append(f"nodes: {[node['metadata']['name'] for node in nodes]}")
+    return "\n".join(lines)
 
 
 def test_status_lists_the_endpoints_with_their_real_pods_and_scale(

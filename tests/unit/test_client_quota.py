@@ -14,6 +14,7 @@ import pytest
 from userapi.adapters.access_tokens import Principal
 from userapi.adapters.client_quota import ClientQuota
 from userapi.adapters.shared_store import RedisStore
+from userapi.platform import telemetry
 from userapi.platform.errors import APIError
 
 from harness.redis_server import RedisServer
@@ -124,6 +125,23 @@ async def test_far_from_its_limit_a_client_is_answered_without_waiting(
     assert took < 0.05, took  # a Redis timeout is 250 ms: none was waited for
     assert pod.calls[0] == (1, 1)
     assert sum(n for _, n in pod.calls[1:]) >= 24  # those admitted at once, all sent
+
+
+async def test_only_the_checks_that_waited_are_counted_as_waits(
+    redis_alone: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request of a window waits for its count; the next ten, far from the limit,
+    do not: userapi.quota.waits says 1 (docs/observability.md)."""
+    counted: list[tuple[str, float]] = []
+    monkeypatch.setattr(
+        telemetry, "add", lambda name, value=1, _=None: counted.append((name, value))
+    )
+    pod = Pod(redis_alone, 100)
+    try:
+        assert await pod.admitted("app", 11) == 11
+    finally:
+        await pod.store.close()
+    assert counted == [("userapi.quota.waits", 1)]
 
 
 async def test_one_pod_lets_through_exactly_the_quota(redis_alone: RedisServer) -> None:

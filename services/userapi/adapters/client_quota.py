@@ -188,6 +188,7 @@ class ClientQuota:
             asyncio.get_running_loop().create_future()
         )
         state.waiters.append(waiter)
+        telemetry.add("userapi.quota.waits", 1)
         self._schedule(soon=True)
         # Shielded: a caller hanging up must not cancel the count for the others.
         return await asyncio.shield(waiter)

@@ -268,6 +268,12 @@ INSTRUMENTS: dict[str, tuple[str, str, str]] = {
         "Requests refused with 429 because their client was over its quota (by endpoint only:"
         " never a client id).",
     ),
+    "userapi.quota.waits": (
+        "counter",
+        "{request}",
+        "Quota checks that waited for their own count in Redis (the first of a window, a client"
+        " near its limit, a count heard too long ago): one round trip added to the request.",
+    ),
     "userapi.quota.unchecked": (
         "counter",
         "{request}",
