@@ -531,8 +531,11 @@ def _warm(cluster: Cluster, profile: Profile, workdir: Path) -> dict[str, Any]:
 
 
 def _scale_out(cluster: Cluster, pods: int) -> dict[str, Any]:
-    """get-user from zero under `pods` clients back to back, at a target of 1 request per pod
-    and at most `pods` pods: the time to that many serving, and every non-200 meanwhile."""
+    """get-user from zero under twice `pods` clients back to back, at a target of 1 request
+    per pod and at most `pods` pods: the time to that many serving, and every non-200
+    meanwhile. Twice: a cached read spends about half of a client's turn in the pod, so `pods`
+    clients kept the pods' measured concurrency near the autoscaler's edge (target 1 x 70 %
+    utilisation), and one quiet run never asked for the last pod in 180 s."""
     cluster.annotate(GET_USER, {"autoscaling.knative.dev/target": "1",
                                 "autoscaling.knative.dev/min-scale": None,
                                 "autoscaling.knative.dev/max-scale": str(pods)})  # fmt: skip
@@ -546,14 +549,17 @@ def _scale_out(cluster: Cluster, pods: int) -> dict[str, Any]:
             with lock:
                 statuses[status] += 1
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(pods)]
+    clients = 2 * pods
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     reached: float | None = None
+    most = 0  # the most pods seen serving: what a run that never reached `pods` got to
     try:
         while time.monotonic() - started < 180:
-            if len(cluster.serving(GET_USER)) >= pods:
+            most = max(most, len(cluster.serving(GET_USER)))
+            if most >= pods:
                 reached = time.monotonic() - started
                 break
             time.sleep(0.25)
@@ -564,7 +570,8 @@ def _scale_out(cluster: Cluster, pods: int) -> dict[str, Any]:
             thread.join(60)
     return {
         "pods": pods,
-        "clients": pods,
+        "clients": clients,
+        "most_pods_serving": most,
         "seconds_to_all_serving": round(reached, 2) if reached is not None else None,
         "requests": sum(statuses.values()),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -583,8 +590,9 @@ def judge(box: Result) -> list[Verdict]:
         ),
         Verdict(
             target=f"Knative scale-out to {scale['pods']} pods",
-            goal="0 errors",
-            measured=f"{scale['errors']} errors",
+            goal="all serving within 180 s, 0 errors",
+            measured=f"{scale.get('most_pods_serving', '?')} serving after "
+            f"{scale['seconds_to_all_serving']} s, {scale['errors']} errors",
             met=scale["errors"] == 0 and scale["seconds_to_all_serving"] is not None,
         ),
     ]
@@ -630,8 +638,9 @@ def render(box: Result) -> list[str]:
     lines += [
         "",
         f"Scale-out: get-user at target concurrency 1, max-scale {scale['pods']}, "
-        f"{scale['clients']} clients from zero: {scale['pods']} pods serving after "
-        f"{scale['seconds_to_all_serving']} s; {scale['requests']} requests, statuses "
+        f"{scale['clients']} clients from zero: {scale.get('most_pods_serving', '?')} pods "
+        f"serving after {scale['seconds_to_all_serving']} s (None: never all {scale['pods']} "
+        f"in 180 s); {scale['requests']} requests, statuses "
         f"{scale['statuses']}, {scale['errors']} errors.",
     ]
     return lines
