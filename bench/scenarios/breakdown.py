@@ -51,7 +51,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
         app.router.routes.insert(0, Route(path, _plain_route(reads)))
     app.router.routes.insert(0, Route("/plain-bare/{user_id}", _plain_route("none")))
     n = profile.cached_samples * 5
-    with _logs_to_devnull(settings.log_level):
+    with logs_to_devnull(settings.log_level):
         async with app.router.lifespan_context(app):
             variants = {
                 "direct_route": f"/direct/users/{USER}",
@@ -62,7 +62,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
             }
             cpu_us = {}
             for name, path in variants.items():
-                cpu_us[name] = await _cpu_per_call(_getter(app, path, stack.auth), n)
+                cpu_us[name] = await _cpu_per_call(getter(app, path, stack.auth), n)
             resources = app.state.resources
             key = resources.profiles.key(USER)
             cpu_us["redis_py_get"] = await _cpu_per_call(lambda: resources.store.get(key), n)
@@ -76,7 +76,7 @@ async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
         )
         async with uncopied.router.lifespan_context(uncopied):
             cpu_us["direct_route_without_the_process_copy"] = await _cpu_per_call(
-                _getter(uncopied, f"/direct/users/{USER}", stack.auth), n
+                getter(uncopied, f"/direct/users/{USER}", stack.auth), n
             )
     cpu_us["hand_written_resp_get"] = await _resp_floor(stack, key, n)
     return {
@@ -105,7 +105,7 @@ def _plain_route(reads: str) -> Callable[[Request], Awaitable[Response]]:
     return route
 
 
-def _getter(app: ASGIApp, path: str, headers: dict[str, str]) -> Callable[[], Awaitable[None]]:
+def getter(app: ASGIApp, path: str, headers: dict[str, str]) -> Callable[[], Awaitable[None]]:
     return lambda: _get(app, path, headers)
 
 
@@ -163,7 +163,7 @@ async def _resp_floor(stack: Stack, key: str, n: int) -> float:
 
 
 @contextlib.contextmanager
-def _logs_to_devnull(level: str) -> Iterator[None]:
+def logs_to_devnull(level: str) -> Iterator[None]:
     """The request log line is part of the cost: written, but to /dev/null."""
     with open(os.devnull, "w") as devnull:
         with contextlib.redirect_stdout(devnull):

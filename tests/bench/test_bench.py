@@ -154,6 +154,11 @@ def test_every_scenario_runs_and_holds_its_invariants(tmp_path: Path) -> None:
     assert all(cpu > 0 for cpu in storm["quota_cost"]["cpu_us_per_request"].values())
     assert storm["quota_cost"]["script_calls_per_second"]["on"] > 0  # the quota counted in Redis
     assert storm["quota_cost"]["same_server_ratio"] > 0  # the control ran in the same rounds
+    inner = storm["quota_cost_in_process"]
+    assert inner["slices"] == 10
+    assert inner["ratio"] > 0
+    assert inner["same_server_ratio"] > 0
+    assert all(rps > 0 for rps in inner["rps"].values())
     assert s["tokens"]["shared_through_redis"]["token_requests"] == 1
     assert s["tokens"]["without_redis"]["token_requests"] == s["tokens"]["cold_starts"]
     otel = s["telemetry"]
