@@ -9,13 +9,16 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from userapi.emulator import DEV_AUDIENCE, DEV_CLIENT_ID, DEV_CLIENT_SECRET
 
 from harness.emulator import EmulatorHandle
 from harness.processes import HOST, USERAPI, ServiceProcess, code_env, free_port
+
+if TYPE_CHECKING:
+    from userapi.platform.settings import Settings
 
 SHARED_CACHE_KEY = "test-shared-cache-key-0123456789abcdef"
 
@@ -57,15 +60,20 @@ def service_env(
     return env
 
 
+def settings_from(env: dict[str, str]) -> Settings:
+    """The Settings a process started with `env` would read, for an app built in this one."""
+    from userapi.platform.settings import Settings
+
+    return Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
+
+
 @contextlib.asynccontextmanager
 async def in_process(endpoint: str, env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     """One endpoint's app in this process, lifespan included, behind an httpx client: for the
     tests that change what it depends on between requests (a Redis killed, a file removed)."""
     from userapi import endpoints
-    from userapi.platform.settings import Settings
 
-    settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
-    app = endpoints.build_app(endpoint, [endpoint], settings)
+    app = endpoints.build_app(endpoint, [endpoint], settings_from(env))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -26,7 +26,6 @@ from userapi import endpoints
 from userapi.adapters.rate_budget import Priority
 from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER, ROUTE_LIST_USERS
-from userapi.platform.settings import Settings
 
 from bench.config import Profile
 from bench.load import LoadResult, Outcome, fire, median_of, paired_ratios, percentiles, wrk
@@ -34,6 +33,7 @@ from bench.scenario import Result, Scenario, Verdict
 from bench.scenarios.breakdown import getter, logs_to_devnull
 from bench.stack import LIST_PAGE, USER, Stack, with_cpu
 from harness.budget_trace import BudgetTrace
+from harness.userapi import settings_from
 
 AUTH0_LATENCY_MS = 150.0
 RATE, BURST = 2, 2
@@ -133,7 +133,7 @@ async def _quota_cost_in_process(stack: Stack, profile: Profile) -> dict[str, An
     up to after a pause longer than the quota's 50 ms flush, so the flush of the counts the
     slice made is charged to that slice, not to the next app's: a flush per 1000 reads, more
     often than under load, so the quota is charged a little more than it costs."""
-    settings = Settings(**{k.lower(): v for k, v in stack.env().items()})  # type: ignore[arg-type]
+    settings = settings_from(stack.env())
     quota = {"client_quota_requests": 10**9, "client_quota_window_seconds": 60}
     apps = {
         name: endpoints.build_app("get-user", ["get-user"], config)

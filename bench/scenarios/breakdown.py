@@ -28,20 +28,20 @@ from userapi import endpoints
 from userapi.adapters.access_tokens import authenticate
 from userapi.domain.users import User, etag, target_user
 from userapi.platform import logs
-from userapi.platform.settings import Settings
 from userapi.web.app import create_app
 from userapi.web.direct_routes import DirectGet
 
 from bench.config import Profile
 from bench.scenario import Result, Scenario
 from bench.stack import USER, Stack
+from harness.userapi import settings_from
 
 ASGIApp = Callable[..., Awaitable[None]]
 
 
 async def run(stack: Stack, profile: Profile, _workdir: Path) -> dict[str, Any]:
     env = stack.env()
-    settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
+    settings = settings_from(env)
     endpoint = endpoints.load("get-user")
     # The direct route as `userapi serve get-user` installs it, under another prefix so that
     # the FastAPI route stays reachable beside it.

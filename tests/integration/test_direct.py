@@ -13,18 +13,17 @@ import pytest
 from fastapi import FastAPI
 from userapi.domain.users import user_path
 from userapi.endpoints import get_user
-from userapi.platform.settings import Settings
 from userapi.web.app import create_app
 
 from harness.emulator import EmulatorHandle
 from harness.redis_server import RedisServer
-from harness.userapi import migrate, service_env
+from harness.userapi import migrate, service_env, settings_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 def _app(env: dict[str, str], *, direct: bool, fastapi_route: bool = True) -> FastAPI:
-    settings = Settings(**{name.lower(): value for name, value in env.items()})  # type: ignore[arg-type]
+    settings = settings_from(env)
     routers = [get_user.router] if fastapi_route else []
     return create_app(
         "get-user", routers, settings, direct=get_user.ENDPOINT.direct_routes if direct else ()

@@ -12,6 +12,8 @@ import pytest
 from userapi.platform import telemetry
 from userapi.platform.settings import Settings
 
+from harness.userapi import settings_from
+
 # A process that builds an endpoint's app and runs its whole lifespan (start-up, ready, the
 # shutdown flush), then prints every module it imported.
 _SERVE_AND_LIST_MODULES = """
@@ -115,7 +117,7 @@ print("found")
 
 
 def settings(**env: str) -> Settings:
-    return Settings(**{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    return settings_from(env)
 
 
 def test_the_base_endpoint_gets_the_signal_paths_and_a_per_signal_one_is_used_as_is() -> None:
