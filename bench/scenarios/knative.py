@@ -591,7 +591,7 @@ def judge(box: Result) -> list[Verdict]:
         Verdict(
             target=f"Knative scale-out to {scale['pods']} pods",
             goal="all serving within 180 s, 0 errors",
-            measured=f"{scale.get('most_pods_serving', '?')} serving after "
+            measured=f"{scale['most_pods_serving']} serving after "
             f"{scale['seconds_to_all_serving']} s, {scale['errors']} errors",
             met=scale["errors"] == 0 and scale["seconds_to_all_serving"] is not None,
         ),
@@ -638,7 +638,7 @@ def render(box: Result) -> list[str]:
     lines += [
         "",
         f"Scale-out: get-user at target concurrency 1, max-scale {scale['pods']}, "
-        f"{scale['clients']} clients from zero: {scale.get('most_pods_serving', '?')} pods "
+        f"{scale['clients']} clients from zero: {scale['most_pods_serving']} pods "
         f"serving after {scale['seconds_to_all_serving']} s (None: never all {scale['pods']} "
         f"in 180 s); {scale['requests']} requests, statuses "
         f"{scale['statuses']}, {scale['errors']} errors.",
