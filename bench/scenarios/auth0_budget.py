@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from userapi import endpoints
+from userapi.adapters.client_quota import FLUSH_SECONDS
 from userapi.adapters.rate_budget import Priority
 from userapi.domain.users import user_path
 from userapi.emulator.app import ROUTE_GET_USER, ROUTE_LIST_USERS
@@ -66,8 +67,8 @@ async def _quota_cost(stack: Stack, profile: Profile, workdir: Path) -> dict[str
     # The server's own CPU per request: what the check adds, less moved than req/s by whatever
     # else shares the cores (wrk, Redis, other work).
     cpu_us: dict[str, list[float]] = {name: [] for name in envs}
-    # Redis script calls per second: the quota flushes its counts every 50 ms (20 calls/s);
-    # any more are requests that waited for their own count, the slow path.
+    # Redis script calls per second: the quota flushes its counts every FLUSH_SECONDS (5
+    # calls/s); any more are requests that waited for their own count, the slow path.
     script_calls: dict[str, list[float]] = {name: [] for name in envs}
     # Twice the warm path's rounds: the target is a 5 % difference, and on these 2 cores one
     # 8 s round's pair spread from 0.88 to 1.00 (docs/performance.md).
@@ -128,11 +129,11 @@ async def _quota_cost_in_process(stack: Stack, profile: Profile) -> dict[str, An
     second process, so no layout or scheduling bias between them.
 
     In short slices, rotating: these cores' speed drifts by 20 to 30 % between runs a second
-    apart, while two slices a tenth of a second apart see the same cores. Each slice is timed
-    by this process's CPU (a slice of the cores another process took is not charged to it)
-    up to after a pause longer than the quota's 50 ms flush, so the flush of the counts the
-    slice made is charged to that slice, not to the next app's: a flush per 1000 reads, where
-    wrk's 10,000 to 15,000 req/s make one per 500 to 750."""
+    apart, while two slices a fraction of a second apart see the same cores. Each slice lasts
+    about one flush interval of the quota (its reads sized by the warm-up's rate), and is
+    timed by this process's CPU (a slice of the cores another process took is not charged to
+    it) up to after a pause longer than that interval: so each slice of the quota's server is
+    charged the one flush its reads would have caused under load, not the next server's."""
     settings = settings_from(stack.env())
     quota = {"client_quota_requests": 10**9, "client_quota_window_seconds": 60}
     apps = {
@@ -143,7 +144,8 @@ async def _quota_cost_in_process(stack: Stack, profile: Profile) -> dict[str, An
             ("off again", settings),
         )
     }
-    reads, slices = 1000, profile.cached_samples // 2
+    slices = profile.cached_samples // 4
+    pause = FLUSH_SECONDS + 0.05  # the flush, and its round trip
     rps: dict[str, list[float]] = {name: [] for name in apps}
     with logs_to_devnull(settings.log_level):
         async with contextlib.AsyncExitStack() as lifespans:
@@ -151,8 +153,12 @@ async def _quota_cost_in_process(stack: Stack, profile: Profile) -> dict[str, An
             for name, app in apps.items():
                 await lifespans.enter_async_context(app.router.lifespan_context(app))
                 calls[name] = getter(app, f"/users/{USER}", stack.auth)
-                for _ in range(reads):  # warm: pools, memos, the first count of the window
+            # Warm (pools, memos, the first count of the window), and the reads per slice.
+            started, warm_reads = time.perf_counter(), 1000
+            for name in apps:
+                for _ in range(warm_reads):
                     await calls[name]()
+            reads = round(FLUSH_SECONDS * 3 * warm_reads / (time.perf_counter() - started))
             for slice_ in range(slices):
                 names = list(apps)
                 for name in names[slice_ % 3 :] + names[: slice_ % 3]:
@@ -160,7 +166,7 @@ async def _quota_cost_in_process(stack: Stack, profile: Profile) -> dict[str, An
                     for _ in range(reads):
                         await calls[name]()
                         await asyncio.sleep(0)  # a loop turn, as between requests
-                    await asyncio.sleep(0.06)  # the quota's flush, if any, runs here
+                    await asyncio.sleep(pause)  # the quota's flush, if any, runs here
                     rps[name].append(reads / (time.process_time() - started))
 
     # The quartiles' middle one is the median: the ratio judged.
@@ -366,7 +372,8 @@ def render(st: Result) -> list[str]:
         f"{quota['cpu_us_per_request']['on']} against {quota['cpu_us_per_request']['off']} µs, "
         f"Redis scripts run {quota['script_calls_per_second']['on']} against "
         f"{quota['script_calls_per_second']['off']} per second (medians of the rounds; the "
-        "quota's flush every 50 ms is 20/s, more are requests that waited for their count).",
+        f"quota's flush every {FLUSH_SECONDS * 1000:.0f} ms is {1 / FLUSH_SECONDS:.0f}/s, more "
+        "are requests that waited for their count).",
         "",
         f"The same three as apps in one process, {inner['slices']} rotating slices of "
         f"{inner['reads_per_slice']} sequential cached reads each: {inner['rps']['on']} against "

@@ -6,9 +6,9 @@ Retry-After is honest, the window's end being the same for every pod. Every requ
 in Redis; what differs is whether it waits for its count:
 - A client far from its limit, as this pod last heard from Redis, is answered at once: this
   pod may admit up to its share of half of what is left (what is left ÷ 2 ÷ one more than the
-  pods that counted this client in this window) before it hears again. Its counts go to Redis within
-  _FLUSH_SECONDS (50 ms), all clients' in one call. Waiting for Redis on every request cost the
-  cached read a third of its throughput (docs/performance.md).
+  pods that counted this client in this window) before it hears again. Its counts go to Redis
+  within FLUSH_SECONDS (200 ms), all clients' in one call. Waiting for Redis on every request
+  cost the cached read a third of its throughput (docs/performance.md).
 - Otherwise (the first request of a window, a client near its limit) the request waits for
   its own count, in the next call (one call on its way at a time: what is asked meanwhile goes
   together, so the calls grow with the load, not their number). Refusals are decided here,
@@ -38,6 +38,8 @@ from userapi.platform import telemetry
 from userapi.platform.errors import APIError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from userapi.adapters.access_tokens import Principal
     from userapi.adapters.shared_store import RedisStore
     from userapi.platform.settings import Settings
@@ -68,17 +70,18 @@ return out
 """
 
 _POLICY = "quota"  # the policy's name in RateLimit-Policy and RateLimit
-# How long a count admitted at once may wait to reach Redis: a call per 50 ms at most, all
+# How long a count admitted at once may wait to reach Redis: a call per 200 ms at most, all
 # clients' counts together, whatever the request rate. The shares bound what a pod admits
-# before it hears again, not this; each call costs about 100 µs of the event loop's CPU, so a
-# call per 10 ms cost the cached read about 1 % (docs/performance.md).
-_FLUSH_SECONDS = 0.05
+# before it hears again, not this. Each call costs the event loop about 0.7 ms of CPU (the
+# task, redis-py, the reply's wake-up): a call per 50 ms cost the cached read about 2 %
+# (docs/performance.md, "Issue 22").
+FLUSH_SECONDS = 0.2
 _MAX_CLIENTS = 10_000  # clients whose last count this pod remembers
 _MAX_REMEMBERED_ID = 256  # characters: longer client ids are not kept (memory)
 # A count older than this says too little of what the other pods did since: the next request
-# waits for its own. Five flushes: a count is heard every 50 ms plus a round trip plus the
-# event loop's lag, and with 0.1 s a loaded pod's lag alone sent its requests to wait.
-_FRESH_SECONDS = 0.25
+# waits for its own. Two and a half flushes: a busy pod hears every 200 ms plus a round trip
+# plus the event loop's lag, which reached 50 ms in `make bench`.
+_FRESH_SECONDS = 0.5
 
 
 def client_of(principal: Principal) -> str:
@@ -96,20 +99,23 @@ def client_key(prefix: str, endpoint: str, client: str) -> str:
 class _Client:
     """What this pod knows of one client's count in Redis, and what it has not counted yet."""
 
-    total: int = 0  # the client's count as Redis last said it
-    pods: int = 1  # the pods that had counted it in that window
-    heard_at: float = float("-inf")  # monotonic: when Redis said it
-    window_ends: float = 0.0  # monotonic; a count from an ended window says nothing
     unsent: int = 0  # admitted at once, not yet sent
     sending: int = 0  # admitted at once, sent, not yet answered
+    # How many more this pod may admit at once, and until when (monotonic): its share of what
+    # Redis last said was left, less those admitted since; it lapses when that count grows
+    # stale or its window ends. Worked out when Redis answers, so admitting is a subtraction.
+    credit: int = 0
+    credit_until: float = float("-inf")
+    window_ends: float = 0.0  # monotonic; a client whose window has ended may be forgotten
     waiters: list[asyncio.Future[tuple[int, float] | None]] = field(default_factory=list)
 
-    def may_admit_at_once(self, limit: int, now: float) -> bool:
-        if now >= self.window_ends or now - self.heard_at > _FRESH_SECONDS:
-            return False
-        # One pod more than counted: a pod that joined since this one last heard has a share too.
-        share = (limit - self.total) / (2 * (self.pods + 1))
-        return self.unsent + self.sending + 1 <= share
+    def heard(self, limit: int, total: int, pods: int, now: float, seconds_left: float) -> None:
+        """Redis's count of the client (`total`, by `pods` pods), with what this pod admitted
+        since it was sent. One pod more than counted: a pod that joined since has a share too."""
+        share = (limit - total) // (2 * (pods + 1))
+        self.credit = share - self.unsent
+        self.window_ends = now + seconds_left
+        self.credit_until = min(now + _FRESH_SECONDS, self.window_ends)
 
 
 class ClientQuota:
@@ -131,21 +137,30 @@ class ClientQuota:
         self._timer: asyncio.Handle | None = None
         self._timer_is_soon = False
 
-    async def check(self, endpoint: str, principal: Principal) -> None:
-        """Counts this request; raises a 429 APIError when the client is over its quota."""
+    def admit(self, endpoint: str, principal: Principal) -> Awaitable[None] | None:
+        """Counts this request: None when it is admitted at once, else what to await for its
+        count, which raises a 429 APIError when the client is over its quota. Not a coroutine:
+        the cached read's path creates no coroutine and takes no loop turn here."""
         client = client_of(principal)
         key = self._keys.get((endpoint, client)) or self._key(endpoint, client)
         if self._redis is None:
-            counted: tuple[int, float] | None = self._count_locally(key)
-        else:
-            state = self._clients.get(key) or self._remember(key)
-            self._due.add(key)
-            # The cached read's path: no await, so no second coroutine or loop turn.
-            if state.may_admit_at_once(self._requests, time.monotonic()):
-                state.unsent += 1
+            self._judge(self._count_locally(key))
+            return None
+        state = self._clients.get(key) or self._remember(key)
+        if state.credit > 0 and time.monotonic() < state.credit_until:
+            state.credit -= 1
+            if not state.unsent:  # the first since the last call: the next one must send it
+                self._due.add(key)
                 self._schedule(soon=False)
-                return
-            counted = await self._wait_for_count(state)
+            state.unsent += 1
+            return None
+        self._due.add(key)
+        return self._counted(state)
+
+    async def _counted(self, state: _Client) -> None:
+        self._judge(await self._wait_for_count(state))
+
+    def _judge(self, counted: tuple[int, float] | None) -> None:
         if counted is None:
             # Redis unreachable: the quota protects the service, it must not take it down.
             telemetry.add("userapi.quota.unchecked", 1)
@@ -195,7 +210,7 @@ class ClientQuota:
 
     def _schedule(self, soon: bool) -> None:
         """The next call: at the end of this loop turn when a request waits for it, else
-        within _FLUSH_SECONDS; never while one is on its way (its answer schedules the next)."""
+        within FLUSH_SECONDS; never while one is on its way (its answer schedules the next)."""
         if self._sending is not None or (
             self._timer is not None and (self._timer_is_soon or not soon)
         ):
@@ -204,7 +219,7 @@ class ClientQuota:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer = (
-            loop.call_soon(self._send) if soon else loop.call_later(_FLUSH_SECONDS, self._send)
+            loop.call_soon(self._send) if soon else loop.call_later(FLUSH_SECONDS, self._send)
         )
         self._timer_is_soon = soon
 
@@ -240,8 +255,7 @@ class ClientQuota:
                     total, pods = int(result[2 * n]), int(result[2 * n + 1])
                     left = int(result[-1]) / 1000
                     if client is not None:
-                        client.total, client.pods = total, pods
-                        client.heard_at, client.window_ends = now, now + left
+                        client.heard(self._requests, total, pods, now, left)
                     # Those admitted at once came first; the waiters take the last counts.
                     first = total - len(waiters) + 1
                     counts = [(first + i, left) for i in range(len(waiters))]

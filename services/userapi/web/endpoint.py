@@ -71,7 +71,9 @@ class Endpoint:
             self.require(principal)
         quota = request.app.state.resources.quota
         if quota is not None:
-            await quota.check(self.name, principal)
+            waiting = quota.admit(self.name, principal)
+            if waiting is not None:
+                await waiting
         return principal
 
     def require(self, principal: Principal) -> None:
