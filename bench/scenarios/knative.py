@@ -635,13 +635,17 @@ def render(box: Result) -> list[str]:
                 f"{row[HELLO]['p99_ms']:.1f} | {r['p99_ratio']} |"
             )
     scale = box["scale_out"]
+    seconds = scale["seconds_to_all_serving"]
+    reached = (
+        f"all {scale['pods']} pods serving after {seconds} s"
+        if seconds is not None
+        else f"at most {scale['most_pods_serving']} pods serving, never all in 180 s"
+    )
     lines += [
         "",
         f"Scale-out: get-user at target concurrency 1, max-scale {scale['pods']}, "
-        f"{scale['clients']} clients from zero: {scale['most_pods_serving']} pods "
-        f"serving after {scale['seconds_to_all_serving']} s (None: never all {scale['pods']} "
-        f"in 180 s); {scale['requests']} requests, statuses "
-        f"{scale['statuses']}, {scale['errors']} errors.",
+        f"{scale['clients']} clients from zero: {reached}; {scale['requests']} requests, "
+        f"statuses {scale['statuses']}, {scale['errors']} errors.",
     ]
     return lines
 

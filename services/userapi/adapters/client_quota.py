@@ -15,8 +15,8 @@ in Redis; what differs is whether it waits for its count:
   so a 429 is never given on a guess.
 Near the limit the pods' shares shrink to nothing, but a share is taken on what a pod last
 heard, up to _FRESH_SECONDS ago: pods serving one client at once can let through, between two
-of their calls, a little more than the quota (two pods alternating on a quota of 100 let 101
-through, tests/unit/test_client_quota.py). Like API Gateway's usage plans, the quota is a
+of their calls, a little more than the quota (two pods alternating on a quota of 100 let up
+to 101 through, tests/unit/test_client_quota.py). Like API Gateway's usage plans, the quota is a
 target, not a hard limit (docs/architecture.md, "Per-client quotas").
 
 The client is the token's `azp` (the application), else its `sub`; it is hashed into the key,
