@@ -13,7 +13,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -65,17 +64,6 @@ async def _load(
     return samples
 
 
-def _request_lines(service: Service, at_least: int) -> list[dict[str, Any]]:
-    """The reads' request log lines, once there are `at_least` (a line is written after its
-    response is sent, so the last few of a load come a moment after it ends)."""
-    deadline = time.monotonic() + 3
-    while True:
-        lines = [line for line in service.request_logs() if line["path"] != "/healthz"]
-        if len(lines) >= at_least or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.02)
-
-
 async def test_a_redis_restart_on_the_same_address_costs_one_timeout_and_under_a_second(
     clean_emulator: EmulatorHandle, redis_alone: RedisServer, get_user: Service
 ) -> None:
@@ -88,7 +76,7 @@ async def test_a_redis_restart_on_the_same_address_costs_one_timeout_and_under_a
     # opened (CONCURRENCY at once), so that all of them die with the server.
     warmed = await _load(get_user.base_url, paths, token, time.monotonic() + 1.5)
     # All the warm-up's lines, or its last few would be taken for the load's.
-    warm = len(_request_lines(get_user, at_least=len(warmed)))
+    warm = len(get_user.request_logs(at_least=len(warmed)))
     assert warm == len(warmed)
 
     loop = asyncio.get_running_loop()
@@ -114,7 +102,7 @@ async def test_a_redis_restart_on_the_same_address_costs_one_timeout_and_under_a
     assert {status for _, _, status in samples} == {200}
     # What each read cost the server (its request log), without the test client's own waits
     # on this shared machine; the client's view is printed beside it.
-    served = _request_lines(get_user, at_least=warm + len(samples))[warm:]
+    served = get_user.request_logs(at_least=warm + len(samples))[warm:]
     assert len(served) == len(samples)
     worst = max(line["duration_ms"] for line in served) / 1000
     worst_seen = max(seconds for _, seconds, _ in samples)
